@@ -1,0 +1,8 @@
+//! routemesh kernel networking for one node: named network namespaces, links over rtnetlink,
+//! the bridge and overlay drivers, task sandboxes and the node's own nftables table.
+//!
+//! Input is always a plain spec from [`spec`], built by the planner without I/O; every
+//! `ensure_*` call is idempotent (it changes only what differs) and every `remove_*` call
+//! collects all errors instead of stopping at the first.
+
+pub mod spec;
