@@ -5,4 +5,15 @@
 //! `ensure_*` call is idempotent (it changes only what differs) and every `remove_*` call
 //! collects all errors instead of stopping at the first.
 
+pub mod bridge;
+pub mod error;
+pub mod firewall;
+pub mod netlink;
+pub mod netns;
+pub mod overlay;
+pub mod sandbox;
 pub mod spec;
+mod tempname;
+
+pub use error::{Error, Result};
+pub use netlink::{LinkSummary, Netlink};

@@ -1,0 +1,208 @@
+//! The overlay driver: per network, a namespace holding `br0` and one VXLAN device whose UDP
+//! socket lives in the node namespace, with static fdb and neighbour entries for remote tasks.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::bridge::ensure_bridge_state;
+use crate::error::{Error, Result};
+use crate::netlink::{LinkSummary, Netlink};
+use crate::netns;
+use crate::spec::{BridgeSpec, OverlaySpec};
+use crate::tempname::temp_ifname;
+
+/// The bridge inside every overlay namespace; sandbox legs are enslaved to it.
+pub const OVERLAY_BRIDGE: &str = "br0";
+
+/// Makes the overlay namespace match `spec`; `node` is the node namespace, where a missing
+/// VXLAN device is created before it is moved into the overlay namespace.
+pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
+    check_fdb(spec)?;
+    netns::create(&spec.netns)?;
+    let ovl = Netlink::open(&spec.netns).await?;
+    let lo = ovl.require_link("lo").await?;
+    if !lo.up {
+        ovl.set_up(&lo).await?;
+    }
+    let br0 = ensure_br0(&ovl, spec).await?;
+    let vxlan = ensure_vxlan(node, &ovl, spec).await?;
+    if vxlan.mtu != spec.mtu {
+        ovl.set_mtu(&vxlan, spec.mtu).await?;
+    }
+    if vxlan.master != Some(br0.index) {
+        ovl.set_master(&vxlan, &br0).await?;
+    }
+    if !vxlan.up {
+        ovl.set_up(&vxlan).await?;
+    }
+    sync_fdb(&ovl, &vxlan, spec).await?;
+    // On br0 for traffic from the overlay namespace itself; on the VXLAN device because its
+    // proxy ARP answers the tasks' ARP requests from that device's table.
+    sync_neighbours(&ovl, &br0, spec).await?;
+    sync_neighbours(&ovl, &vxlan, spec).await
+}
+
+/// Deletes every link in the overlay namespace (so the VXLAN socket is released even if
+/// something else pins the namespace), then the namespace. Ok if it is already gone.
+pub async fn remove_overlay(netns: &Path) -> Result<()> {
+    let mut errors = Vec::new();
+    if netns::is_mounted(netns) {
+        match Netlink::open(netns).await {
+            Ok(ovl) => errors.extend(delete_all_links(&ovl).await),
+            Err(e) => errors.push(e),
+        }
+    }
+    if let Err(e) = netns::remove(netns) {
+        errors.push(e);
+    }
+    Error::collect(errors)
+}
+
+/// Deletes every link but `lo` in the namespace of `nl`, returning the errors.
+pub(crate) async fn delete_all_links(nl: &Netlink) -> Vec<Error> {
+    let links = match nl.links().await {
+        Ok(links) => links,
+        Err(e) => return vec![e],
+    };
+    let mut errors = Vec::new();
+    for link in links.iter().filter(|l| l.name != "lo") {
+        if let Err(e) = nl.delete_link(&link.name).await {
+            errors.push(e);
+        }
+    }
+    errors
+}
+
+async fn ensure_br0(ovl: &Netlink, spec: &OverlaySpec) -> Result<LinkSummary> {
+    let bridge_spec = BridgeSpec {
+        ifname: OVERLAY_BRIDGE.into(),
+        gateway: spec.gateway,
+        mtu: spec.mtu,
+    };
+    let br0 = match ovl.link(OVERLAY_BRIDGE).await? {
+        Some(link) => link,
+        None => {
+            ovl.add_bridge(OVERLAY_BRIDGE, spec.mtu).await?;
+            ovl.require_link(OVERLAY_BRIDGE).await?
+        }
+    };
+    ensure_bridge_state(ovl, &br0, &bridge_spec).await?;
+    Ok(br0)
+}
+
+/// The VXLAN device in the overlay namespace, created (and moved in) if missing or if the
+/// link under that name is not a VXLAN device with our VNI.
+async fn ensure_vxlan(node: &Netlink, ovl: &Netlink, spec: &OverlaySpec) -> Result<LinkSummary> {
+    if let Some(link) = ovl.link(&spec.vxlan_ifname).await? {
+        if link.kind.as_deref() == Some("vxlan") && link.vni == Some(spec.vni) {
+            return Ok(link);
+        }
+        ovl.delete_link(&spec.vxlan_ifname).await?;
+    }
+    let temp = temp_ifname();
+    node.add_vxlan(&temp, spec.vni, spec.local_vtep, spec.mtu)
+        .await?;
+    let moved = async {
+        node.move_link(&temp, &spec.netns).await?;
+        let link = ovl.require_link(&temp).await?;
+        ovl.rename_link(link.index, &spec.vxlan_ifname).await?;
+        ovl.require_link(&spec.vxlan_ifname).await
+    }
+    .await;
+    if moved.is_err() {
+        // Whichever side it is on, do not leave a half-made device holding the VNI's socket.
+        let _ = node.delete_link(&temp).await;
+        let _ = ovl.delete_link(&temp).await;
+    }
+    moved
+}
+
+async fn sync_fdb(ovl: &Netlink, vxlan: &LinkSummary, spec: &OverlaySpec) -> Result<()> {
+    let have = ovl.fdb_entries(vxlan).await?;
+    let (extra, missing) = diff(&have, &spec.fdb);
+    for (mac, vtep) in extra {
+        ovl.delete_fdb(vxlan, mac, vtep).await?;
+    }
+    for (mac, vtep) in missing {
+        ovl.add_fdb(vxlan, mac, vtep).await?;
+    }
+    Ok(())
+}
+
+async fn sync_neighbours(ovl: &Netlink, dev: &LinkSummary, spec: &OverlaySpec) -> Result<()> {
+    let have = ovl.neighbours(dev).await?;
+    let (extra, missing) = diff(&have, &spec.neighbours);
+    let wanted_ips: BTreeSet<_> = spec.neighbours.iter().map(|(ip, _)| *ip).collect();
+    // An entry whose MAC changed is replaced in place below, not deleted first.
+    for (ip, _) in extra.into_iter().filter(|(ip, _)| !wanted_ips.contains(ip)) {
+        ovl.delete_neighbour(dev, ip).await?;
+    }
+    for (ip, mac) in missing {
+        ovl.set_neighbour(dev, ip, mac).await?;
+    }
+    Ok(())
+}
+
+/// A VXLAN fdb holds one static destination per MAC here; two would make every sync flap.
+fn check_fdb(spec: &OverlaySpec) -> Result<()> {
+    let mut seen = std::collections::BTreeMap::new();
+    for (mac, vtep) in &spec.fdb {
+        if let Some(other) = seen.insert(*mac, *vtep) {
+            if other != *vtep {
+                return Err(Error::Invalid {
+                    what: format!("fdb of {}", spec.vxlan_ifname),
+                    detail: format!("{mac} is behind both {other} and {vtep}"),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// (entries in `have` but not in `want`, entries in `want` but not in `have`), sorted.
+fn diff<T: Ord + Clone>(have: &[T], want: &[T]) -> (Vec<T>, Vec<T>) {
+    let have: BTreeSet<T> = have.iter().cloned().collect();
+    let want: BTreeSet<T> = want.iter().cloned().collect();
+    (
+        have.difference(&want).cloned().collect(),
+        want.difference(&have).cloned().collect(),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::spec::Mac;
+
+    #[test]
+    fn diff_splits_extra_and_missing() {
+        let (extra, missing) = diff(&[1, 2, 3, 3], &[3, 4]);
+        assert_eq!(extra, vec![1, 2]);
+        assert_eq!(missing, vec![4]);
+    }
+
+    #[test]
+    fn one_mac_behind_two_vteps_is_refused() {
+        let mac = Mac::from_ipv4(Ipv4Addr::new(10, 0, 1, 5));
+        let spec = OverlaySpec {
+            netns: "/run/routemesh/netns/ov-app".into(),
+            vxlan_ifname: "vxlan4096".into(),
+            vni: 4096,
+            local_vtep: None,
+            gateway: "10.0.1.1/24".parse().unwrap_or_else(|e| panic!("{e}")),
+            mtu: 1450,
+            fdb: vec![
+                (mac, Ipv4Addr::new(192, 168, 0, 2)),
+                (mac, Ipv4Addr::new(192, 168, 0, 3)),
+            ],
+            neighbours: vec![],
+        };
+        let err = check_fdb(&spec).err().map(|e| e.to_string());
+        assert_eq!(
+            err.as_deref(),
+            Some("invalid fdb of vxlan4096: 02:42:0a:00:01:05 is behind both 192.168.0.2 and 192.168.0.3")
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! Task sandboxes: a namespace with `lo` and one veth leg per network, the outer end of each
+//! enslaved to the network's bridge (`br0` in an overlay namespace, or a node bridge).
+
+use std::collections::BTreeSet;
+
+use crate::error::{Error, Result};
+use crate::netlink::{LinkSummary, Netlink};
+use crate::netns;
+use crate::overlay::OVERLAY_BRIDGE;
+use crate::spec::{Attachment, InterfaceSpec, SandboxSpec};
+use crate::tempname::temp_ifname;
+
+/// Makes the sandbox match `spec`. Interfaces already present with the right kind, MAC and
+/// address are kept (adopted), so a second call with the same spec changes nothing.
+pub async fn ensure_sandbox(node: &Netlink, spec: &SandboxSpec) -> Result<()> {
+    netns::create(&spec.netns)?;
+    let sandbox = Netlink::open(&spec.netns).await?;
+    let lo = sandbox.require_link("lo").await?;
+    if !lo.up {
+        sandbox.set_up(&lo).await?;
+    }
+    delete_unknown_links(&sandbox, spec).await?;
+    for iface in &spec.interfaces {
+        let opened;
+        let outside = match &iface.attach {
+            Attachment::Overlay { netns } => {
+                opened = Netlink::open(netns).await?;
+                &opened
+            }
+            Attachment::NodeBridge { .. } => node,
+        };
+        ensure_interface(outside, &sandbox, spec, iface).await?;
+    }
+    match (spec.default_gateway, sandbox.default_gateway().await?) {
+        (Some(want), Some(have)) if want == have => Ok(()),
+        (Some(want), _) => sandbox.replace_default_route(want).await,
+        (None, Some(_)) => sandbox.delete_default_route().await,
+        (None, None) => Ok(()),
+    }
+}
+
+/// Deletes the sandbox's interfaces (each takes its outer veth end with it) and any outer end
+/// left behind, then the namespace. Collects every error; Ok if everything is already gone.
+pub async fn remove_sandbox(node: &Netlink, spec: &SandboxSpec) -> Result<()> {
+    let mut errors = Vec::new();
+    if netns::is_mounted(&spec.netns) {
+        match Netlink::open(&spec.netns).await {
+            Ok(sandbox) => errors.extend(crate::overlay::delete_all_links(&sandbox).await),
+            Err(e) => errors.push(e),
+        }
+    }
+    for iface in &spec.interfaces {
+        let deleted = match &iface.attach {
+            Attachment::Overlay { netns } if netns::is_mounted(netns) => {
+                match Netlink::open(netns).await {
+                    Ok(overlay) => overlay.delete_link(&iface.outer_ifname).await,
+                    Err(e) => Err(e),
+                }
+            }
+            Attachment::Overlay { .. } => Ok(false),
+            Attachment::NodeBridge { .. } => node.delete_link(&iface.outer_ifname).await,
+        };
+        if let Err(e) = deleted {
+            errors.push(e);
+        }
+    }
+    if let Err(e) = netns::remove(&spec.netns) {
+        errors.push(e);
+    }
+    Error::collect(errors)
+}
+
+fn bridge_name(iface: &InterfaceSpec) -> &str {
+    match &iface.attach {
+        Attachment::Overlay { .. } => OVERLAY_BRIDGE,
+        Attachment::NodeBridge { bridge } => bridge,
+    }
+}
+
+/// Links in the sandbox that no interface of the spec names (left by an older spec).
+async fn delete_unknown_links(sandbox: &Netlink, spec: &SandboxSpec) -> Result<()> {
+    let known: BTreeSet<&str> = spec.interfaces.iter().map(|i| i.ifname.as_str()).collect();
+    for link in sandbox.links().await? {
+        if link.name != "lo" && !known.contains(link.name.as_str()) {
+            sandbox.delete_link(&link.name).await?;
+        }
+    }
+    Ok(())
+}
+
+async fn ensure_interface(
+    outside: &Netlink,
+    sandbox: &Netlink,
+    spec: &SandboxSpec,
+    iface: &InterfaceSpec,
+) -> Result<()> {
+    let bridge = outside.require_link(bridge_name(iface)).await?;
+    let inner = sandbox.link(&iface.ifname).await?;
+    let outer = outside.link(&iface.outer_ifname).await?;
+    let in_place = match (&inner, &outer) {
+        (Some(inner), Some(outer)) => {
+            inner.kind.as_deref() == Some("veth")
+                && outer.kind.as_deref() == Some("veth")
+                && inner.mac == Some(iface.mac)
+                && sandbox.ipv4_addrs_of(inner).await?.contains(&iface.address)
+        }
+        _ => false,
+    };
+    let (inner, outer) = match (inner, outer) {
+        (Some(inner), Some(outer)) if in_place => (inner, outer),
+        (inner, outer) => {
+            if inner.is_some() {
+                sandbox.delete_link(&iface.ifname).await?;
+            }
+            if outer.is_some() {
+                outside.delete_link(&iface.outer_ifname).await?;
+            }
+            create_pair(outside, sandbox, spec, iface).await?
+        }
+    };
+    if inner.mtu != iface.mtu {
+        sandbox.set_mtu(&inner, iface.mtu).await?;
+    }
+    sandbox.set_only_ipv4_addr(&inner, iface.address).await?;
+    if !inner.up {
+        sandbox.set_up(&inner).await?;
+    }
+    if outer.mtu != iface.mtu {
+        outside.set_mtu(&outer, iface.mtu).await?;
+    }
+    if outer.master != Some(bridge.index) {
+        outside.set_master(&outer, &bridge).await?;
+    }
+    if !outer.up {
+        outside.set_up(&outer).await?;
+    }
+    Ok(())
+}
+
+/// Creates `outer_ifname` <-> temp on the outside, moves the peer into the sandbox, renames it
+/// and sets its MAC. On failure the pair is deleted again (wherever the peer got to).
+async fn create_pair(
+    outside: &Netlink,
+    sandbox: &Netlink,
+    spec: &SandboxSpec,
+    iface: &InterfaceSpec,
+) -> Result<(LinkSummary, LinkSummary)> {
+    let temp = temp_ifname();
+    outside
+        .add_veth(&iface.outer_ifname, &temp, iface.mtu)
+        .await?;
+    let made = async {
+        outside.move_link(&temp, &spec.netns).await?;
+        let peer = sandbox.require_link(&temp).await?;
+        sandbox.rename_link(peer.index, &iface.ifname).await?;
+        let inner = sandbox.require_link(&iface.ifname).await?;
+        sandbox.set_mac(&inner, iface.mac).await?;
+        let inner = sandbox.require_link(&iface.ifname).await?;
+        let outer = outside.require_link(&iface.outer_ifname).await?;
+        Ok((inner, outer))
+    }
+    .await;
+    if made.is_err() {
+        let _ = outside.delete_link(&iface.outer_ifname).await;
+    }
+    made
+}

@@ -1,0 +1,666 @@
+//! Kernel tests: need root. Each test makes its own namespaces (names include the pid) and a
+//! fixture removes them on drop, also when the test panics. Results are checked with `ip`,
+//! `bridge`, `nft` and `ping` run inside the namespaces, never with this crate's own readers.
+
+use std::io::Write;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use ipnet::Ipv4Net;
+use routemesh_ingress::firewall::{self, Masquerade, NodeFirewallSpec};
+use routemesh_ingress::spec::{
+    Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
+};
+use routemesh_ingress::{bridge, netns, overlay, sandbox, Error, Netlink};
+
+static NEXT: AtomicU32 = AtomicU32::new(0);
+
+fn is_root() -> bool {
+    if nix::unistd::geteuid().is_root() {
+        return true;
+    }
+    // Straight to the stderr handle: the harness captures eprintln! of passing tests.
+    let _ = writeln!(
+        std::io::stderr(),
+        "SKIPPED: needs root (kernel tests of routemesh-ingress did not run)"
+    );
+    false
+}
+
+/// Test-owned namespaces: `ip netns` nodes plus a prepared dir for the namespaces the code
+/// under test creates. Everything is removed on drop.
+struct World {
+    id: String,
+    nodes: Vec<String>,
+    dir: PathBuf,
+}
+
+impl World {
+    fn new() -> World {
+        let id = format!(
+            "{}-{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        let dir = PathBuf::from(format!("/tmp/rmi-{id}"));
+        let world = World {
+            id,
+            nodes: Vec::new(),
+            dir,
+        };
+        netns::prepare_dir(&world.dir).unwrap_or_else(|e| panic!("prepare_dir: {e}"));
+        world
+    }
+
+    /// A new node namespace; returns its path under /run/netns.
+    fn node(&mut self, suffix: &str) -> PathBuf {
+        let name = format!("rmi-{}-{suffix}", self.id);
+        run("ip", &["netns", "add", &name]);
+        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        self.nodes.push(name.clone());
+        PathBuf::from("/run/netns").join(name)
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for World {
+    fn drop(&mut self) {
+        for name in netns::list(&self.dir).unwrap_or_default() {
+            let _ = netns::remove(&self.dir.join(name));
+        }
+        let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
+        let _ = std::fs::remove_dir(&self.dir);
+        for node in &self.nodes {
+            let _ = Command::new("ip").args(["netns", "del", node]).status();
+        }
+    }
+}
+
+fn try_run(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+fn run(cmd: &str, args: &[&str]) -> String {
+    let (ok, text) = try_run(cmd, args);
+    assert!(ok, "{cmd} {args:?} failed: {text}");
+    text
+}
+
+/// Runs a command inside the namespace file `ns`.
+fn ns_run(ns: &Path, args: &[&str]) -> String {
+    let net = format!("--net={}", ns.display());
+    let mut all = vec![net.as_str()];
+    all.extend_from_slice(args);
+    run("nsenter", &all)
+}
+
+fn ns_try(ns: &Path, args: &[&str]) -> (bool, String) {
+    let net = format!("--net={}", ns.display());
+    let mut all = vec![net.as_str()];
+    all.extend_from_slice(args);
+    try_run("nsenter", &all)
+}
+
+fn ifindex(ns: &Path, ifname: &str) -> u32 {
+    let out = ns_run(ns, &["ip", "-o", "link", "show", "dev", ifname]);
+    out.split(':')
+        .next()
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no ifindex in {out}"))
+}
+
+fn net(s: &str) -> Ipv4Net {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap_or_else(|e| panic!("{s}: {e}"))
+}
+
+fn mac(s: &str) -> Mac {
+    Mac::from_ipv4(ip(s))
+}
+
+fn overlay_spec(netns: PathBuf, gateway: &str, local: Option<Ipv4Addr>) -> OverlaySpec {
+    OverlaySpec {
+        netns,
+        vxlan_ifname: "vxlan4096".into(),
+        vni: 4096,
+        local_vtep: local,
+        gateway: net(gateway),
+        mtu: 1450,
+        fdb: vec![],
+        neighbours: vec![],
+    }
+}
+
+fn task(
+    netns: PathBuf,
+    outer: &str,
+    attach: Attachment,
+    addr: &str,
+    gw: Option<&str>,
+) -> SandboxSpec {
+    let address = net(addr);
+    SandboxSpec {
+        netns,
+        interfaces: vec![InterfaceSpec {
+            ifname: "eth0".into(),
+            outer_ifname: outer.into(),
+            attach,
+            address,
+            mac: Mac::from_ipv4(address.addr()),
+            mtu: 1450,
+        }],
+        default_gateway: gw.map(ip),
+    }
+}
+
+fn sorted_lines(text: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
+    let mut lines: Vec<String> = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| keep(l))
+        .map(String::from)
+        .collect();
+    lines.sort();
+    lines
+}
+
+#[tokio::test]
+async fn netns_create_adopt_list_sysctl_remove() {
+    if !is_root() {
+        return;
+    }
+    let world = World::new();
+    let mountinfo = run("cat", &["/proc/self/mountinfo"]);
+    let dir = world.dir.display().to_string();
+    let entry = mountinfo
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some(dir.as_str()));
+    assert!(
+        entry.is_some_and(|l| l.contains(" shared:")),
+        "{dir} not a shared mount: {entry:?}"
+    );
+    netns::prepare_dir(&world.dir).unwrap_or_else(|e| panic!("second prepare_dir: {e}"));
+    let mountinfo = run("cat", &["/proc/self/mountinfo"]);
+    let mounts = mountinfo
+        .lines()
+        .filter(|l| l.split(' ').nth(4) == Some(dir.as_str()));
+    assert_eq!(mounts.count(), 1, "prepare_dir must not stack bind mounts");
+    let path = world.path("sb-x");
+    netns::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    assert!(netns::is_mounted(&path));
+    let inode = ns_run(&path, &["stat", "-L", "-c", "%i", "/proc/self/ns/net"]);
+    netns::create(&path).unwrap_or_else(|e| panic!("{e}"));
+    let again = ns_run(&path, &["stat", "-L", "-c", "%i", "/proc/self/ns/net"]);
+    assert_eq!(inode, again, "second create must adopt the namespace");
+    let own = run("stat", &["-L", "-c", "%i", "/proc/self/ns/net"]);
+    assert_ne!(inode, own, "must be a new namespace");
+
+    let stale = world.path("stale");
+    std::fs::write(&stale, b"").unwrap_or_else(|e| panic!("{e}"));
+    assert!(!netns::is_mounted(&stale));
+    netns::create(&stale).unwrap_or_else(|e| panic!("{e}"));
+    assert!(netns::is_mounted(&stale));
+    assert_eq!(
+        netns::list(&world.dir).ok(),
+        Some(vec!["sb-x".into(), "stale".into()])
+    );
+
+    netns::set_sysctl(Some(&path), "net/ipv4/ip_forward", "1").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ns_run(&path, &["cat", "/proc/sys/net/ipv4/ip_forward"]).trim(),
+        "1"
+    );
+    let ino = netns::run_in(&path, || std::fs::read_link("/proc/thread-self/ns/net"))
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(
+        ino.to_string_lossy().contains(inode.trim()),
+        "{ino:?} vs {inode}"
+    );
+
+    netns::remove(&path).unwrap_or_else(|e| panic!("{e}"));
+    netns::remove(&path).unwrap_or_else(|e| panic!("second remove: {e}"));
+    assert!(!path.exists());
+}
+
+#[tokio::test]
+async fn bridge_gets_exactly_its_address_and_refuses_overlap() {
+    if !is_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("br");
+    let node = Netlink::open(&node_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let spec = BridgeSpec {
+        ifname: "rm_gwbridge".into(),
+        gateway: net("172.18.0.1/16"),
+        mtu: 1500,
+    };
+    bridge::ensure_bridge(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let index = ifindex(&node_path, "rm_gwbridge");
+    ns_run(
+        &node_path,
+        &["ip", "addr", "add", "172.18.9.9/16", "dev", "rm_gwbridge"],
+    );
+    bridge::ensure_bridge(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ifindex(&node_path, "rm_gwbridge"), index);
+    let shown = ns_run(
+        &node_path,
+        &["ip", "-d", "-4", "addr", "show", "dev", "rm_gwbridge"],
+    );
+    assert!(shown.contains("inet 172.18.0.1/16"), "{shown}");
+    assert!(!shown.contains("172.18.9.9"), "stray address kept: {shown}");
+    assert!(
+        shown.contains(",UP") && shown.contains("mtu 1500"),
+        "{shown}"
+    );
+
+    ns_run(
+        &node_path,
+        &["ip", "route", "add", "10.50.0.0/16", "dev", "lo"],
+    );
+    let overlap = BridgeSpec {
+        ifname: "rm-br-x".into(),
+        gateway: net("10.50.3.1/24"),
+        mtu: 1500,
+    };
+    let err = bridge::ensure_bridge(&node, &overlap)
+        .await
+        .err()
+        .map(|e| e.to_string());
+    assert!(
+        err.as_deref()
+            .unwrap_or("")
+            .contains("overlaps route 10.50.0.0/16"),
+        "{err:?}"
+    );
+
+    bridge::remove_bridge(&node, "rm_gwbridge")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    bridge::remove_bridge(&node, "rm_gwbridge")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!ns_try(&node_path, &["ip", "link", "show", "rm_gwbridge"]).0);
+}
+
+#[tokio::test]
+async fn overlay_device_fdb_and_neighbours_are_exact() {
+    if !is_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("ov");
+    let node = Netlink::open(&node_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ov_path = world.path("ov-app");
+    let mut spec = overlay_spec(ov_path.clone(), "10.0.1.1/24", None);
+    spec.fdb = vec![
+        (mac("10.0.1.20"), ip("192.168.99.2")),
+        (mac("10.0.1.21"), ip("192.168.99.3")),
+    ];
+    spec.neighbours = vec![
+        (ip("10.0.1.20"), mac("10.0.1.20")),
+        (ip("10.0.1.21"), mac("10.0.1.21")),
+    ];
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let vx = ns_run(&ov_path, &["ip", "-d", "link", "show", "dev", "vxlan4096"]);
+    for want in [
+        "vxlan id 4096",
+        "dstport 4789",
+        "nolearning",
+        "mtu 1450",
+        "master br0",
+        ",UP",
+    ] {
+        assert!(vx.contains(want), "missing {want:?} in {vx}");
+    }
+    let br = ns_run(&ov_path, &["ip", "-4", "addr", "show", "dev", "br0"]);
+    assert!(
+        br.contains("inet 10.0.1.1/24") && br.contains("mtu 1450"),
+        "{br}"
+    );
+    let in_node = ns_run(&node_path, &["ip", "-o", "link", "show"]);
+    assert!(
+        !in_node.contains("vxlan") && !in_node.contains("rmt"),
+        "left in node ns: {in_node}"
+    );
+
+    // An entry someone else added is removed, a changed list is applied exactly.
+    ns_run(
+        &ov_path,
+        &[
+            "bridge",
+            "fdb",
+            "add",
+            "02:42:0a:00:01:63",
+            "dev",
+            "vxlan4096",
+            "dst",
+            "192.168.99.9",
+        ],
+    );
+    spec.fdb = vec![
+        (mac("10.0.1.21"), ip("192.168.99.4")),
+        (mac("10.0.1.22"), ip("192.168.99.5")),
+    ];
+    spec.neighbours = vec![
+        (ip("10.0.1.21"), mac("10.0.1.22")),
+        (ip("10.0.1.22"), mac("10.0.1.22")),
+    ];
+    let vx_index = ifindex(&ov_path, "vxlan4096");
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(ifindex(&ov_path, "vxlan4096"), vx_index, "vxlan recreated");
+
+    let fdb = ns_run(&ov_path, &["bridge", "fdb", "show", "dev", "vxlan4096"]);
+    let fdb = fdb.replace(" link-netnsid 0", "");
+    assert_eq!(
+        sorted_lines(&fdb, |l| l.contains(" dst ")),
+        vec![
+            "02:42:0a:00:01:15 dst 192.168.99.4 self permanent",
+            "02:42:0a:00:01:16 dst 192.168.99.5 self permanent",
+        ],
+        "{fdb}"
+    );
+    for dev in ["br0", "vxlan4096"] {
+        let neigh = ns_run(&ov_path, &["ip", "neigh", "show", "dev", dev]);
+        assert_eq!(
+            sorted_lines(&neigh, |l| l.contains("PERMANENT")),
+            vec![
+                "10.0.1.21 lladdr 02:42:0a:00:01:16 PERMANENT",
+                "10.0.1.22 lladdr 02:42:0a:00:01:16 PERMANENT",
+            ],
+            "{dev}: {neigh}"
+        );
+    }
+
+    overlay::remove_overlay(&ov_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    overlay::remove_overlay(&ov_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!ov_path.exists());
+    // The VXLAN socket is released: the same VNI can be created again.
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+}
+
+#[tokio::test]
+async fn sandboxes_on_one_overlay_ping_and_ensure_is_a_noop() {
+    if !is_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("sb");
+    let node = Netlink::open(&node_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ov_path = world.path("ov-app");
+    let spec = overlay_spec(ov_path.clone(), "10.0.1.1/24", None);
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let attach = Attachment::Overlay {
+        netns: ov_path.clone(),
+    };
+    let a = task(
+        world.path("sb-a"),
+        "veth-a0",
+        attach.clone(),
+        "10.0.1.2/24",
+        None,
+    );
+    let b = task(
+        world.path("sb-b"),
+        "veth-b0",
+        attach.clone(),
+        "10.0.1.3/24",
+        None,
+    );
+    for t in [&a, &b] {
+        sandbox::ensure_sandbox(&node, t)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    ns_run(&a.netns, &["ping", "-c1", "-W1", "10.0.1.3"]);
+    ns_run(&b.netns, &["ping", "-c1", "-W1", "10.0.1.2"]);
+    ns_run(&a.netns, &["ping", "-c1", "-W1", "10.0.1.1"]);
+
+    let eth0 = ns_run(&a.netns, &["ip", "link", "show", "dev", "eth0"]);
+    assert!(
+        eth0.contains("link/ether 02:42:0a:00:01:02") && eth0.contains("mtu 1450"),
+        "{eth0}"
+    );
+    let outer = ns_run(&ov_path, &["ip", "link", "show", "dev", "veth-a0"]);
+    assert!(
+        outer.contains("master br0") && outer.contains("mtu 1450"),
+        "{outer}"
+    );
+
+    let before = (ifindex(&a.netns, "eth0"), ifindex(&ov_path, "veth-a0"));
+    sandbox::ensure_sandbox(&node, &a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        (ifindex(&a.netns, "eth0"), ifindex(&ov_path, "veth-a0")),
+        before
+    );
+
+    for t in [&a, &b] {
+        sandbox::remove_sandbox(&node, t)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        sandbox::remove_sandbox(&node, t)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!t.netns.exists());
+    }
+    let left = ns_run(&ov_path, &["ip", "-o", "link", "show", "type", "veth"]);
+    assert!(left.trim().is_empty(), "veths left in overlay ns: {left}");
+}
+
+#[tokio::test]
+async fn sandbox_on_node_bridge_has_default_route_and_is_recreated_on_change() {
+    if !is_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("gw");
+    let node = Netlink::open(&node_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = BridgeSpec {
+        ifname: "rm_gwbridge".into(),
+        gateway: net("172.18.0.1/16"),
+        mtu: 1450,
+    };
+    bridge::ensure_bridge(&node, &gw)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let attach = Attachment::NodeBridge {
+        bridge: "rm_gwbridge".into(),
+    };
+    let mut t = task(
+        world.path("sb-web1"),
+        "veth-w1",
+        attach,
+        "172.18.0.5/16",
+        Some("172.18.0.1"),
+    );
+    sandbox::ensure_sandbox(&node, &t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let route = ns_run(&t.netns, &["ip", "route", "show", "default"]);
+    assert!(route.contains("default via 172.18.0.1 dev eth0"), "{route}");
+    ns_run(&t.netns, &["ping", "-c1", "-W1", "172.18.0.1"]);
+    let outer = ns_run(&node_path, &["ip", "link", "show", "dev", "veth-w1"]);
+    assert!(outer.contains("master rm_gwbridge"), "{outer}");
+    let lo = ns_run(&t.netns, &["ip", "link", "show", "dev", "lo"]);
+    assert!(lo.contains(",UP"), "{lo}");
+
+    let index = ifindex(&t.netns, "eth0");
+    sandbox::ensure_sandbox(&node, &t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ifindex(&t.netns, "eth0"),
+        index,
+        "second ensure must be a no-op"
+    );
+
+    t.interfaces[0].address = net("172.18.0.6/16");
+    t.interfaces[0].mac = mac("172.18.0.6");
+    sandbox::ensure_sandbox(&node, &t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let eth0 = ns_run(&t.netns, &["ip", "addr", "show", "dev", "eth0"]);
+    assert!(
+        eth0.contains("inet 172.18.0.6/16") && !eth0.contains("172.18.0.5"),
+        "{eth0}"
+    );
+    assert!(eth0.contains("02:42:ac:12:00:06"), "{eth0}");
+    let route = ns_run(&t.netns, &["ip", "route", "show", "default"]);
+    assert!(route.contains("default via 172.18.0.1 dev eth0"), "{route}");
+
+    sandbox::remove_sandbox(&node, &t)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert!(!t.netns.exists());
+    let veths = ns_run(&node_path, &["ip", "-o", "link", "show", "type", "veth"]);
+    assert!(veths.trim().is_empty(), "veths left in node ns: {veths}");
+}
+
+#[tokio::test]
+async fn tasks_on_two_nodes_ping_over_vxlan() {
+    if !is_root() {
+        return;
+    }
+    let mut world = World::new();
+    let (na, nb) = (world.node("a"), world.node("b"));
+    let nb_name = nb
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    ns_run(
+        &na,
+        &[
+            "ip", "link", "add", "u0", "type", "veth", "peer", "name", "u0", "netns", &nb_name,
+        ],
+    );
+    for (n, addr) in [(&na, "192.168.77.1/24"), (&nb, "192.168.77.2/24")] {
+        ns_run(n, &["ip", "addr", "add", addr, "dev", "u0"]);
+        ns_run(n, &["ip", "link", "set", "u0", "up"]);
+    }
+    let node_a = Netlink::open(&na).await.unwrap_or_else(|e| panic!("{e}"));
+    let node_b = Netlink::open(&nb).await.unwrap_or_else(|e| panic!("{e}"));
+    let (ov_a, ov_b) = (world.path("ov-a"), world.path("ov-b"));
+    let mut spec_a = overlay_spec(ov_a.clone(), "10.0.9.1/24", Some(ip("192.168.77.1")));
+    spec_a.fdb = vec![(mac("10.0.9.3"), ip("192.168.77.2"))];
+    spec_a.neighbours = vec![(ip("10.0.9.3"), mac("10.0.9.3"))];
+    let mut spec_b = overlay_spec(ov_b.clone(), "10.0.9.1/24", Some(ip("192.168.77.2")));
+    spec_b.fdb = vec![(mac("10.0.9.2"), ip("192.168.77.1"))];
+    spec_b.neighbours = vec![(ip("10.0.9.2"), mac("10.0.9.2"))];
+    overlay::ensure_overlay(&node_a, &spec_a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    overlay::ensure_overlay(&node_b, &spec_b)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+
+    let ta = task(
+        world.path("t-a"),
+        "veth-ta",
+        Attachment::Overlay { netns: ov_a },
+        "10.0.9.2/24",
+        None,
+    );
+    let tb = task(
+        world.path("t-b"),
+        "veth-tb",
+        Attachment::Overlay { netns: ov_b },
+        "10.0.9.3/24",
+        None,
+    );
+    sandbox::ensure_sandbox(&node_a, &ta)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    sandbox::ensure_sandbox(&node_b, &tb)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    ns_run(&ta.netns, &["ping", "-c1", "-W1", "10.0.9.3"]);
+    ns_run(&tb.netns, &["ping", "-c1", "-W1", "10.0.9.2"]);
+}
+
+#[tokio::test]
+async fn firewall_table_is_replaced_and_removed() {
+    if !is_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("fw");
+    let spec = NodeFirewallSpec {
+        masquerade: vec![Masquerade {
+            subnet: net("172.18.0.0/16"),
+            bridge: "rm_gwbridge".into(),
+        }],
+    };
+    for _ in 0..2 {
+        firewall::sync(Some(&node_path), &spec).unwrap_or_else(|e| panic!("{e}"));
+    }
+    let table = ns_run(&node_path, &["nft", "list", "table", "ip", firewall::TABLE]);
+    let rule = "ip saddr 172.18.0.0/16 oifname != \"rm_gwbridge\" masquerade";
+    assert_eq!(table.matches(rule).count(), 1, "{table}");
+    assert!(
+        table.contains("type nat hook postrouting priority srcnat; policy accept;"),
+        "{table}"
+    );
+    let own = try_run("nft", &["list", "table", "ip", "rmi-never-here"]);
+    assert!(!own.0);
+
+    let bad = firewall::apply(
+        Some(&node_path),
+        "table ip routemesh { chain x { nonsense } }\n",
+    );
+    match bad {
+        Err(Error::Nft { stderr, .. }) => {
+            assert!(stderr.contains("nonsense") || !stderr.is_empty())
+        }
+        other => panic!("expected an nft error, got {other:?}"),
+    }
+    assert!(ns_run(&node_path, &["nft", "list", "table", "ip", firewall::TABLE]).contains(rule));
+
+    firewall::remove(Some(&node_path)).unwrap_or_else(|e| panic!("{e}"));
+    firewall::remove(Some(&node_path)).unwrap_or_else(|e| panic!("{e}"));
+    assert!(!ns_try(&node_path, &["nft", "list", "table", "ip", firewall::TABLE]).0);
+}

@@ -1,0 +1,259 @@
+//! Makes this node match a `NodePlan`, changing only what differs from what was applied last
+//! (or, on a full pass, from what the kernel and the run dir actually hold). Order matters:
+//! networks before the sandboxes that plug into them, sandboxes torn down before networks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+
+use routemesh_ingress::netlink::Netlink;
+use routemesh_ingress::spec::{BridgeSpec, OverlaySpec, SandboxSpec};
+use routemesh_ingress::{bridge, firewall, netns, overlay, sandbox};
+
+use super::files::{write_if_changed, TaskPaths};
+use super::plan::{self, NodeContext, NodePlan};
+use super::runner::{kill_orphan, Runner};
+
+/// What was last applied successfully; the base of the next incremental pass.
+#[derive(Default)]
+pub struct Applied {
+    gwbridge: Option<BridgeSpec>,
+    bridges: BTreeMap<String, BridgeSpec>,
+    overlays: BTreeMap<String, OverlaySpec>,
+    sandboxes: BTreeMap<String, SandboxSpec>,
+    firewall: Option<String>,
+}
+
+pub struct Applier {
+    pub ctx: NodeContext,
+    pub node: Netlink,
+    pub runner: Runner,
+    pub applied: Applied,
+}
+
+/// Errors of one pass, each naming its object; the pass goes on past them.
+#[derive(Default, Debug)]
+pub struct PassErrors(pub Vec<String>);
+
+impl PassErrors {
+    fn note<E: std::fmt::Display>(&mut self, what: String, r: Result<(), E>) -> bool {
+        match r {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::warn!(error = %e, "{what}");
+                self.0.push(format!("{what}: {e}"));
+                false
+            }
+        }
+    }
+}
+
+impl Applier {
+    /// One pass. `full` forgets the cache and looks at the kernel and run dir instead, which
+    /// adopts what a previous daemon left and removes what nobody wants any more.
+    pub async fn apply(&mut self, plan: &NodePlan, full: bool) -> PassErrors {
+        let mut errs = PassErrors::default();
+        if full {
+            self.applied = Applied::default();
+        }
+        let netns_dir = self.ctx.netns_dir();
+
+        if self.applied.gwbridge.as_ref() != Some(&plan.gwbridge) {
+            let ok = errs.note(
+                format!("ensuring gateway bridge {}", plan.gwbridge.ifname),
+                bridge::ensure_bridge(&self.node, &plan.gwbridge).await,
+            );
+            self.applied.gwbridge = ok.then(|| plan.gwbridge.clone());
+        }
+        for (name, spec) in &plan.bridges {
+            if self.applied.bridges.get(name) != Some(spec) {
+                if errs.note(
+                    format!("ensuring bridge network {name:?} ({})", spec.ifname),
+                    bridge::ensure_bridge(&self.node, spec).await,
+                ) {
+                    self.applied.bridges.insert(name.clone(), spec.clone());
+                }
+            }
+        }
+        for (name, spec) in &plan.overlays {
+            if self.applied.overlays.get(name) != Some(spec) {
+                if errs.note(
+                    format!("ensuring overlay network {name:?}"),
+                    overlay::ensure_overlay(&self.node, spec).await,
+                ) {
+                    self.applied.overlays.insert(name.clone(), spec.clone());
+                }
+            }
+        }
+
+        // Sandboxes that should go: known ones by spec, leftovers found on disk by name.
+        let gone: Vec<(String, SandboxSpec)> = self
+            .applied
+            .sandboxes
+            .iter()
+            .filter(|(t, s)| plan.sandboxes.get(*t) != Some(s))
+            .map(|(t, s)| (t.clone(), s.clone()))
+            .collect();
+        for (task, spec) in gone {
+            self.runner.stop(&task).await;
+            if !plan.sandboxes.contains_key(&task) {
+                errs.note(
+                    format!("removing sandbox of task {task}"),
+                    sandbox::remove_sandbox(&self.node, &spec).await,
+                );
+                let _ = std::fs::remove_dir_all(TaskPaths::new(&self.ctx.run_dir, &task).dir);
+            }
+            self.applied.sandboxes.remove(&task);
+        }
+        if full {
+            self.remove_leftover_tasks(plan, &netns_dir, &mut errs).await;
+        }
+        for (task, spec) in &plan.sandboxes {
+            if self.applied.sandboxes.get(task) != Some(spec) {
+                let files = &plan.task_files[task];
+                let paths = TaskPaths::new(&self.ctx.run_dir, task);
+                let wrote = write_if_changed(&paths.resolv_conf(), &files.resolv_conf)
+                    .and_then(|_| write_if_changed(&paths.hosts(), &files.hosts));
+                if !errs.note(format!("writing files of task {task}"), wrote) {
+                    continue;
+                }
+                if !errs.note(
+                    format!("ensuring sandbox of task {task}"),
+                    sandbox::ensure_sandbox(&self.node, spec).await,
+                ) {
+                    continue;
+                }
+                self.applied.sandboxes.insert(task.clone(), spec.clone());
+            }
+            if let Some(p) = plan.processes.get(task) {
+                self.runner.ensure(p.clone()).await;
+            }
+        }
+
+        // Networks nobody plans any more, after the sandboxes that used them are gone.
+        let old_overlays: Vec<String> = self
+            .applied
+            .overlays
+            .keys()
+            .filter(|n| !plan.overlays.contains_key(*n))
+            .cloned()
+            .collect();
+        for name in old_overlays {
+            let path = self.ctx.overlay_netns(&name);
+            if errs.note(
+                format!("removing overlay network {name:?}"),
+                overlay::remove_overlay(&path).await,
+            ) {
+                self.applied.overlays.remove(&name);
+            }
+        }
+        let old_bridges: Vec<(String, BridgeSpec)> = self
+            .applied
+            .bridges
+            .iter()
+            .filter(|(n, _)| !plan.bridges.contains_key(*n))
+            .map(|(n, s)| (n.clone(), s.clone()))
+            .collect();
+        for (name, spec) in old_bridges {
+            if errs.note(
+                format!("removing bridge network {name:?} ({})", spec.ifname),
+                bridge::remove_bridge(&self.node, &spec.ifname).await,
+            ) {
+                self.applied.bridges.remove(&name);
+            }
+        }
+        if full {
+            self.remove_leftover_networks(plan, &netns_dir, &mut errs).await;
+        }
+
+        let script = firewall::render(&plan.firewall);
+        if self.applied.firewall.as_deref() != Some(script.as_str()) {
+            let ok = errs.note(
+                "applying the node's nftables table".to_string(),
+                firewall::apply(None, &script),
+            );
+            self.applied.firewall = ok.then_some(script);
+        }
+        errs
+    }
+
+    async fn remove_leftover_tasks(&mut self, plan: &NodePlan, netns_dir: &Path, errs: &mut PassErrors) {
+        let mut on_disk: BTreeSet<String> = BTreeSet::new();
+        if let Ok(names) = netns::list(netns_dir) {
+            on_disk.extend(
+                names
+                    .iter()
+                    .filter_map(|n| plan::task_of_netns(n))
+                    .map(str::to_string),
+            );
+        }
+        if let Ok(rd) = std::fs::read_dir(self.ctx.run_dir.join("tasks")) {
+            on_disk.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+        }
+        for task in on_disk {
+            if plan.sandboxes.contains_key(&task) {
+                continue;
+            }
+            self.runner.stop(&task).await;
+            let paths = TaskPaths::new(&self.ctx.run_dir, &task);
+            kill_orphan(&paths.pid()).await;
+            let ns = self.ctx.task_netns(&task);
+            errs.note(
+                format!("removing leftover sandbox of task {task}"),
+                remove_sandbox_at(&ns).await,
+            );
+            let _ = std::fs::remove_dir_all(paths.dir);
+        }
+    }
+
+    async fn remove_leftover_networks(&mut self, plan: &NodePlan, netns_dir: &Path, errs: &mut PassErrors) {
+        if let Ok(names) = netns::list(netns_dir) {
+            for name in names {
+                let Some(net) = plan::network_of_netns(&name) else {
+                    continue;
+                };
+                if !plan.overlays.contains_key(net) {
+                    errs.note(
+                        format!("removing leftover overlay network {net:?}"),
+                        overlay::remove_overlay(&netns_dir.join(&name)).await,
+                    );
+                }
+            }
+        }
+        let wanted: BTreeSet<&str> = plan.bridges.values().map(|b| b.ifname.as_str()).collect();
+        match self.node.links().await {
+            Ok(links) => {
+                for l in links {
+                    if l.name.starts_with(plan::BRIDGE_PREFIX) && !wanted.contains(l.name.as_str()) {
+                        errs.note(
+                            format!("removing leftover bridge {}", l.name),
+                            bridge::remove_bridge(&self.node, &l.name).await,
+                        );
+                    }
+                }
+            }
+            Err(e) => errs.0.push(format!("listing links: {e}")),
+        }
+    }
+}
+
+/// Removes a sandbox known only by its namespace path (left by an earlier run): every link in
+/// it first, so no veth end outlives it on a bridge, then the namespace.
+async fn remove_sandbox_at(ns: &Path) -> Result<(), routemesh_ingress::Error> {
+    if !netns::is_mounted(ns) {
+        return netns::remove(ns);
+    }
+    let nl = Netlink::open(ns).await?;
+    let mut errors = Vec::new();
+    for link in nl.links().await? {
+        if link.name != "lo" {
+            if let Err(e) = nl.delete_link(&link.name).await {
+                errors.push(e);
+            }
+        }
+    }
+    drop(nl);
+    if let Err(e) = netns::remove(ns) {
+        errors.push(e);
+    }
+    routemesh_ingress::Error::collect(errors)
+}

@@ -1,0 +1,55 @@
+//! The per-task files a sandbox needs, under `<run-dir>/tasks/<task>/`.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+pub struct TaskPaths {
+    pub dir: PathBuf,
+}
+
+impl TaskPaths {
+    pub fn new(run_dir: &Path, task: &str) -> TaskPaths {
+        TaskPaths {
+            dir: run_dir.join("tasks").join(task),
+        }
+    }
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("resolv.conf")
+    }
+    pub fn hosts(&self) -> PathBuf {
+        self.dir.join("hosts")
+    }
+    pub fn log(&self) -> PathBuf {
+        self.dir.join("log")
+    }
+    pub fn pid(&self) -> PathBuf {
+        self.dir.join("pid")
+    }
+}
+
+/// Docker's embedded-DNS resolv.conf: the sandbox asks 127.0.0.11 and nothing else, and a
+/// bare name is tried as is first (`ndots:0`), so service names resolve without search domains.
+pub fn resolv_conf() -> String {
+    "nameserver 127.0.0.11\noptions ndots:0\n".to_string()
+}
+
+pub fn hosts(task: &str, first_addr: Option<Ipv4Addr>) -> String {
+    let mut s = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    if let Some(ip) = first_addr {
+        s.push_str(&format!("{ip}\t{task}\n"));
+    }
+    s
+}
+
+/// Writes `content` to `path` unless it already says exactly that.
+pub fn write_if_changed(path: &Path, content: &str) -> std::io::Result<()> {
+    if std::fs::read_to_string(path).is_ok_and(|c| c == content) {
+        return Ok(());
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, content)?;
+    std::fs::rename(&tmp, path)
+}

@@ -1,0 +1,168 @@
+//! The node agent: follows the store, plans this node (pure), applies the difference, runs the
+//! node's tasks and reports their status.
+
+pub mod apply;
+pub mod files;
+pub mod plan;
+pub mod runner;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+use crate::model::{now_secs, Node, NodeState};
+use crate::store::{keys, state, Store, Txn};
+use apply::{Applied, Applier};
+use plan::NodeContext;
+use routemesh_ingress::netlink::Netlink;
+use runner::{Runner, StatusEvent};
+
+/// A full reconcile (kernel and run dir read back, not the cache) runs this often.
+const FULL_RESYNC: Duration = Duration::from_secs(30);
+/// After a failed pass, the next one comes this soon and is a full one.
+const RETRY_AFTER_ERROR: Duration = Duration::from_secs(2);
+
+pub struct Agent {
+    pub store: Arc<dyn Store>,
+    pub ctx: NodeContext,
+    pub api_socket: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AgentError {
+    #[error("preparing namespace directory {dir}: {source}")]
+    NetnsDir {
+        dir: String,
+        source: routemesh_ingress::error::Error,
+    },
+    #[error("enabling IP forwarding on the node: {0}")]
+    Forwarding(routemesh_ingress::error::Error),
+    #[error("opening netlink in the node namespace: {0}")]
+    Netlink(routemesh_ingress::error::Error),
+    #[error("registering node {node}: {source}")]
+    Register {
+        node: String,
+        source: crate::store::StoreError,
+    },
+}
+
+impl Agent {
+    /// Prepares the node; errors here stop the daemon from starting.
+    pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, AgentError> {
+        let dir = self.ctx.netns_dir();
+        routemesh_ingress::netns::prepare_dir(&dir).map_err(|source| AgentError::NetnsDir {
+            dir: dir.display().to_string(),
+            source,
+        })?;
+        routemesh_ingress::netns::set_sysctl(None, "net/ipv4/ip_forward", "1")
+            .map_err(AgentError::Forwarding)?;
+        let node_nl = Netlink::current().map_err(AgentError::Netlink)?;
+        self.register().await?;
+        let (tx, rx) = mpsc::unbounded_channel();
+        let applier = Applier {
+            ctx: self.ctx.clone(),
+            node: node_nl,
+            runner: Runner::new(tx),
+            applied: Applied::default(),
+        };
+        Ok(tokio::spawn(self.run(applier, rx)))
+    }
+
+    async fn register(&self) -> Result<(), AgentError> {
+        let node = Node {
+            name: self.ctx.node.clone(),
+            advertise_addr: self.ctx.advertise_addr,
+            state: NodeState::Ready,
+            api_socket: self.api_socket.clone(),
+            run_dir: self.ctx.run_dir.display().to_string(),
+            updated_at: now_secs(),
+        };
+        self.store
+            .txn(Txn::new().put_json(keys::node(&node.name), &node))
+            .await
+            .map_err(|source| AgentError::Register {
+                node: node.name.clone(),
+                source,
+            })?;
+        Ok(())
+    }
+
+    async fn run(self, mut applier: Applier, mut status_rx: mpsc::UnboundedReceiver<StatusEvent>) {
+        let mut full = true;
+        let mut last_full = tokio::time::Instant::now();
+        loop {
+            let rev = match state::read(self.store.as_ref()).await {
+                Ok(st) => {
+                    let plan = plan::plan(&st, &self.ctx);
+                    let errs = applier.apply(&plan, full).await;
+                    if full {
+                        last_full = tokio::time::Instant::now();
+                    }
+                    full = !errs.0.is_empty();
+                    Some(st.revision)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "agent: reading the store failed");
+                    None
+                }
+            };
+            let mut watch = match rev {
+                Some(r) => self.store.watch(keys::ROOT, r).await.ok(),
+                None => None,
+            };
+            let wait = if full || rev.is_none() {
+                RETRY_AFTER_ERROR
+            } else {
+                FULL_RESYNC.saturating_sub(last_full.elapsed())
+            };
+            let timer = tokio::time::sleep(wait);
+            tokio::pin!(timer);
+            loop {
+                tokio::select! {
+                    ev = recv_watch(&mut watch) => match ev {
+                        // Our own status reports and claims do not change the plan.
+                        Some(ev) if ev.key.starts_with(keys::STATUS) || ev.key.starts_with(keys::CLAIMS) => continue,
+                        Some(_) => break,
+                        None => { tokio::time::sleep(Duration::from_millis(200)).await; break }
+                    },
+                    Some(ev) = status_rx.recv() => self.report(ev).await,
+                    _ = &mut timer => { full = true; break }
+                }
+            }
+            // Coalesce a burst of changes (a service create writes several keys) into one pass.
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            while let Ok(ev) = status_rx.try_recv() {
+                self.report(ev).await;
+            }
+        }
+    }
+
+    /// Writes a task's status, but only while the task is still this node's.
+    async fn report(&self, ev: StatusEvent) {
+        let key = keys::task(&ev.task);
+        let kv = match self.store.get(&key).await {
+            Ok(Some(kv)) => kv,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::warn!(task = %ev.task, error = %e, "reading task before status report");
+                return;
+            }
+        };
+        let txn = Txn::new()
+            .when_revision(key, kv.mod_revision)
+            .put_json(keys::status(&ev.task), &ev.status);
+        if let Err(e) = self.store.txn(txn).await {
+            tracing::warn!(task = %ev.task, error = %e, "reporting task status");
+        }
+    }
+}
+
+async fn recv_watch(
+    w: &mut Option<mpsc::Receiver<crate::store::WatchEvent>>,
+) -> Option<crate::store::WatchEvent> {
+    match w {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
+}

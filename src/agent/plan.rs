@@ -1,0 +1,455 @@
+//! What this node's kernel and process table should hold, as a pure function of the cluster
+//! state. No I/O: every name, address and path is decided here, so the tests below pin the
+//! whole layout down without root.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use ipnet::Ipv4Net;
+use routemesh_ingress::firewall::{Masquerade, NodeFirewallSpec};
+use routemesh_ingress::spec::{Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec};
+
+use super::files::TaskPaths;
+use super::runner::ProcessSpec;
+use crate::model::{ClusterState, Driver, Network, Task};
+use crate::sandbox::EnterSpec;
+
+pub const GWBRIDGE: &str = "rm_gwbridge";
+pub const OVERLAY_MTU: u32 = 1450;
+pub const BRIDGE_MTU: u32 = 1500;
+/// Prefixes of the names this node's kernel objects get, so leftovers can be recognised.
+pub const OVERLAY_NS_PREFIX: &str = "ov-";
+pub const TASK_NS_PREFIX: &str = "task-";
+pub const BRIDGE_PREFIX: &str = "rmb-";
+
+/// What the planner needs to know about this node.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeContext {
+    pub node: String,
+    pub run_dir: PathBuf,
+    pub advertise_addr: Option<Ipv4Addr>,
+    pub gwbridge_subnet: Ipv4Net,
+    /// PATH given to task processes.
+    pub task_path: String,
+}
+
+impl NodeContext {
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir.join("netns")
+    }
+    pub fn overlay_netns(&self, network: &str) -> PathBuf {
+        self.netns_dir().join(format!("{OVERLAY_NS_PREFIX}{network}"))
+    }
+    pub fn task_netns(&self, task: &str) -> PathBuf {
+        self.netns_dir().join(format!("{TASK_NS_PREFIX}{task}"))
+    }
+    pub fn gwbridge_gateway(&self) -> Ipv4Net {
+        let gw = crate::ipam::default_gateway(self.gwbridge_subnet)
+            .unwrap_or(self.gwbridge_subnet.network());
+        Ipv4Net::new(gw, self.gwbridge_subnet.prefix_len()).unwrap_or(self.gwbridge_subnet)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodePlan {
+    pub gwbridge: BridgeSpec,
+    /// Keyed by network name.
+    pub bridges: BTreeMap<String, BridgeSpec>,
+    pub overlays: BTreeMap<String, OverlaySpec>,
+    /// Keyed by task name.
+    pub sandboxes: BTreeMap<String, SandboxSpec>,
+    pub processes: BTreeMap<String, ProcessSpec>,
+    pub task_files: BTreeMap<String, TaskFiles>,
+    pub firewall: NodeFirewallSpec,
+}
+
+/// The contents of a task's resolv.conf and hosts files.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TaskFiles {
+    pub resolv_conf: String,
+    pub hosts: String,
+}
+
+/// FNV-1a: a hash that stays the same across Rust releases, for stable interface names.
+fn fnv32(s: &str) -> u32 {
+    s.bytes()
+        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+}
+
+/// The Linux bridge of a `bridge` network: `rmb-NAME`, or a hashed name when NAME is long.
+pub fn bridge_ifname(network: &str) -> String {
+    let short = format!("{BRIDGE_PREFIX}{network}");
+    if short.len() <= 15 {
+        short
+    } else {
+        format!("{BRIDGE_PREFIX}{}{:04x}", &network[..7], fnv32(network) & 0xffff)
+    }
+}
+
+/// The outer end of a task's veth: unique per task and interface on one node.
+pub fn outer_ifname(task: &str, index: usize) -> String {
+    format!("rv{:08x}{index}", fnv32(task))
+}
+
+pub fn vxlan_ifname(vni: u32) -> String {
+    format!("vxlan{vni}")
+}
+
+fn overlay_spec(ctx: &NodeContext, net: &Network, vni: u32) -> OverlaySpec {
+    OverlaySpec {
+        netns: ctx.overlay_netns(&net.name),
+        vxlan_ifname: vxlan_ifname(vni),
+        vni,
+        local_vtep: ctx.advertise_addr,
+        gateway: net.gateway_net(),
+        mtu: OVERLAY_MTU,
+        // One node: no remote VTEP yet. The multi-node agent fills these from remote tasks.
+        fdb: Vec::new(),
+        neighbours: Vec::new(),
+    }
+}
+
+fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<SandboxSpec> {
+    let mut interfaces = Vec::new();
+    for (i, a) in task.attachments.iter().enumerate() {
+        let net = st.networks.get(&a.network)?;
+        let (attach, mtu) = match net.driver {
+            Driver::Overlay => (
+                Attachment::Overlay {
+                    netns: ctx.overlay_netns(&net.name),
+                },
+                OVERLAY_MTU,
+            ),
+            Driver::Bridge => (
+                Attachment::NodeBridge {
+                    bridge: bridge_ifname(&net.name),
+                },
+                BRIDGE_MTU,
+            ),
+        };
+        interfaces.push(InterfaceSpec {
+            ifname: format!("eth{i}"),
+            outer_ifname: outer_ifname(&task.name, i),
+            attach,
+            address: a.address,
+            mac: Mac::from_ipv4(a.address.addr()),
+            mtu,
+        });
+    }
+    let gw_index = interfaces.len();
+    interfaces.push(InterfaceSpec {
+        ifname: format!("eth{gw_index}"),
+        outer_ifname: outer_ifname(&task.name, gw_index),
+        attach: Attachment::NodeBridge {
+            bridge: GWBRIDGE.to_string(),
+        },
+        address: task.gateway_address,
+        mac: Mac::from_ipv4(task.gateway_address.addr()),
+        mtu: BRIDGE_MTU,
+    });
+    Some(SandboxSpec {
+        netns: ctx.task_netns(&task.name),
+        interfaces,
+        default_gateway: Some(ctx.gwbridge_gateway().addr()),
+    })
+}
+
+fn process_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<ProcessSpec> {
+    let svc = st.services.get(&task.service)?;
+    let paths = TaskPaths::new(&ctx.run_dir, &task.name);
+    let mut env = vec![
+        ("PATH".to_string(), ctx.task_path.clone()),
+        ("HOME".to_string(), "/root".to_string()),
+        ("HOSTNAME".to_string(), task.name.clone()),
+        ("ROUTEMESH_TASK_NAME".to_string(), task.name.clone()),
+        ("ROUTEMESH_SERVICE_NAME".to_string(), task.service.clone()),
+        ("ROUTEMESH_TASK_SLOT".to_string(), task.slot.to_string()),
+        ("ROUTEMESH_NODE".to_string(), ctx.node.clone()),
+    ];
+    // The service's own variables win over ours.
+    for (k, v) in &svc.env {
+        env.retain(|(ek, _)| ek != k);
+        env.push((k.clone(), v.clone()));
+    }
+    Some(ProcessSpec {
+        task: task.name.clone(),
+        argv: svc.command.clone(),
+        env,
+        enter: EnterSpec {
+            netns: ctx.task_netns(&task.name),
+            resolv_conf: paths.resolv_conf(),
+            hosts: paths.hosts(),
+            hostname: task.name.clone(),
+        },
+        log: paths.log(),
+        pid_file: paths.pid(),
+    })
+}
+
+/// The plan for `ctx.node`.
+pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
+    let gwbridge = BridgeSpec {
+        ifname: GWBRIDGE.to_string(),
+        gateway: ctx.gwbridge_gateway(),
+        mtu: BRIDGE_MTU,
+    };
+    let mut firewall = NodeFirewallSpec {
+        masquerade: vec![Masquerade {
+            subnet: ctx.gwbridge_subnet,
+            bridge: GWBRIDGE.to_string(),
+        }],
+    };
+    let mut bridges = BTreeMap::new();
+    let mut overlays = BTreeMap::new();
+    for net in st.networks.values() {
+        match (net.driver, net.vni) {
+            (Driver::Bridge, _) => {
+                let spec = BridgeSpec {
+                    ifname: bridge_ifname(&net.name),
+                    gateway: net.gateway_net(),
+                    mtu: BRIDGE_MTU,
+                };
+                firewall.masquerade.push(Masquerade {
+                    subnet: net.subnet,
+                    bridge: spec.ifname.clone(),
+                });
+                bridges.insert(net.name.clone(), spec);
+            }
+            (Driver::Overlay, Some(vni)) => {
+                overlays.insert(net.name.clone(), overlay_spec(ctx, net, vni));
+            }
+            (Driver::Overlay, None) => {
+                tracing::warn!(network = %net.name, "overlay network without a VNI, skipped");
+            }
+        }
+    }
+    let mut sandboxes = BTreeMap::new();
+    let mut processes = BTreeMap::new();
+    let mut task_files = BTreeMap::new();
+    for task in st.tasks.values().filter(|t| t.node == ctx.node) {
+        let (Some(sb), Some(proc_spec)) = (sandbox_spec(ctx, st, task), process_spec(ctx, st, task))
+        else {
+            continue;
+        };
+        let first = task.attachments.first().map(|a| a.address.addr());
+        task_files.insert(
+            task.name.clone(),
+            TaskFiles {
+                resolv_conf: super::files::resolv_conf(),
+                hosts: super::files::hosts(&task.name, first.or(Some(task.gateway_address.addr()))),
+            },
+        );
+        sandboxes.insert(task.name.clone(), sb);
+        processes.insert(task.name.clone(), proc_spec);
+    }
+    NodePlan {
+        gwbridge,
+        bridges,
+        overlays,
+        sandboxes,
+        processes,
+        task_files,
+        firewall,
+    }
+}
+
+/// The overlay and bridge networks a sandbox hangs off, so they are built before it and
+/// removed after it.
+pub fn is_task_netns(name: &str) -> bool {
+    name.starts_with(TASK_NS_PREFIX)
+}
+
+pub fn task_of_netns(name: &str) -> Option<&str> {
+    name.strip_prefix(TASK_NS_PREFIX)
+}
+
+pub fn network_of_netns(name: &str) -> Option<&str> {
+    name.strip_prefix(OVERLAY_NS_PREFIX)
+}
+
+pub fn netns_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Service, TaskAttachment};
+
+    fn ctx() -> NodeContext {
+        NodeContext {
+            node: "n1".into(),
+            run_dir: "/run/rm".into(),
+            advertise_addr: Some("192.168.50.1".parse().unwrap()),
+            gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
+            task_path: "/usr/bin:/bin".into(),
+        }
+    }
+
+    fn state() -> ClusterState {
+        let mut st = ClusterState::default();
+        st.networks.insert(
+            "app".into(),
+            Network {
+                name: "app".into(),
+                id: "aaaa".into(),
+                driver: Driver::Overlay,
+                subnet: "10.0.1.0/24".parse().unwrap(),
+                gateway: "10.0.1.1".parse().unwrap(),
+                vni: Some(4096),
+                created_at: 0,
+            },
+        );
+        st.networks.insert(
+            "local".into(),
+            Network {
+                name: "local".into(),
+                id: "bbbb".into(),
+                driver: Driver::Bridge,
+                subnet: "10.0.2.0/24".parse().unwrap(),
+                gateway: "10.0.2.1".parse().unwrap(),
+                vni: None,
+                created_at: 0,
+            },
+        );
+        st.services.insert(
+            "web".into(),
+            Service {
+                name: "web".into(),
+                id: "s".into(),
+                replicas: 2,
+                networks: vec!["app".into(), "local".into()],
+                env: vec![("PATH".into(), "/opt/bin".into()), ("X".into(), "1".into())],
+                command: vec!["routemesh".into(), "whoami".into()],
+                created_at: 0,
+                updated_at: 0,
+            },
+        );
+        for (slot, node) in [(1, "n1"), (2, "n2")] {
+            let t = Task {
+                name: format!("web.{slot}"),
+                service: "web".into(),
+                slot,
+                node: node.into(),
+                attachments: vec![
+                    TaskAttachment {
+                        network: "app".into(),
+                        address: format!("10.0.1.{}/24", slot + 1).parse().unwrap(),
+                    },
+                    TaskAttachment {
+                        network: "local".into(),
+                        address: format!("10.0.2.{}/24", slot + 1).parse().unwrap(),
+                    },
+                ],
+                gateway_address: format!("172.18.0.{}/16", slot + 1).parse().unwrap(),
+                created_at: 0,
+            };
+            st.tasks.insert(t.name.clone(), t);
+        }
+        st
+    }
+
+    #[test]
+    fn only_this_nodes_tasks_get_sandboxes() {
+        let p = plan(&state(), &ctx());
+        assert_eq!(p.sandboxes.keys().collect::<Vec<_>>(), vec!["web.1"]);
+        assert_eq!(p.processes.keys().collect::<Vec<_>>(), vec!["web.1"]);
+    }
+
+    #[test]
+    fn sandbox_interfaces_follow_network_order_then_gateway_leg() {
+        let p = plan(&state(), &ctx());
+        let sb = &p.sandboxes["web.1"];
+        assert_eq!(sb.netns, PathBuf::from("/run/rm/netns/task-web.1"));
+        let names: Vec<_> = sb.interfaces.iter().map(|i| i.ifname.as_str()).collect();
+        assert_eq!(names, ["eth0", "eth1", "eth2"]);
+        let eth0 = &sb.interfaces[0];
+        assert_eq!(eth0.address.to_string(), "10.0.1.2/24");
+        assert_eq!(eth0.mtu, 1450);
+        assert_eq!(eth0.mac.to_string(), "02:42:0a:00:01:02");
+        assert_eq!(
+            eth0.attach,
+            Attachment::Overlay {
+                netns: "/run/rm/netns/ov-app".into()
+            }
+        );
+        assert_eq!(
+            sb.interfaces[1].attach,
+            Attachment::NodeBridge {
+                bridge: "rmb-local".into()
+            }
+        );
+        assert_eq!(
+            sb.interfaces[2].attach,
+            Attachment::NodeBridge {
+                bridge: GWBRIDGE.into()
+            }
+        );
+        assert_eq!(sb.default_gateway, Some("172.18.0.1".parse().unwrap()));
+        let outer: std::collections::BTreeSet<_> =
+            sb.interfaces.iter().map(|i| i.outer_ifname.clone()).collect();
+        assert_eq!(outer.len(), 3);
+        assert!(outer.iter().all(|n| n.len() <= 15));
+    }
+
+    #[test]
+    fn overlay_and_bridge_and_firewall() {
+        let p = plan(&state(), &ctx());
+        let ov = &p.overlays["app"];
+        assert_eq!((ov.vni, ov.mtu, ov.vxlan_ifname.as_str()), (4096, 1450, "vxlan4096"));
+        assert_eq!(ov.gateway.to_string(), "10.0.1.1/24");
+        assert_eq!(ov.local_vtep, Some("192.168.50.1".parse().unwrap()));
+        assert_eq!(p.bridges["local"].gateway.to_string(), "10.0.2.1/24");
+        assert_eq!(p.gwbridge.gateway.to_string(), "172.18.0.1/16");
+        let masq: Vec<_> = p
+            .firewall
+            .masquerade
+            .iter()
+            .map(|m| (m.subnet.to_string(), m.bridge.clone()))
+            .collect();
+        assert_eq!(
+            masq,
+            [
+                ("172.18.0.0/16".to_string(), GWBRIDGE.to_string()),
+                ("10.0.2.0/24".to_string(), "rmb-local".to_string())
+            ]
+        );
+    }
+
+    #[test]
+    fn process_env_and_files() {
+        let p = plan(&state(), &ctx());
+        let pr = &p.processes["web.1"];
+        assert_eq!(pr.argv, ["routemesh", "whoami"]);
+        let env: BTreeMap<_, _> = pr.env.iter().cloned().collect();
+        assert_eq!(env["PATH"], "/opt/bin", "service env overrides defaults");
+        assert_eq!(env["ROUTEMESH_TASK_NAME"], "web.1");
+        assert_eq!(env["X"], "1");
+        assert_eq!(pr.enter.hostname, "web.1");
+        assert_eq!(pr.log, PathBuf::from("/run/rm/tasks/web.1/log"));
+        let files = &p.task_files["web.1"];
+        assert_eq!(files.resolv_conf, "nameserver 127.0.0.11\noptions ndots:0\n");
+        assert!(files.hosts.contains("10.0.1.2\tweb.1"));
+    }
+
+    #[test]
+    fn long_bridge_names_fit_and_differ() {
+        let a = bridge_ifname("a-very-long-network-name-1");
+        let b = bridge_ifname("a-very-long-network-name-2");
+        assert!(a.len() <= 15 && b.len() <= 15);
+        assert_ne!(a, b);
+        assert_eq!(bridge_ifname("short"), "rmb-short");
+    }
+
+    #[test]
+    fn a_task_whose_network_vanished_is_not_planned() {
+        let mut st = state();
+        st.networks.remove("local");
+        let p = plan(&st, &ctx());
+        assert!(p.sandboxes.is_empty());
+        assert!(!p.bridges.contains_key("local"));
+    }
+}

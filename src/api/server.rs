@@ -1,0 +1,273 @@
+//! The daemon's HTTP/JSON API on `<run-dir>/routemesh.sock`. Handlers validate, then call
+//! `control`; reads come straight from the store.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::error::ApiError;
+use super::types::*;
+use crate::agent::files::TaskPaths;
+use crate::agent::plan::NodeContext;
+use crate::control::Control;
+use crate::model::{ClusterState, Network, Task, TaskState};
+use crate::store::state;
+use crate::validate;
+
+pub struct App {
+    pub control: Control,
+    pub ctx: NodeContext,
+    /// PATH used to check that a service's command exists.
+    pub path_var: String,
+}
+
+type Shared = State<Arc<App>>;
+type ApiResult<T> = Result<Json<T>, ApiError>;
+
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/v1/networks", get(list_networks).post(create_network))
+        .route(
+            "/v1/networks/{name}",
+            get(inspect_network).delete(remove_network),
+        )
+        .route("/v1/services", get(list_services).post(create_service))
+        .route(
+            "/v1/services/{name}",
+            get(inspect_service).delete(remove_service),
+        )
+        .route("/v1/services/{name}/scale", post(scale_service))
+        .route("/v1/services/{name}/logs", get(service_logs))
+        .route("/v1/tasks", get(list_tasks))
+        .route("/v1/tasks/{name}", get(inspect_task))
+        .route("/v1/tasks/{name}/sandbox", get(task_sandbox))
+        .route("/v1/nodes", get(list_nodes))
+        .route("/v1/ping", get(|| async { "OK" }))
+        .with_state(app)
+}
+
+async fn read(app: &App) -> Result<ClusterState, ApiError> {
+    Ok(state::read(app.control.store.as_ref()).await?)
+}
+
+fn network_view(net: &Network, st: &ClusterState) -> NetworkView {
+    NetworkView {
+        network: net.clone(),
+        services: st
+            .services
+            .values()
+            .filter(|s| s.networks.contains(&net.name))
+            .map(|s| s.name.clone())
+            .collect(),
+    }
+}
+
+pub fn task_view(t: &Task, st: &ClusterState) -> TaskView {
+    let status = st.statuses.get(&t.name);
+    TaskView {
+        name: t.name.clone(),
+        service: t.service.clone(),
+        slot: t.slot,
+        node: t.node.clone(),
+        state: status.map(|s| s.state).unwrap_or(TaskState::Starting),
+        message: status.map(|s| s.message.clone()).unwrap_or_default(),
+        pid: status.and_then(|s| s.pid),
+        restarts: status.map(|s| s.restarts).unwrap_or(0),
+        ever_ran: status.is_some_and(|s| s.ever_ran),
+        addresses: t
+            .attachments
+            .iter()
+            .map(|a| AddressView {
+                network: a.network.clone(),
+                address: a.address,
+            })
+            .collect(),
+        gateway_address: t.gateway_address,
+    }
+}
+
+fn service_view(name: &str, st: &ClusterState) -> Option<ServiceView> {
+    let svc = st.services.get(name)?;
+    let mut tasks: Vec<TaskView> = st
+        .tasks
+        .values()
+        .filter(|t| t.service == name)
+        .map(|t| task_view(t, st))
+        .collect();
+    tasks.sort_by_key(|t| t.slot);
+    Some(ServiceView {
+        service: svc.clone(),
+        running: tasks
+            .iter()
+            .filter(|t| t.state == TaskState::Running)
+            .count() as u32,
+        tasks,
+    })
+}
+
+async fn list_networks(State(app): Shared) -> ApiResult<Vec<NetworkView>> {
+    let st = read(&app).await?;
+    Ok(Json(st.networks.values().map(|n| network_view(n, &st)).collect()))
+}
+
+async fn inspect_network(State(app): Shared, Path(name): Path<String>) -> ApiResult<NetworkView> {
+    let st = read(&app).await?;
+    let net = st
+        .networks
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("network {name:?} not found")))?;
+    Ok(Json(network_view(net, &st)))
+}
+
+async fn create_network(
+    State(app): Shared,
+    Json(req): Json<NetworkCreate>,
+) -> Result<(StatusCode, Json<Network>), ApiError> {
+    let req = validate::network_request(&req)?;
+    let node_nets = node_networks().await?;
+    let net = app.control.create_network(req, &node_nets).await?;
+    Ok((StatusCode::CREATED, Json(net)))
+}
+
+/// Every route of the daemon's own namespace but the default route.
+async fn node_networks() -> Result<Vec<ipnet::Ipv4Net>, ApiError> {
+    let nl = routemesh_ingress::netlink::Netlink::current()
+        .map_err(|e| ApiError::Internal(format!("reading the node's routes: {e}")))?;
+    let mut nets = nl
+        .ipv4_routes()
+        .await
+        .map_err(|e| ApiError::Internal(format!("reading the node's routes: {e}")))?;
+    nets.retain(|n| n.prefix_len() > 0);
+    Ok(nets)
+}
+
+async fn remove_network(State(app): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    app.control.remove_network(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn list_services(State(app): Shared) -> ApiResult<Vec<ServiceView>> {
+    let st = read(&app).await?;
+    Ok(Json(
+        st.services
+            .keys()
+            .filter_map(|n| service_view(n, &st))
+            .collect(),
+    ))
+}
+
+async fn inspect_service(State(app): Shared, Path(name): Path<String>) -> ApiResult<ServiceView> {
+    let st = read(&app).await?;
+    service_view(&name, &st)
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))
+}
+
+async fn create_service(
+    State(app): Shared,
+    Json(req): Json<ServiceCreate>,
+) -> Result<(StatusCode, Json<crate::model::Service>), ApiError> {
+    let req = validate::service_request(&req, &app.path_var)?;
+    let svc = app.control.create_service(req).await?;
+    Ok((StatusCode::CREATED, Json(svc)))
+}
+
+async fn scale_service(
+    State(app): Shared,
+    Path(name): Path<String>,
+    Json(req): Json<ServiceScale>,
+) -> ApiResult<crate::model::Service> {
+    let replicas = validate::replicas(req.replicas)?;
+    Ok(Json(app.control.scale_service(&name, replicas).await?))
+}
+
+async fn remove_service(State(app): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+    app.control.remove_service(&name).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Each line of each task's log, prefixed with the task name (as `docker service logs` does).
+async fn service_logs(State(app): Shared, Path(name): Path<String>) -> Result<String, ApiError> {
+    let st = read(&app).await?;
+    if !st.services.contains_key(&name) {
+        return Err(ApiError::NotFound(format!("service {name:?} not found")));
+    }
+    let mut out = String::new();
+    let mut tasks: Vec<&Task> = st.tasks.values().filter(|t| t.service == name).collect();
+    tasks.sort_by_key(|t| t.slot);
+    for t in tasks {
+        if t.node != app.ctx.node {
+            continue;
+        }
+        let path = TaskPaths::new(&app.ctx.run_dir, &t.name).log();
+        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
+        for line in text.lines() {
+            out.push_str(&format!("{}@{}    | {line}\n", t.name, t.node));
+        }
+    }
+    Ok(out)
+}
+
+#[derive(Deserialize)]
+struct TaskFilter {
+    service: Option<String>,
+}
+
+async fn list_tasks(State(app): Shared, Query(f): Query<TaskFilter>) -> ApiResult<Vec<TaskView>> {
+    let st = read(&app).await?;
+    if let Some(s) = &f.service {
+        if !st.services.contains_key(s) {
+            return Err(ApiError::NotFound(format!("service {s:?} not found")));
+        }
+    }
+    let mut tasks: Vec<TaskView> = st
+        .tasks
+        .values()
+        .filter(|t| f.service.as_ref().is_none_or(|s| &t.service == s))
+        .map(|t| task_view(t, &st))
+        .collect();
+    tasks.sort_by(|a, b| (&a.service, a.slot).cmp(&(&b.service, b.slot)));
+    Ok(Json(tasks))
+}
+
+async fn inspect_task(State(app): Shared, Path(name): Path<String>) -> ApiResult<TaskView> {
+    let st = read(&app).await?;
+    let t = st
+        .tasks
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("task {name:?} not found")))?;
+    Ok(Json(task_view(t, &st)))
+}
+
+async fn task_sandbox(State(app): Shared, Path(name): Path<String>) -> ApiResult<SandboxInfo> {
+    let st = read(&app).await?;
+    let t = st
+        .tasks
+        .get(&name)
+        .ok_or_else(|| ApiError::NotFound(format!("task {name:?} not found")))?;
+    let run_dir: PathBuf = match st.nodes.get(&t.node) {
+        Some(n) => PathBuf::from(&n.run_dir),
+        None => app.ctx.run_dir.clone(),
+    };
+    let paths = TaskPaths::new(&run_dir, &name);
+    let netns = run_dir.join("netns").join(format!("{}{name}", crate::agent::plan::TASK_NS_PREFIX));
+    Ok(Json(SandboxInfo {
+        task: name.clone(),
+        node: t.node.clone(),
+        netns: netns.display().to_string(),
+        resolv_conf: paths.resolv_conf().display().to_string(),
+        hosts: paths.hosts().display().to_string(),
+        hostname: name.clone(),
+        addresses: t.attachments.iter().map(|a| a.address.addr()).collect(),
+    }))
+}
+
+async fn list_nodes(State(app): Shared) -> ApiResult<Vec<NodeView>> {
+    let st = read(&app).await?;
+    Ok(Json(st.nodes.values().cloned().collect()))
+}

@@ -1,0 +1,95 @@
+//! What goes over the API socket, both ways. Documented in docs/api.md.
+
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+use crate::model::{Network, Node, Service, TaskState};
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkCreate {
+    pub name: String,
+    #[serde(default)]
+    pub driver: Option<String>,
+    #[serde(default)]
+    pub subnet: Option<String>,
+    #[serde(default)]
+    pub gateway: Option<String>,
+    #[serde(default)]
+    pub vni: Option<u32>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceCreate {
+    pub name: String,
+    /// Signed so that a negative count gets a clear error rather than a decode failure.
+    #[serde(default)]
+    pub replicas: Option<i64>,
+    #[serde(default)]
+    pub networks: Vec<String>,
+    /// `KEY=VALUE` strings, as on the command line.
+    #[serde(default)]
+    pub env: Vec<String>,
+    pub command: Vec<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceScale {
+    pub replicas: i64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AddressView {
+    pub network: String,
+    pub address: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskView {
+    pub name: String,
+    pub service: String,
+    pub slot: u32,
+    pub node: String,
+    pub state: TaskState,
+    pub message: String,
+    pub pid: Option<u32>,
+    pub restarts: u32,
+    pub ever_ran: bool,
+    pub addresses: Vec<AddressView>,
+    pub gateway_address: Ipv4Net,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceView {
+    #[serde(flatten)]
+    pub service: Service,
+    pub running: u32,
+    pub tasks: Vec<TaskView>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetworkView {
+    #[serde(flatten)]
+    pub network: Network,
+    pub services: Vec<String>,
+}
+
+pub type NodeView = Node;
+
+/// What `routemesh exec` needs to enter a task's sandbox.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub task: String,
+    pub node: String,
+    pub netns: String,
+    pub resolv_conf: String,
+    pub hosts: String,
+    pub hostname: String,
+    pub addresses: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ErrorBody {
+    pub message: String,
+}

@@ -1,0 +1,216 @@
+//! Daemon configuration: flags, an optional TOML file with the same keys (`--config`), and
+//! defaults, resolved into one validated struct before anything starts.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use clap::Args;
+use ipnet::Ipv4Net;
+use serde::Deserialize;
+
+use crate::validate::Invalid;
+
+#[derive(Args, Debug, Default, Clone)]
+pub struct DaemonArgs {
+    /// TOML file with the same keys as these flags (e.g. `node-name = "n1"`); flags win.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// This node's name [default: the hostname].
+    #[arg(long)]
+    pub node_name: Option<String>,
+    /// Underlay IPv4 address for VXLAN.
+    #[arg(long)]
+    pub advertise_addr: Option<String>,
+    /// Where desired state is kept [default: /var/lib/routemesh].
+    #[arg(long)]
+    pub state_dir: Option<PathBuf>,
+    /// Socket, named namespaces and task logs [default: /run/routemesh].
+    #[arg(long)]
+    pub run_dir: Option<PathBuf>,
+    /// `local` (a file in the state dir) [default: local].
+    #[arg(long)]
+    pub store: Option<String>,
+    /// Load-balancing dataplane: `nftables` [default: nftables].
+    #[arg(long)]
+    pub dataplane: Option<String>,
+    /// trace, debug, info, warn or error [default: info].
+    #[arg(long)]
+    pub log_level: Option<String>,
+    /// Subnet of the per-node gateway bridge rm_gwbridge [default: 172.18.0.0/16].
+    #[arg(long)]
+    pub gwbridge_subnet: Option<String>,
+}
+
+#[derive(Deserialize, Debug, Default, PartialEq, Eq)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct FileConfig {
+    pub node_name: Option<String>,
+    pub advertise_addr: Option<String>,
+    pub state_dir: Option<PathBuf>,
+    pub run_dir: Option<PathBuf>,
+    pub store: Option<String>,
+    pub dataplane: Option<String>,
+    pub log_level: Option<String>,
+    pub gwbridge_subnet: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSpec {
+    Local,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Dataplane {
+    Nftables,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DaemonConfig {
+    pub node_name: String,
+    pub advertise_addr: Option<Ipv4Addr>,
+    pub state_dir: PathBuf,
+    pub run_dir: PathBuf,
+    pub store: StoreSpec,
+    pub dataplane: Dataplane,
+    pub log_level: String,
+    pub gwbridge_subnet: Ipv4Net,
+}
+
+impl DaemonConfig {
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join("routemesh.sock")
+    }
+}
+
+pub fn read_file(path: &Path) -> Result<FileConfig, Invalid> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Invalid(format!("reading config {}: {e}", path.display())))?;
+    toml::from_str(&text).map_err(|e| Invalid(format!("config {}: {e}", path.display())))
+}
+
+/// Flags over file over defaults, every value checked.
+pub fn resolve(args: &DaemonArgs, file: FileConfig, hostname: &str) -> Result<DaemonConfig, Invalid> {
+    let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
+    let node_name = pick(&args.node_name, file.node_name).unwrap_or_else(|| hostname.to_string());
+    let node_ok = !node_name.is_empty()
+        && node_name.len() <= 63
+        && node_name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    if !node_ok {
+        return Err(Invalid(format!(
+            "invalid node name {node_name:?}: use 1-63 letters, digits, '-', '_' or '.'"
+        )));
+    }
+    let advertise_addr = pick(&args.advertise_addr, file.advertise_addr)
+        .map(|s| {
+            s.parse::<Ipv4Addr>()
+                .map_err(|_| Invalid(format!("invalid --advertise-addr {s:?}: expected an IPv4 address")))
+        })
+        .transpose()?;
+    let store = match pick(&args.store, file.store).as_deref().unwrap_or("local") {
+        "local" => StoreSpec::Local,
+        s if s.starts_with("etcd://") => {
+            return Err(Invalid(format!(
+                "--store {s}: the etcd store is not part of this build yet; use --store local"
+            )))
+        }
+        s => return Err(Invalid(format!("invalid --store {s:?}: expected \"local\""))),
+    };
+    let dataplane = match pick(&args.dataplane, file.dataplane)
+        .as_deref()
+        .unwrap_or("nftables")
+    {
+        "nftables" => Dataplane::Nftables,
+        s @ ("ipvs" | "auto") => {
+            return Err(Invalid(format!(
+                "--dataplane {s}: not part of this build yet; use --dataplane nftables"
+            )))
+        }
+        s => {
+            return Err(Invalid(format!(
+                "invalid --dataplane {s:?}: expected \"nftables\""
+            )))
+        }
+    };
+    let log_level = pick(&args.log_level, file.log_level).unwrap_or_else(|| "info".into());
+    if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
+        return Err(Invalid(format!(
+            "invalid --log-level {log_level:?}: expected trace, debug, info, warn or error"
+        )));
+    }
+    let gw = pick(&args.gwbridge_subnet, file.gwbridge_subnet)
+        .unwrap_or_else(|| crate::ipam::DEFAULT_GWBRIDGE_SUBNET.into());
+    let gwbridge_subnet = crate::validate::subnet(&gw)
+        .map_err(|e| Invalid(format!("--gwbridge-subnet: {e}")))?;
+    let dir = |a: &Option<PathBuf>, f: Option<PathBuf>, d: &str| -> Result<PathBuf, Invalid> {
+        let p = a.clone().or(f).unwrap_or_else(|| PathBuf::from(d));
+        if !p.is_absolute() {
+            return Err(Invalid(format!("{} must be an absolute path", p.display())));
+        }
+        Ok(p)
+    };
+    Ok(DaemonConfig {
+        node_name,
+        advertise_addr,
+        state_dir: dir(&args.state_dir, file.state_dir, "/var/lib/routemesh")?,
+        run_dir: dir(&args.run_dir, file.run_dir, "/run/routemesh")?,
+        store,
+        dataplane,
+        log_level,
+        gwbridge_subnet,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let c = resolve(&DaemonArgs::default(), FileConfig::default(), "host1").unwrap();
+        assert_eq!(c.node_name, "host1");
+        assert_eq!(c.state_dir, PathBuf::from("/var/lib/routemesh"));
+        assert_eq!(c.socket(), PathBuf::from("/run/routemesh/routemesh.sock"));
+        assert_eq!((c.store, c.dataplane), (StoreSpec::Local, Dataplane::Nftables));
+        assert_eq!(c.gwbridge_subnet.to_string(), "172.18.0.0/16");
+    }
+
+    #[test]
+    fn file_keys_match_flags_and_flags_win() {
+        let file: FileConfig = toml::from_str(
+            "node-name = \"n1\"\nadvertise-addr = \"192.168.9.1\"\nrun-dir = \"/tmp/r\"\nlog-level = \"debug\"\n",
+        )
+        .unwrap();
+        let args = DaemonArgs {
+            node_name: Some("n2".into()),
+            ..Default::default()
+        };
+        let c = resolve(&args, file, "h").unwrap();
+        assert_eq!(c.node_name, "n2");
+        assert_eq!(c.advertise_addr, Some("192.168.9.1".parse().unwrap()));
+        assert_eq!(c.run_dir, PathBuf::from("/tmp/r"));
+        assert_eq!(c.log_level, "debug");
+    }
+
+    #[test]
+    fn unknown_file_keys_are_refused() {
+        assert!(toml::from_str::<FileConfig>("nod-name = \"x\"").is_err());
+    }
+
+    #[test]
+    fn bad_values_are_refused() {
+        let bad = |f: fn(&mut DaemonArgs)| {
+            let mut a = DaemonArgs::default();
+            f(&mut a);
+            resolve(&a, FileConfig::default(), "h").unwrap_err().0
+        };
+        assert!(bad(|a| a.advertise_addr = Some("x".into())).contains("--advertise-addr"));
+        assert!(bad(|a| a.store = Some("etcd://127.0.0.1:2379".into())).contains("etcd"));
+        assert!(bad(|a| a.store = Some("zk".into())).contains("invalid --store"));
+        assert!(bad(|a| a.dataplane = Some("ipvs".into())).contains("not part of this build"));
+        assert!(bad(|a| a.log_level = Some("loud".into())).contains("--log-level"));
+        assert!(bad(|a| a.run_dir = Some("rel".into())).contains("absolute"));
+        assert!(bad(|a| a.node_name = Some("a b".into())).contains("node name"));
+    }
+}

@@ -1,0 +1,378 @@
+//! The writes behind the API: each operation checks the request against the current state and
+//! commits it in one compare-and-set transaction, retrying if someone else wrote in between.
+//! Nothing here touches the kernel; the agents follow the store.
+
+use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use ipnet::Ipv4Net;
+
+use crate::api::error::ApiError;
+use crate::ipam;
+use crate::model::{now_secs, random_id, ClusterState, Driver, Network, Service};
+use crate::store::{keys, state, Store, Txn};
+use crate::validate::{NetworkRequest, ServiceRequest};
+
+/// How often a transaction is retried when a concurrent write changed what it checked.
+const TXN_ATTEMPTS: usize = 8;
+
+#[derive(Clone, Debug)]
+pub struct ControlConfig {
+    pub pool: Ipv4Net,
+    pub pool_prefix: u8,
+    pub gwbridge_subnet: Ipv4Net,
+}
+
+#[derive(Clone)]
+pub struct Control {
+    pub store: Arc<dyn Store>,
+    pub cfg: ControlConfig,
+}
+
+fn conflict_after_retries(what: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "{what}: the cluster state kept changing underneath, try again"
+    ))
+}
+
+impl Control {
+    async fn read(&self) -> Result<ClusterState, ApiError> {
+        Ok(state::read(self.store.as_ref()).await?)
+    }
+
+    /// `node_nets`: every route and address of the node, for the bridge overlap rule.
+    pub async fn create_network(
+        &self,
+        req: NetworkRequest,
+        node_nets: &[Ipv4Net],
+    ) -> Result<Network, ApiError> {
+        for _ in 0..TXN_ATTEMPTS {
+            let st = self.read().await?;
+            let net = self.plan_network(&req, &st, node_nets)?;
+            let mut txn = Txn::new()
+                .when_absent(keys::network(&net.name))
+                .put_json(keys::network(&net.name), &net);
+            if req.subnet.is_none() {
+                let claim = keys::subnet_claim(&net.subnet);
+                txn = txn.when_absent(&claim).put(claim, net.name.clone().into_bytes());
+            }
+            if let Some(vni) = net.vni {
+                let claim = keys::vni_claim(vni);
+                txn = txn.when_absent(&claim).put(claim, net.name.clone().into_bytes());
+            }
+            if self.store.txn(txn).await?.succeeded {
+                tracing::info!(network = %net.name, subnet = %net.subnet, vni = ?net.vni, "network created");
+                return Ok(net);
+            }
+        }
+        Err(conflict_after_retries(&format!(
+            "creating network {:?}",
+            req.name
+        )))
+    }
+
+    fn plan_network(
+        &self,
+        req: &NetworkRequest,
+        st: &ClusterState,
+        node_nets: &[Ipv4Net],
+    ) -> Result<Network, ApiError> {
+        if st.networks.contains_key(&req.name) {
+            return Err(ApiError::Conflict(format!(
+                "network {:?} already exists",
+                req.name
+            )));
+        }
+        let what = format!("{} network {:?}", req.driver, req.name);
+        let subnet = match req.subnet {
+            Some(s) => {
+                check_explicit_subnet(&what, s, req.driver, st, node_nets, self.cfg.gwbridge_subnet)?;
+                s
+            }
+            None => {
+                let mut taken: Vec<Ipv4Net> = st.networks.values().map(|n| n.subnet).collect();
+                taken.push(self.cfg.gwbridge_subnet);
+                if req.driver == Driver::Bridge {
+                    taken.extend_from_slice(node_nets);
+                }
+                ipam::next_pool_subnet(self.cfg.pool, self.cfg.pool_prefix, &taken).ok_or_else(
+                    || {
+                        ApiError::Conflict(format!(
+                            "{what}: address pool {} is exhausted: no free /{} left",
+                            self.cfg.pool, self.cfg.pool_prefix
+                        ))
+                    },
+                )?
+            }
+        };
+        let gateway = match req.gateway {
+            Some(g) => g,
+            None => ipam::default_gateway(subnet).ok_or_else(|| {
+                ApiError::BadRequest(format!("{what}: subnet {subnet} has no host address"))
+            })?,
+        };
+        let vni = match req.driver {
+            Driver::Bridge => None,
+            Driver::Overlay => Some(pick_vni(&what, req.vni, st)?),
+        };
+        Ok(Network {
+            name: req.name.clone(),
+            id: random_id(),
+            driver: req.driver,
+            subnet,
+            gateway,
+            vni,
+            created_at: now_secs(),
+        })
+    }
+
+    pub async fn remove_network(&self, name: &str) -> Result<(), ApiError> {
+        for _ in 0..TXN_ATTEMPTS {
+            let st = self.read().await?;
+            let Some(net) = st.networks.get(name) else {
+                return Err(ApiError::NotFound(format!("network {name:?} not found")));
+            };
+            let users: Vec<&str> = st
+                .services
+                .values()
+                .filter(|s| s.networks.iter().any(|n| n == name))
+                .map(|s| s.name.as_str())
+                .collect();
+            if !users.is_empty() {
+                return Err(ApiError::Conflict(format!(
+                    "network {name:?} is in use by service {}",
+                    users.join(", ")
+                )));
+            }
+            let kv = self
+                .store
+                .get(&keys::network(name))
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("network {name:?} not found")))?;
+            let mut txn = Txn::new()
+                .when_revision(kv.key.clone(), kv.mod_revision)
+                .delete(kv.key)
+                .delete_prefix(keys::addr_claims(&net.id));
+            if let Some(vni) = net.vni {
+                txn = txn.delete(keys::vni_claim(vni));
+            }
+            // A pool subnet claim is this network's only if it names it (an explicit subnet
+            // claims nothing, and may equal another network's pool subnet).
+            if let Some(claim) = self.store.get(&keys::subnet_claim(&net.subnet)).await? {
+                if claim.value == name.as_bytes() {
+                    txn = txn.when_revision(claim.key.clone(), claim.mod_revision).delete(claim.key);
+                }
+            }
+            if self.store.txn(txn).await?.succeeded {
+                tracing::info!(network = name, "network removed");
+                return Ok(());
+            }
+        }
+        Err(conflict_after_retries(&format!("removing network {name:?}")))
+    }
+
+    pub async fn create_service(&self, req: ServiceRequest) -> Result<Service, ApiError> {
+        for _ in 0..TXN_ATTEMPTS {
+            let st = self.read().await?;
+            if st.services.contains_key(&req.name) {
+                return Err(ApiError::Conflict(format!(
+                    "service {:?} already exists",
+                    req.name
+                )));
+            }
+            let nets = service_networks(&req.name, &req.networks, &st)?;
+            check_capacity(&req.name, &nets, req.replicas, 0, &st)?;
+            let now = now_secs();
+            let svc = Service {
+                name: req.name.clone(),
+                id: random_id(),
+                replicas: req.replicas,
+                networks: req.networks.clone(),
+                env: req.env.clone(),
+                command: req.command.clone(),
+                created_at: now,
+                updated_at: now,
+            };
+            let mut txn = Txn::new()
+                .when_absent(keys::service(&svc.name))
+                .put_json(keys::service(&svc.name), &svc);
+            // The networks must still be there when the service lands.
+            for n in &svc.networks {
+                if let Some(kv) = self.store.get(&keys::network(n)).await? {
+                    txn = txn.when_revision(kv.key, kv.mod_revision);
+                }
+            }
+            if self.store.txn(txn).await?.succeeded {
+                tracing::info!(service = %svc.name, replicas = svc.replicas, "service created");
+                return Ok(svc);
+            }
+        }
+        Err(conflict_after_retries(&format!(
+            "creating service {:?}",
+            req.name
+        )))
+    }
+
+    pub async fn scale_service(&self, name: &str, replicas: u32) -> Result<Service, ApiError> {
+        for _ in 0..TXN_ATTEMPTS {
+            let st = self.read().await?;
+            let kv = self
+                .store
+                .get(&keys::service(name))
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
+            let mut svc: Service = state::decode(&kv)?;
+            let nets = service_networks(name, &svc.networks, &st)?;
+            let existing = st.tasks.values().filter(|t| t.service == name).count() as u32;
+            check_capacity(name, &nets, replicas, existing, &st)?;
+            svc.replicas = replicas;
+            svc.updated_at = now_secs();
+            let txn = Txn::new()
+                .when_revision(kv.key.clone(), kv.mod_revision)
+                .put_json(kv.key, &svc);
+            if self.store.txn(txn).await?.succeeded {
+                tracing::info!(service = name, replicas, "service scaled");
+                return Ok(svc);
+            }
+        }
+        Err(conflict_after_retries(&format!("scaling service {name:?}")))
+    }
+
+    /// Removes the service and its tasks (with their address claims) in one transaction, so a
+    /// `network rm` right after it succeeds; the agents then tear the sandboxes down.
+    pub async fn remove_service(&self, name: &str) -> Result<(), ApiError> {
+        for _ in 0..TXN_ATTEMPTS {
+            let st = self.read().await?;
+            let kv = self
+                .store
+                .get(&keys::service(name))
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
+            let mut txn = Txn::new()
+                .when_revision(kv.key.clone(), kv.mod_revision)
+                .delete(kv.key);
+            for task in st.tasks.values().filter(|t| t.service == name) {
+                txn = delete_task(txn, task, &st);
+            }
+            if self.store.txn(txn).await?.succeeded {
+                tracing::info!(service = name, "service removed");
+                return Ok(());
+            }
+        }
+        Err(conflict_after_retries(&format!("removing service {name:?}")))
+    }
+}
+
+/// Adds the deletion of a task, its status and its address claims to `txn`.
+pub fn delete_task(mut txn: Txn, task: &crate::model::Task, st: &ClusterState) -> Txn {
+    txn = txn
+        .delete(keys::task(&task.name))
+        .delete(keys::status(&task.name))
+        .delete(keys::gw_claim(&task.node, task.gateway_address.addr()));
+    for a in &task.attachments {
+        if let Some(net) = st.networks.get(&a.network) {
+            txn = txn.delete(keys::addr_claim(&net.id, a.address.addr()));
+        }
+    }
+    txn
+}
+
+fn check_explicit_subnet(
+    what: &str,
+    subnet: Ipv4Net,
+    driver: Driver,
+    st: &ClusterState,
+    node_nets: &[Ipv4Net],
+    gwbridge: Ipv4Net,
+) -> Result<(), ApiError> {
+    if ipam::overlaps(&subnet, &gwbridge) {
+        return Err(ApiError::Conflict(format!(
+            "{what}: subnet {subnet} overlaps the gateway bridge rm_gwbridge ({gwbridge})"
+        )));
+    }
+    if driver == Driver::Bridge {
+        if let Some(other) = st
+            .networks
+            .values()
+            .find(|n| n.driver == Driver::Bridge && ipam::overlaps(&n.subnet, &subnet))
+        {
+            return Err(ApiError::Conflict(format!(
+                "{what}: subnet {subnet} overlaps bridge network {:?} ({})",
+                other.name, other.subnet
+            )));
+        }
+        if let Some(route) = node_nets.iter().find(|r| ipam::overlaps(r, &subnet)) {
+            return Err(ApiError::Conflict(format!(
+                "{what}: subnet {subnet} overlaps {route}, which is already on this node"
+            )));
+        }
+    }
+    Ok(())
+}
+
+fn pick_vni(what: &str, wanted: Option<u32>, st: &ClusterState) -> Result<u32, ApiError> {
+    let used: BTreeSet<u32> = st.networks.values().filter_map(|n| n.vni).collect();
+    match wanted {
+        Some(v) => match st.networks.values().find(|n| n.vni == Some(v)) {
+            Some(owner) => Err(ApiError::Conflict(format!(
+                "{what}: VNI {v} in use by {:?}",
+                owner.name
+            ))),
+            None => Ok(v),
+        },
+        None => ipam::next_vni(&used)
+            .ok_or_else(|| ApiError::Conflict(format!("{what}: no free VNI left"))),
+    }
+}
+
+/// The service's networks, all existing, with no two overlapping subnets.
+fn service_networks<'a>(
+    service: &str,
+    names: &[String],
+    st: &'a ClusterState,
+) -> Result<Vec<&'a Network>, ApiError> {
+    let mut nets: Vec<&Network> = Vec::new();
+    for name in names {
+        let net = st.networks.get(name).ok_or_else(|| {
+            ApiError::NotFound(format!("service {service:?}: network {name:?} not found"))
+        })?;
+        if let Some(other) = nets.iter().find(|o| ipam::overlaps(&o.subnet, &net.subnet)) {
+            return Err(ApiError::BadRequest(format!(
+                "service {service:?} cannot join networks {:?} ({}) and {:?} ({}): their subnets overlap",
+                other.name, other.subnet, net.name, net.subnet
+            )));
+        }
+        nets.push(net);
+    }
+    Ok(nets)
+}
+
+/// Refuses a replica count the networks' subnets cannot address.
+fn check_capacity(
+    service: &str,
+    nets: &[&Network],
+    replicas: u32,
+    existing: u32,
+    st: &ClusterState,
+) -> Result<(), ApiError> {
+    let more = replicas.saturating_sub(existing) as usize;
+    for net in nets {
+        let used: BTreeSet<Ipv4Addr> = st
+            .tasks
+            .values()
+            .flat_map(|t| t.attachments.iter())
+            .filter(|a| a.network == net.name)
+            .map(|a| a.address.addr())
+            .chain(std::iter::once(net.gateway))
+            .collect();
+        let free = net.subnet.hosts().filter(|ip| !used.contains(ip)).take(more).count();
+        if free < more {
+            return Err(ApiError::Conflict(format!(
+                "service {service:?}: network {:?} ({}) has {free} free addresses, {more} more tasks need one each",
+                net.name, net.subnet
+            )));
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,121 @@
+//! `routemesh daemon`: store, agent, orchestrator and API, wired together.
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+
+use crate::agent::plan::NodeContext;
+use crate::agent::Agent;
+use crate::api::server::{router, App};
+use crate::config::{DaemonConfig, StoreSpec};
+use crate::control::{Control, ControlConfig};
+use crate::orchestrator::Orchestrator;
+use crate::store::local::LocalStore;
+use crate::store::Store;
+
+/// Holds the run dir's lock for the daemon's lifetime: one daemon per run dir.
+struct RunDirLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_run_dir(cfg: &DaemonConfig) -> anyhow::Result<RunDirLock> {
+    let path = cfg.run_dir.join("daemon.lock");
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .with_context(|| format!("opening {}", path.display()))?;
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if rc != 0 {
+        bail!(
+            "another routemesh daemon is using run dir {}",
+            cfg.run_dir.display()
+        );
+    }
+    Ok(RunDirLock(f))
+}
+
+pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
+    if !nix::unistd::geteuid().is_root() {
+        bail!("routemesh daemon must run as root (it creates namespaces and links)");
+    }
+    for dir in [&cfg.state_dir, &cfg.run_dir] {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    std::fs::set_permissions(&cfg.run_dir, std::fs::Permissions::from_mode(0o711))
+        .with_context(|| format!("securing {}", cfg.run_dir.display()))?;
+    let _lock = lock_run_dir(&cfg)?;
+    let store: Arc<dyn Store> = match cfg.store {
+        StoreSpec::Local => Arc::new(
+            LocalStore::open(&cfg.state_dir.join("state.json")).context("opening the local store")?,
+        ),
+    };
+    let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
+    let ctx = NodeContext {
+        node: cfg.node_name.clone(),
+        run_dir: cfg.run_dir.clone(),
+        advertise_addr: cfg.advertise_addr,
+        gwbridge_subnet: cfg.gwbridge_subnet,
+        task_path: path_var.clone(),
+    };
+    let socket = cfg.socket();
+    Agent {
+        store: store.clone(),
+        ctx: ctx.clone(),
+        api_socket: socket.display().to_string(),
+    }
+    .start()
+    .await
+    .context("starting the node agent")?;
+    tokio::spawn(
+        Orchestrator {
+            store: store.clone(),
+            gwbridge_subnet: cfg.gwbridge_subnet,
+        }
+        .run(),
+    );
+
+    let app = Arc::new(App {
+        control: Control {
+            store,
+            cfg: ControlConfig {
+                pool: crate::ipam::DEFAULT_POOL.parse().context("default pool")?,
+                pool_prefix: crate::ipam::DEFAULT_POOL_PREFIX,
+                gwbridge_subnet: cfg.gwbridge_subnet,
+            },
+        },
+        ctx,
+        path_var,
+    });
+    // A socket left by a daemon that died is ours to replace: we hold the run dir's lock.
+    let _ = std::fs::remove_file(&socket);
+    let listener = tokio::net::UnixListener::bind(&socket)
+        .with_context(|| format!("listening on {}", socket.display()))?;
+    std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("securing {}", socket.display()))?;
+    tracing::info!(node = %cfg.node_name, socket = %socket.display(), "routemesh daemon ready");
+    axum::serve(listener, router(app))
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving the API")?;
+    // Tasks keep running: the next daemon adopts them.
+    tracing::info!("routemesh daemon stopped; tasks keep running");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = int.recv() => {}
+    }
+}

@@ -1,0 +1,162 @@
+//! The cluster state as stored: networks, services, tasks, task status and nodes.
+//!
+//! These are plain serde structs; what may be stored is decided in `validate`, and what the
+//! kernel should hold is derived from them in `agent::plan`.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnet::Ipv4Net;
+use serde::{Deserialize, Serialize};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Driver {
+    Bridge,
+    Overlay,
+}
+
+impl std::fmt::Display for Driver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Driver::Bridge => "bridge",
+            Driver::Overlay => "overlay",
+        })
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Network {
+    pub name: String,
+    /// Random 12-hex-digit id; names the network's kernel objects so that a network removed
+    /// and created again under the same name never meets the old one's leftovers.
+    pub id: String,
+    pub driver: Driver,
+    pub subnet: Ipv4Net,
+    pub gateway: Ipv4Addr,
+    /// VXLAN network identifier (overlay only).
+    pub vni: Option<u32>,
+    pub created_at: u64,
+}
+
+impl Network {
+    /// The gateway with the subnet's prefix length, as set on the bridge.
+    pub fn gateway_net(&self) -> Ipv4Net {
+        Ipv4Net::new(self.gateway, self.subnet.prefix_len()).unwrap_or(self.subnet)
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Service {
+    pub name: String,
+    pub id: String,
+    pub replicas: u32,
+    pub networks: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub command: Vec<String>,
+    pub created_at: u64,
+    pub updated_at: u64,
+}
+
+/// One network leg of a task.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskAttachment {
+    pub network: String,
+    pub address: Ipv4Net,
+}
+
+/// A task as the orchestrator assigned it: desired state only.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Task {
+    /// `SERVICE.SLOT`, e.g. `web.1`.
+    pub name: String,
+    pub service: String,
+    pub slot: u32,
+    pub node: String,
+    /// One per service network, in the service's order (`eth0`, `eth1`, ...).
+    pub attachments: Vec<TaskAttachment>,
+    /// The task's address on the node's gateway bridge (its egress leg, last interface).
+    pub gateway_address: Ipv4Net,
+    pub created_at: u64,
+}
+
+impl Task {
+    pub fn name_for(service: &str, slot: u32) -> String {
+        format!("{service}.{slot}")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TaskState {
+    /// Assigned, sandbox or process not up yet.
+    Starting,
+    Running,
+    /// Exited or failed to start; will be restarted after a back-off.
+    Failed,
+}
+
+impl std::fmt::Display for TaskState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TaskState::Starting => "starting",
+            TaskState::Running => "running",
+            TaskState::Failed => "failed",
+        })
+    }
+}
+
+/// What the node running a task reports about it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TaskStatus {
+    pub state: TaskState,
+    pub pid: Option<u32>,
+    /// Why the task is not running (spawn error, exit status), empty when running.
+    pub message: String,
+    pub restarts: u32,
+    /// True once the process has been seen running at least once.
+    pub ever_ran: bool,
+    pub updated_at: u64,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NodeState {
+    Ready,
+    Down,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Node {
+    pub name: String,
+    pub advertise_addr: Option<Ipv4Addr>,
+    pub state: NodeState,
+    /// The node's API socket, so a CLI talking to any daemon can be pointed at the right one.
+    pub api_socket: String,
+    pub run_dir: String,
+    pub updated_at: u64,
+}
+
+/// Everything the planner and the orchestrator look at, read in one go from the store.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterState {
+    pub networks: BTreeMap<String, Network>,
+    pub services: BTreeMap<String, Service>,
+    pub tasks: BTreeMap<String, Task>,
+    pub statuses: BTreeMap<String, TaskStatus>,
+    pub nodes: BTreeMap<String, Node>,
+    pub revision: u64,
+}
+
+pub fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+pub fn random_id() -> String {
+    use rand::Rng;
+    let n: u64 = rand::rng().random();
+    format!("{n:016x}")[..12].to_string()
+}

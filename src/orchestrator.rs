@@ -1,0 +1,326 @@
+//! Turns services into tasks: one task per replica slot, placed on a ready node (spread: the
+//! node with the fewest tasks of that service first), with an address claimed on each of the
+//! service's networks and on the node's gateway bridge. Runs on the leader only (with the
+//! local store there is one node, so it always leads).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ipnet::Ipv4Net;
+
+use crate::control::delete_task;
+use crate::ipam;
+use crate::model::{now_secs, ClusterState, NodeState, Service, Task, TaskAttachment};
+use crate::store::{keys, state, Store, StoreError, Txn};
+
+#[derive(Debug, thiserror::Error)]
+pub enum OrchestratorError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("task {task}: {detail}")]
+    Placement { task: String, detail: String },
+}
+
+/// One change the orchestrator wants, computed from the state without I/O.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Create { service: String, slot: u32 },
+    Remove { task: String },
+}
+
+/// What differs between the services' replica counts and the tasks that exist. Pure.
+pub fn plan(st: &ClusterState) -> Vec<Action> {
+    let mut actions = Vec::new();
+    for task in st.tasks.values() {
+        let keep = st
+            .services
+            .get(&task.service)
+            .is_some_and(|s| task.slot >= 1 && task.slot <= s.replicas);
+        if !keep {
+            actions.push(Action::Remove {
+                task: task.name.clone(),
+            });
+        }
+    }
+    for svc in st.services.values() {
+        for slot in 1..=svc.replicas {
+            if !st.tasks.contains_key(&Task::name_for(&svc.name, slot)) {
+                actions.push(Action::Create {
+                    service: svc.name.clone(),
+                    slot,
+                });
+            }
+        }
+    }
+    actions
+}
+
+/// The ready node with the fewest tasks of `service`, then the fewest tasks, then by name.
+pub fn pick_node(st: &ClusterState, service: &str) -> Option<String> {
+    let mut per_node: BTreeMap<&str, (usize, usize)> = st
+        .nodes
+        .values()
+        .filter(|n| n.state == NodeState::Ready)
+        .map(|n| (n.name.as_str(), (0, 0)))
+        .collect();
+    for t in st.tasks.values() {
+        if let Some(c) = per_node.get_mut(t.node.as_str()) {
+            c.1 += 1;
+            if t.service == service {
+                c.0 += 1;
+            }
+        }
+    }
+    per_node
+        .into_iter()
+        .min_by_key(|(name, counts)| (*counts, *name))
+        .map(|(name, _)| name.to_string())
+}
+
+pub struct Orchestrator {
+    pub store: Arc<dyn Store>,
+    pub gwbridge_subnet: Ipv4Net,
+}
+
+impl Orchestrator {
+    /// Follows the store until the process ends: reconcile on every change, and every few
+    /// seconds in case a change was missed.
+    pub async fn run(self) {
+        loop {
+            let rev = match self.reconcile().await {
+                Ok(rev) => rev,
+                Err(e) => {
+                    tracing::warn!(error = %e, "orchestrator: reconcile failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            let mut watch = match self.store.watch(keys::ROOT, rev).await {
+                Ok(w) => w,
+                Err(e) => {
+                    tracing::warn!(error = %e, "orchestrator: watch failed, retrying");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    continue;
+                }
+            };
+            // Only changes to services, tasks and nodes matter; status churn does not.
+            let deadline = tokio::time::sleep(Duration::from_secs(5));
+            tokio::pin!(deadline);
+            loop {
+                tokio::select! {
+                    ev = watch.recv() => match ev {
+                        Some(ev) if ev.key.starts_with(keys::STATUS) || ev.key.starts_with(keys::CLAIMS) => continue,
+                        _ => break,
+                    },
+                    _ = &mut deadline => break,
+                }
+            }
+        }
+    }
+
+    /// Applies the plan; returns the revision the last decisions were based on. A transaction
+    /// that lost a race makes it read and decide again.
+    pub async fn reconcile(&self) -> Result<u64, OrchestratorError> {
+        'again: for _ in 0..16 {
+            let st = state::read(self.store.as_ref()).await?;
+            for action in plan(&st) {
+                let applied = match &action {
+                    Action::Remove { task } => self.remove_task(&st, task).await?,
+                    Action::Create { service, slot } => match st.services.get(service) {
+                        Some(svc) => match self.create_task(&st, svc, *slot).await {
+                            Err(OrchestratorError::Placement { task, detail }) => {
+                                tracing::warn!(task, detail, "cannot place task");
+                                true
+                            }
+                            other => other?,
+                        },
+                        None => true,
+                    },
+                };
+                if !applied {
+                    continue 'again;
+                }
+            }
+            return Ok(st.revision);
+        }
+        Err(StoreError::Unavailable("kept changing during orchestration".into()).into())
+    }
+
+    async fn remove_task(&self, st: &ClusterState, name: &str) -> Result<bool, OrchestratorError> {
+        let (Some(task), Some(kv)) = (st.tasks.get(name), self.store.get(&keys::task(name)).await?)
+        else {
+            return Ok(true);
+        };
+        let txn = delete_task(Txn::new(), task, st).when_revision(kv.key, kv.mod_revision);
+        let ok = self.store.txn(txn).await?.succeeded;
+        if ok {
+            tracing::info!(task = name, "task removed");
+        }
+        Ok(ok)
+    }
+
+    async fn create_task(
+        &self,
+        st: &ClusterState,
+        svc: &Service,
+        slot: u32,
+    ) -> Result<bool, OrchestratorError> {
+        let name = Task::name_for(&svc.name, slot);
+        let placement = |detail: String| OrchestratorError::Placement {
+            task: name.clone(),
+            detail,
+        };
+        let node = pick_node(st, &svc.name).ok_or_else(|| placement("no ready node".into()))?;
+        let mut txn = Txn::new().when_absent(keys::task(&name));
+        let svc_kv = self.store.get(&keys::service(&svc.name)).await?;
+        let Some(svc_kv) = svc_kv else {
+            return Ok(false);
+        };
+        txn = txn.when_revision(svc_kv.key, svc_kv.mod_revision);
+        let mut attachments = Vec::new();
+        for net_name in &svc.networks {
+            let net = st
+                .networks
+                .get(net_name)
+                .ok_or_else(|| placement(format!("network {net_name:?} not found")))?;
+            let mut taken = claimed_ips(self.store.as_ref(), &keys::addr_claims(&net.id)).await?;
+            taken.insert(net.gateway);
+            let ip = ipam::next_host(net.subnet, &taken).ok_or_else(|| {
+                placement(format!(
+                    "network {net_name:?} ({}) has no free address",
+                    net.subnet
+                ))
+            })?;
+            let claim = keys::addr_claim(&net.id, ip);
+            txn = txn.when_absent(&claim).put(claim, name.clone().into_bytes());
+            attachments.push(TaskAttachment {
+                network: net_name.clone(),
+                address: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
+            });
+        }
+        let mut taken = claimed_ips(self.store.as_ref(), &keys::gw_claims(&node)).await?;
+        let gw = ipam::default_gateway(self.gwbridge_subnet)
+            .ok_or_else(|| placement("gateway bridge subnet has no host address".into()))?;
+        taken.insert(gw);
+        let gw_ip = ipam::next_host(self.gwbridge_subnet, &taken).ok_or_else(|| {
+            placement(format!(
+                "gateway bridge {} on node {node} has no free address",
+                self.gwbridge_subnet
+            ))
+        })?;
+        let claim = keys::gw_claim(&node, gw_ip);
+        txn = txn.when_absent(&claim).put(claim, name.clone().into_bytes());
+        let task = Task {
+            name: name.clone(),
+            service: svc.name.clone(),
+            slot,
+            node,
+            attachments,
+            gateway_address: Ipv4Net::new(gw_ip, self.gwbridge_subnet.prefix_len())
+                .unwrap_or(self.gwbridge_subnet),
+            created_at: now_secs(),
+        };
+        txn = txn.put_json(keys::task(&name), &task);
+        let ok = self.store.txn(txn).await?.succeeded;
+        if ok {
+            tracing::info!(task = %name, node = %task.node, "task assigned");
+        }
+        Ok(ok)
+    }
+}
+
+async fn claimed_ips(store: &dyn Store, prefix: &str) -> Result<BTreeSet<Ipv4Addr>, StoreError> {
+    Ok(state::claimed(store, prefix)
+        .await?
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{Node, Service};
+
+    fn svc(name: &str, replicas: u32) -> Service {
+        Service {
+            name: name.into(),
+            id: "x".into(),
+            replicas,
+            networks: vec![],
+            env: vec![],
+            command: vec!["true".into()],
+            created_at: 0,
+            updated_at: 0,
+        }
+    }
+
+    fn task(service: &str, slot: u32, node: &str) -> Task {
+        Task {
+            name: Task::name_for(service, slot),
+            service: service.into(),
+            slot,
+            node: node.into(),
+            attachments: vec![],
+            gateway_address: "172.18.0.2/16".parse().unwrap(),
+            created_at: 0,
+        }
+    }
+
+    fn node(name: &str, state: NodeState) -> Node {
+        Node {
+            name: name.into(),
+            advertise_addr: None,
+            state,
+            api_socket: String::new(),
+            run_dir: String::new(),
+            updated_at: 0,
+        }
+    }
+
+    #[test]
+    fn plan_creates_missing_slots_and_removes_extra_and_orphans() {
+        let mut st = ClusterState::default();
+        st.services.insert("web".into(), svc("web", 2));
+        for t in [task("web", 1, "n1"), task("web", 3, "n1"), task("gone", 1, "n1")] {
+            st.tasks.insert(t.name.clone(), t);
+        }
+        let mut actions = plan(&st);
+        actions.sort_by_key(|a| format!("{a:?}"));
+        assert_eq!(
+            actions,
+            vec![
+                Action::Create { service: "web".into(), slot: 2 },
+                Action::Remove { task: "gone.1".into() },
+                Action::Remove { task: "web.3".into() },
+            ]
+        );
+    }
+
+    #[test]
+    fn scale_to_zero_removes_everything() {
+        let mut st = ClusterState::default();
+        st.services.insert("web".into(), svc("web", 0));
+        st.tasks.insert("web.1".into(), task("web", 1, "n1"));
+        assert_eq!(plan(&st), vec![Action::Remove { task: "web.1".into() }]);
+    }
+
+    #[test]
+    fn spread_prefers_nodes_with_fewest_tasks_of_the_service() {
+        let mut st = ClusterState::default();
+        for n in ["n1", "n2", "n3"] {
+            st.nodes.insert(n.into(), node(n, NodeState::Ready));
+        }
+        st.nodes.insert("n0".into(), node("n0", NodeState::Down));
+        st.tasks.insert("web.1".into(), task("web", 1, "n1"));
+        st.tasks.insert("db.1".into(), task("db", 1, "n2"));
+        // n2 and n3 have no web task; n3 has fewer tasks overall.
+        assert_eq!(pick_node(&st, "web").as_deref(), Some("n3"));
+        st.tasks.insert("web.2".into(), task("web", 2, "n3"));
+        assert_eq!(pick_node(&st, "web").as_deref(), Some("n2"));
+        st.nodes.clear();
+        assert_eq!(pick_node(&st, "web"), None);
+    }
+}

@@ -1,0 +1,50 @@
+//! The key layout, in one place. Every key routemesh writes is built here.
+
+pub const ROOT: &str = "/routemesh/";
+pub const NETWORKS: &str = "/routemesh/networks/";
+pub const SERVICES: &str = "/routemesh/services/";
+pub const TASKS: &str = "/routemesh/tasks/";
+pub const STATUS: &str = "/routemesh/status/";
+pub const NODES: &str = "/routemesh/nodes/";
+pub const CLAIMS: &str = "/routemesh/claims/";
+
+pub fn network(name: &str) -> String {
+    format!("{NETWORKS}{name}")
+}
+pub fn service(name: &str) -> String {
+    format!("{SERVICES}{name}")
+}
+pub fn task(name: &str) -> String {
+    format!("{TASKS}{name}")
+}
+pub fn status(task: &str) -> String {
+    format!("{STATUS}{task}")
+}
+pub fn node(name: &str) -> String {
+    format!("{NODES}{name}")
+}
+/// A pool subnet taken by a network (networks with a `--subnet` of their own claim none).
+pub fn subnet_claim(subnet: &ipnet::Ipv4Net) -> String {
+    format!("{CLAIMS}subnet/{}", subnet.to_string().replace('/', "_"))
+}
+pub fn vni_claim(vni: u32) -> String {
+    format!("{CLAIMS}vni/{vni}")
+}
+/// Prefix of every address claimed on one network (by network id, not name).
+pub fn addr_claims(network_id: &str) -> String {
+    format!("{CLAIMS}addr/{network_id}/")
+}
+pub fn addr_claim(network_id: &str, ip: std::net::Ipv4Addr) -> String {
+    format!("{CLAIMS}addr/{network_id}/{ip}")
+}
+pub fn gw_claims(node: &str) -> String {
+    format!("{CLAIMS}gwaddr/{node}/")
+}
+pub fn gw_claim(node: &str, ip: std::net::Ipv4Addr) -> String {
+    format!("{CLAIMS}gwaddr/{node}/{ip}")
+}
+
+/// The last path segment of a key.
+pub fn leaf(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}

@@ -1,0 +1,116 @@
+//! Where the cluster state lives: a small etcd-shaped key-value interface (revisions,
+//! compare-and-set transactions, prefix watches), with a local-file backend for one node.
+//! An etcd backend implements the same trait, so the orchestrator and agents never know which.
+
+pub mod keys;
+pub mod local;
+pub mod state;
+
+use async_trait::async_trait;
+use tokio::sync::mpsc;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("store file {path}: {op}: {source}")]
+    Io {
+        op: &'static str,
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("store file {path} is corrupt: {detail}")]
+    Corrupt { path: String, detail: String },
+    #[error("decoding {key} from the store: {source}")]
+    Decode {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("store {0}")]
+    Unavailable(String),
+}
+
+pub type Result<T> = std::result::Result<T, StoreError>;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: Vec<u8>,
+    pub mod_revision: u64,
+}
+
+/// A condition a transaction checks before it writes anything.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist (a claim nobody holds yet).
+    Absent(String),
+    /// The key exists and was last written at this revision (optimistic update).
+    ModRevision(String, u64),
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Put(String, Vec<u8>),
+    Delete(String),
+    DeletePrefix(String),
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub compares: Vec<Compare>,
+    pub ops: Vec<Op>,
+}
+
+impl Txn {
+    pub fn new() -> Txn {
+        Txn::default()
+    }
+    pub fn when_absent(mut self, key: impl Into<String>) -> Txn {
+        self.compares.push(Compare::Absent(key.into()));
+        self
+    }
+    pub fn when_revision(mut self, key: impl Into<String>, rev: u64) -> Txn {
+        self.compares.push(Compare::ModRevision(key.into(), rev));
+        self
+    }
+    pub fn put(mut self, key: impl Into<String>, value: Vec<u8>) -> Txn {
+        self.ops.push(Op::Put(key.into(), value));
+        self
+    }
+    pub fn put_json<T: serde::Serialize>(self, key: impl Into<String>, value: &T) -> Txn {
+        let bytes = serde_json::to_vec(value).unwrap_or_default();
+        self.put(key, bytes)
+    }
+    pub fn delete(mut self, key: impl Into<String>) -> Txn {
+        self.ops.push(Op::Delete(key.into()));
+        self
+    }
+    pub fn delete_prefix(mut self, prefix: impl Into<String>) -> Txn {
+        self.ops.push(Op::DeletePrefix(prefix.into()));
+        self
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnOutcome {
+    pub succeeded: bool,
+    pub revision: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WatchEvent {
+    pub revision: u64,
+    pub key: String,
+    /// None when the key was deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    async fn get(&self, key: &str) -> Result<Option<KeyValue>>;
+    /// Every key under `prefix`, sorted, with the store revision the read saw.
+    async fn list(&self, prefix: &str) -> Result<(Vec<KeyValue>, u64)>;
+    /// Applies `ops` atomically if every compare holds; nothing is written otherwise.
+    /// The write is durable before this returns.
+    async fn txn(&self, txn: Txn) -> Result<TxnOutcome>;
+    /// Changes under `prefix` after `after_revision`, in order.
+    async fn watch(&self, prefix: &str, after_revision: u64) -> Result<mpsc::Receiver<WatchEvent>>;
+}

@@ -1,0 +1,49 @@
+//! Reading the whole cluster state in one consistent read.
+
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+
+use super::{keys, KeyValue, Result, Store, StoreError};
+use crate::model::ClusterState;
+
+pub fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
+    serde_json::from_slice(&kv.value).map_err(|source| StoreError::Decode {
+        key: kv.key.clone(),
+        source,
+    })
+}
+
+fn insert<T: DeserializeOwned>(map: &mut BTreeMap<String, T>, kv: &KeyValue) -> Result<()> {
+    map.insert(keys::leaf(&kv.key).to_string(), decode(kv)?);
+    Ok(())
+}
+
+pub async fn read(store: &dyn Store) -> Result<ClusterState> {
+    let (kvs, revision) = store.list(keys::ROOT).await?;
+    let mut st = ClusterState {
+        revision,
+        ..ClusterState::default()
+    };
+    for kv in &kvs {
+        let k = kv.key.as_str();
+        if k.starts_with(keys::NETWORKS) {
+            insert(&mut st.networks, kv)?;
+        } else if k.starts_with(keys::SERVICES) {
+            insert(&mut st.services, kv)?;
+        } else if k.starts_with(keys::TASKS) {
+            insert(&mut st.tasks, kv)?;
+        } else if k.starts_with(keys::STATUS) {
+            insert(&mut st.statuses, kv)?;
+        } else if k.starts_with(keys::NODES) {
+            insert(&mut st.nodes, kv)?;
+        }
+    }
+    Ok(st)
+}
+
+/// Every claimed key under `prefix`, as leaf names (used by the allocators).
+pub async fn claimed(store: &dyn Store, prefix: &str) -> Result<Vec<String>> {
+    let (kvs, _) = store.list(prefix).await?;
+    Ok(kvs.iter().map(|kv| keys::leaf(&kv.key).to_string()).collect())
+}

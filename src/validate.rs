@@ -1,0 +1,344 @@
+//! Syntax checks of everything a user can send, turning raw requests into typed ones.
+//! Checks that need the cluster state (does the network exist, is the VNI free) live in
+//! `control`, next to the transaction that depends on them.
+
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use ipnet::Ipv4Net;
+
+use crate::api::types::{NetworkCreate, ServiceCreate};
+use crate::model::Driver;
+
+/// A bad request, in words a user can act on.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid<T>(msg: impl Into<String>) -> Result<T, Invalid> {
+    Err(Invalid(msg.into()))
+}
+
+pub const MAX_REPLICAS: i64 = 10_000;
+/// Names the ingress network will take; refused for user networks from the start.
+pub const RESERVED_NETWORK_NAMES: &[&str] = &["ingress", "host", "none", "rm_gwbridge"];
+
+/// Network names: 1-63 characters, letters, digits, `_`, `.`, `-`, starting with a letter or
+/// digit (Docker's rule).
+pub fn network_name(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return invalid(format!(
+            "invalid network name {name:?}: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
+        ));
+    }
+    if RESERVED_NETWORK_NAMES.contains(&name) {
+        return invalid(format!("network name {name:?} is reserved"));
+    }
+    Ok(())
+}
+
+/// Service names are DNS labels (they become DNS names): 1-63 letters, digits and `-`, not
+/// starting or ending with `-`. No `.`, which separates a task's slot (`web.1`).
+pub fn service_name(name: &str) -> Result<(), Invalid> {
+    let ok = !name.is_empty()
+        && name.len() <= 63
+        && !name.starts_with('-')
+        && !name.ends_with('-')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if !ok {
+        return invalid(format!(
+            "invalid service name {name:?}: use 1-63 letters, digits or '-', not starting or ending with '-'"
+        ));
+    }
+    Ok(())
+}
+
+pub fn replicas(n: i64) -> Result<u32, Invalid> {
+    if !(0..=MAX_REPLICAS).contains(&n) {
+        return invalid(format!(
+            "invalid replicas {n}: must be between 0 and {MAX_REPLICAS}"
+        ));
+    }
+    Ok(n as u32)
+}
+
+pub fn env_var(kv: &str) -> Result<(String, String), Invalid> {
+    let Some((k, v)) = kv.split_once('=') else {
+        return invalid(format!("invalid --env {kv:?}: expected KEY=VALUE"));
+    };
+    let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
+        && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !ok {
+        return invalid(format!(
+            "invalid --env {kv:?}: KEY must be letters, digits and '_', not starting with a digit"
+        ));
+    }
+    Ok((k.to_string(), v.to_string()))
+}
+
+/// The command must be something this node can execute: an executable path, or a name found
+/// on `path_var` (the daemon's PATH). A task that cannot start is refused before anything is
+/// stored, rather than restarted forever.
+pub fn command(argv: &[String], path_var: &str) -> Result<(), Invalid> {
+    let Some(prog) = argv.first() else {
+        return invalid("missing command: give it after `--`, e.g. `-- routemesh whoami --port 80`");
+    };
+    if prog.is_empty() {
+        return invalid("invalid command: the program name is empty");
+    }
+    if prog.contains('/') {
+        return if is_executable(Path::new(prog)) {
+            Ok(())
+        } else {
+            invalid(format!("command {prog:?} not found or not executable"))
+        };
+    }
+    let found = path_var
+        .split(':')
+        .filter(|d| !d.is_empty())
+        .any(|d| is_executable(&Path::new(d).join(prog)));
+    if !found {
+        return invalid(format!("command {prog:?} not found in PATH ({path_var})"));
+    }
+    Ok(())
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+pub fn driver(s: Option<&str>) -> Result<Driver, Invalid> {
+    match s.unwrap_or("overlay") {
+        "overlay" => Ok(Driver::Overlay),
+        "bridge" => Ok(Driver::Bridge),
+        other => invalid(format!(
+            "invalid driver {other:?}: expected \"overlay\" or \"bridge\""
+        )),
+    }
+}
+
+/// An IPv4 subnet with room for a gateway and at least one task, given in canonical form.
+pub fn subnet(s: &str) -> Result<Ipv4Net, Invalid> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| Invalid(format!("invalid subnet {s:?}: expected an IPv4 CIDR like 10.1.0.0/24")))?;
+    if net.prefix_len() > 30 {
+        return invalid(format!(
+            "invalid subnet {s}: a /{} has no room for a gateway and a task; use /30 or wider",
+            net.prefix_len()
+        ));
+    }
+    if net.network() != net.addr() {
+        return invalid(format!(
+            "invalid subnet {s}: host bits set, did you mean {}?",
+            net.trunc()
+        ));
+    }
+    Ok(net)
+}
+
+pub fn gateway(s: &str, subnet: &Ipv4Net) -> Result<Ipv4Addr, Invalid> {
+    let ip: Ipv4Addr = s
+        .parse()
+        .map_err(|_| Invalid(format!("invalid gateway {s:?}: expected an IPv4 address")))?;
+    if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
+        return invalid(format!(
+            "invalid gateway {ip}: not a host address of subnet {subnet}"
+        ));
+    }
+    Ok(ip)
+}
+
+pub fn vni(v: u32) -> Result<u32, Invalid> {
+    if !(1..=crate::ipam::VNI_MAX).contains(&v) {
+        return invalid(format!(
+            "invalid VNI {v}: must be between 1 and {}",
+            crate::ipam::VNI_MAX
+        ));
+    }
+    Ok(v)
+}
+
+/// A network request whose every field has been checked on its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetworkRequest {
+    pub name: String,
+    pub driver: Driver,
+    pub subnet: Option<Ipv4Net>,
+    pub gateway: Option<Ipv4Addr>,
+    pub vni: Option<u32>,
+}
+
+pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest, Invalid> {
+    network_name(&req.name)?;
+    let driver = driver(req.driver.as_deref())?;
+    let subnet = req.subnet.as_deref().map(subnet).transpose()?;
+    let gateway = match (&req.gateway, &subnet) {
+        (Some(g), Some(s)) => Some(gateway(g, s)?),
+        (Some(_), None) => return invalid("--gateway needs --subnet"),
+        (None, _) => None,
+    };
+    let vni = match (req.vni, driver) {
+        (Some(v), Driver::Overlay) => Some(vni(v)?),
+        (Some(_), Driver::Bridge) => return invalid("--vni is only for overlay networks"),
+        (None, _) => None,
+    };
+    Ok(NetworkRequest {
+        name: req.name.clone(),
+        driver,
+        subnet,
+        gateway,
+        vni,
+    })
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServiceRequest {
+    pub name: String,
+    pub replicas: u32,
+    pub networks: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub command: Vec<String>,
+}
+
+pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceRequest, Invalid> {
+    service_name(&req.name)?;
+    let replicas = replicas(req.replicas.unwrap_or(1))?;
+    let mut networks: Vec<String> = Vec::new();
+    for n in &req.networks {
+        if networks.contains(n) {
+            return invalid(format!("network {n:?} given twice"));
+        }
+        networks.push(n.clone());
+    }
+    let env = req
+        .env
+        .iter()
+        .map(|kv| env_var(kv))
+        .collect::<Result<Vec<_>, _>>()?;
+    command(&req.command, path_var)?;
+    Ok(ServiceRequest {
+        name: req.name.clone(),
+        replicas,
+        networks,
+        env,
+        command: req.command.clone(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn svc(name: &str, replicas: i64, cmd: &[&str]) -> ServiceCreate {
+        ServiceCreate {
+            name: name.into(),
+            replicas: Some(replicas),
+            networks: vec![],
+            env: vec![],
+            command: cmd.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn network_names() {
+        for good in ["app", "a", "my_net.v2-x", "A9"] {
+            assert!(network_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "-x", ".x", "a b", "a/b", "ingress", &"x".repeat(64)] {
+            assert!(network_name(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn service_names_are_dns_labels() {
+        for good in ["web", "w-1", "W9"] {
+            assert!(service_name(good).is_ok(), "{good}");
+        }
+        for bad in ["", "web.1", "-web", "web-", "we_b", "a b", &"x".repeat(64)] {
+            let err = service_name(bad).unwrap_err().0;
+            assert!(err.contains("invalid service name"), "{bad:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn replicas_bounds() {
+        assert_eq!(replicas(0), Ok(0));
+        assert_eq!(replicas(3), Ok(3));
+        assert!(replicas(-1).unwrap_err().0.contains("invalid replicas -1"));
+        assert!(replicas(MAX_REPLICAS + 1).is_err());
+    }
+
+    #[test]
+    fn env_vars() {
+        assert_eq!(env_var("A=b=c"), Ok(("A".into(), "b=c".into())));
+        assert_eq!(env_var("_X="), Ok(("_X".into(), "".into())));
+        assert!(env_var("NOVALUE").is_err());
+        assert!(env_var("1A=x").is_err());
+        assert!(env_var("A-B=x").is_err());
+    }
+
+    #[test]
+    fn commands_must_exist() {
+        assert!(command(&["sh".into()], "/usr/bin:/bin").is_ok());
+        assert!(command(&["/bin/sh".into()], "").is_ok());
+        let e = command(&["no-such-program-xyz".into()], "/usr/bin:/bin").unwrap_err().0;
+        assert!(e.contains("not found in PATH"), "{e}");
+        assert!(command(&["/etc/hostname".into()], "").is_err(), "not executable");
+        assert!(command(&[], "/bin").unwrap_err().0.contains("missing command"));
+    }
+
+    #[test]
+    fn subnets_and_gateways() {
+        assert_eq!(subnet("10.1.0.0/24").unwrap().to_string(), "10.1.0.0/24");
+        assert!(subnet("10.1.0.1/24").unwrap_err().0.contains("did you mean 10.1.0.0/24"));
+        assert!(subnet("10.1.0.0/31").is_err());
+        assert!(subnet("fd00::/64").is_err());
+        assert!(subnet("banana").is_err());
+        let s = subnet("10.1.0.0/24").unwrap();
+        assert_eq!(gateway("10.1.0.254", &s).unwrap().to_string(), "10.1.0.254");
+        assert!(gateway("10.1.0.0", &s).is_err());
+        assert!(gateway("10.1.0.255", &s).is_err());
+        assert!(gateway("10.2.0.1", &s).is_err());
+    }
+
+    #[test]
+    fn network_requests() {
+        let mut req = NetworkCreate {
+            name: "app".into(),
+            driver: None,
+            subnet: None,
+            gateway: Some("10.0.0.1".into()),
+            vni: None,
+        };
+        assert!(network_request(&req).unwrap_err().0.contains("--gateway needs --subnet"));
+        req.gateway = None;
+        req.driver = Some("macvlan".into());
+        assert!(network_request(&req).unwrap_err().0.contains("invalid driver"));
+        req.driver = Some("bridge".into());
+        req.vni = Some(5000);
+        assert!(network_request(&req).is_err());
+        req.driver = None;
+        assert_eq!(network_request(&req).unwrap().vni, Some(5000));
+        req.vni = Some(1 << 24);
+        assert!(network_request(&req).is_err());
+    }
+
+    #[test]
+    fn service_requests() {
+        let ok = service_request(&svc("web", 3, &["sh", "-c", "true"]), "/bin:/usr/bin").unwrap();
+        assert_eq!(ok.replicas, 3);
+        assert!(service_request(&svc("web", -1, &["sh"]), "/bin").is_err());
+        assert!(service_request(&svc("web.x", 1, &["sh"]), "/bin").is_err());
+        let mut dup = svc("web", 1, &["sh"]);
+        dup.networks = vec!["a".into(), "a".into()];
+        assert!(service_request(&dup, "/bin").unwrap_err().0.contains("given twice"));
+    }
+}
