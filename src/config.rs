@@ -89,7 +89,11 @@ pub fn read_file(path: &Path) -> Result<FileConfig, Invalid> {
 }
 
 /// Flags over file over defaults, every value checked.
-pub fn resolve(args: &DaemonArgs, file: FileConfig, hostname: &str) -> Result<DaemonConfig, Invalid> {
+pub fn resolve(
+    args: &DaemonArgs,
+    file: FileConfig,
+    hostname: &str,
+) -> Result<DaemonConfig, Invalid> {
     let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
     let node_name = pick(&args.node_name, file.node_name).unwrap_or_else(|| hostname.to_string());
     let node_ok = !node_name.is_empty()
@@ -104,8 +108,11 @@ pub fn resolve(args: &DaemonArgs, file: FileConfig, hostname: &str) -> Result<Da
     }
     let advertise_addr = pick(&args.advertise_addr, file.advertise_addr)
         .map(|s| {
-            s.parse::<Ipv4Addr>()
-                .map_err(|_| Invalid(format!("invalid --advertise-addr {s:?}: expected an IPv4 address")))
+            s.parse::<Ipv4Addr>().map_err(|_| {
+                Invalid(format!(
+                    "invalid --advertise-addr {s:?}: expected an IPv4 address"
+                ))
+            })
         })
         .transpose()?;
     let store = match pick(&args.store, file.store).as_deref().unwrap_or("local") {
@@ -115,7 +122,11 @@ pub fn resolve(args: &DaemonArgs, file: FileConfig, hostname: &str) -> Result<Da
                 "--store {s}: the etcd store is not part of this build yet; use --store local"
             )))
         }
-        s => return Err(Invalid(format!("invalid --store {s:?}: expected \"local\""))),
+        s => {
+            return Err(Invalid(format!(
+                "invalid --store {s:?}: expected \"local\""
+            )))
+        }
     };
     let dataplane = match pick(&args.dataplane, file.dataplane)
         .as_deref()
@@ -141,8 +152,8 @@ pub fn resolve(args: &DaemonArgs, file: FileConfig, hostname: &str) -> Result<Da
     }
     let gw = pick(&args.gwbridge_subnet, file.gwbridge_subnet)
         .unwrap_or_else(|| crate::ipam::DEFAULT_GWBRIDGE_SUBNET.into());
-    let gwbridge_subnet = crate::validate::subnet(&gw)
-        .map_err(|e| Invalid(format!("--gwbridge-subnet: {e}")))?;
+    let gwbridge_subnet =
+        crate::validate::subnet(&gw).map_err(|e| Invalid(format!("--gwbridge-subnet: {e}")))?;
     let dir = |a: &Option<PathBuf>, f: Option<PathBuf>, d: &str| -> Result<PathBuf, Invalid> {
         let p = a.clone().or(f).unwrap_or_else(|| PathBuf::from(d));
         if !p.is_absolute() {
@@ -172,7 +183,10 @@ mod tests {
         assert_eq!(c.node_name, "host1");
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/routemesh"));
         assert_eq!(c.socket(), PathBuf::from("/run/routemesh/routemesh.sock"));
-        assert_eq!((c.store, c.dataplane), (StoreSpec::Local, Dataplane::Nftables));
+        assert_eq!(
+            (c.store, c.dataplane),
+            (StoreSpec::Local, Dataplane::Nftables)
+        );
         assert_eq!(c.gwbridge_subnet.to_string(), "172.18.0.0/16");
     }
 

@@ -55,11 +55,15 @@ impl Control {
                 .put_json(keys::network(&net.name), &net);
             if req.subnet.is_none() {
                 let claim = keys::subnet_claim(&net.subnet);
-                txn = txn.when_absent(&claim).put(claim, net.name.clone().into_bytes());
+                txn = txn
+                    .when_absent(&claim)
+                    .put(claim, net.name.clone().into_bytes());
             }
             if let Some(vni) = net.vni {
                 let claim = keys::vni_claim(vni);
-                txn = txn.when_absent(&claim).put(claim, net.name.clone().into_bytes());
+                txn = txn
+                    .when_absent(&claim)
+                    .put(claim, net.name.clone().into_bytes());
             }
             if self.store.txn(txn).await?.succeeded {
                 tracing::info!(network = %net.name, subnet = %net.subnet, vni = ?net.vni, "network created");
@@ -87,7 +91,14 @@ impl Control {
         let what = format!("{} network {:?}", req.driver, req.name);
         let subnet = match req.subnet {
             Some(s) => {
-                check_explicit_subnet(&what, s, req.driver, st, node_nets, self.cfg.gwbridge_subnet)?;
+                check_explicit_subnet(
+                    &what,
+                    s,
+                    req.driver,
+                    st,
+                    node_nets,
+                    self.cfg.gwbridge_subnet,
+                )?;
                 s
             }
             None => {
@@ -161,7 +172,9 @@ impl Control {
             // claims nothing, and may equal another network's pool subnet).
             if let Some(claim) = self.store.get(&keys::subnet_claim(&net.subnet)).await? {
                 if claim.value == name.as_bytes() {
-                    txn = txn.when_revision(claim.key.clone(), claim.mod_revision).delete(claim.key);
+                    txn = txn
+                        .when_revision(claim.key.clone(), claim.mod_revision)
+                        .delete(claim.key);
                 }
             }
             if self.store.txn(txn).await?.succeeded {
@@ -169,7 +182,9 @@ impl Control {
                 return Ok(());
             }
         }
-        Err(conflict_after_retries(&format!("removing network {name:?}")))
+        Err(conflict_after_retries(&format!(
+            "removing network {name:?}"
+        )))
     }
 
     pub async fn create_service(&self, req: ServiceRequest) -> Result<Service, ApiError> {
@@ -224,7 +239,11 @@ impl Control {
                 .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
             let mut svc: Service = state::decode(&kv)?;
             let nets = service_networks(name, &svc.networks, &st)?;
-            let existing = st.tasks.values().filter(|t| t.service == name).count() as u32;
+            let existing = st
+                .tasks
+                .values()
+                .filter(|t| t.service == name && t.desired == crate::model::DesiredState::Running)
+                .count() as u32;
             check_capacity(name, &nets, replicas, existing, &st)?;
             svc.replicas = replicas;
             svc.updated_at = now_secs();
@@ -239,8 +258,9 @@ impl Control {
         Err(conflict_after_retries(&format!("scaling service {name:?}")))
     }
 
-    /// Removes the service and its tasks (with their address claims) in one transaction, so a
-    /// `network rm` right after it succeeds; the agents then tear the sandboxes down.
+    /// Removes the service and marks its tasks for shutdown in one transaction, so a
+    /// `network rm` right after it succeeds; the agents then stop the tasks, tear their
+    /// sandboxes down and delete them.
     pub async fn remove_service(&self, name: &str) -> Result<(), ApiError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
@@ -253,14 +273,18 @@ impl Control {
                 .when_revision(kv.key.clone(), kv.mod_revision)
                 .delete(kv.key);
             for task in st.tasks.values().filter(|t| t.service == name) {
-                txn = delete_task(txn, task, &st);
+                let mut stopping = task.clone();
+                stopping.desired = crate::model::DesiredState::Shutdown;
+                txn = txn.put_json(keys::task(&task.name), &stopping);
             }
             if self.store.txn(txn).await?.succeeded {
                 tracing::info!(service = name, "service removed");
                 return Ok(());
             }
         }
-        Err(conflict_after_retries(&format!("removing service {name:?}")))
+        Err(conflict_after_retries(&format!(
+            "removing service {name:?}"
+        )))
     }
 }
 
@@ -366,7 +390,12 @@ fn check_capacity(
             .map(|a| a.address.addr())
             .chain(std::iter::once(net.gateway))
             .collect();
-        let free = net.subnet.hosts().filter(|ip| !used.contains(ip)).take(more).count();
+        let free = net
+            .subnet
+            .hosts()
+            .filter(|ip| !used.contains(ip))
+            .take(more)
+            .count();
         if free < more {
             return Err(ApiError::Conflict(format!(
                 "service {service:?}: network {:?} ({}) has {free} free addresses, {more} more tasks need one each",

@@ -52,7 +52,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let _lock = lock_run_dir(&cfg)?;
     let store: Arc<dyn Store> = match cfg.store {
         StoreSpec::Local => Arc::new(
-            LocalStore::open(&cfg.state_dir.join("state.json")).context("opening the local store")?,
+            LocalStore::open(&cfg.state_dir.join("state.json"))
+                .context("opening the local store")?,
         ),
     };
     let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
@@ -110,8 +111,10 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
 
 async fn shutdown_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
-    else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

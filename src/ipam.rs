@@ -80,7 +80,11 @@ mod tests {
         taken.insert("10.0.0.1".parse().unwrap());
         assert_eq!(next_host(s, &taken), Some("10.0.0.2".parse().unwrap()));
         taken.insert("10.0.0.2".parse().unwrap());
-        assert_eq!(next_host(s, &taken), None, "10.0.0.3 is the broadcast address");
+        assert_eq!(
+            next_host(s, &taken),
+            None,
+            "10.0.0.3 is the broadcast address"
+        );
     }
 
     #[test]

@@ -78,6 +78,18 @@ pub struct Task {
     /// The task's address on the node's gateway bridge (its egress leg, last interface).
     pub gateway_address: Ipv4Net,
     pub created_at: u64,
+    /// Running until the orchestrator wants the task gone; the node's agent then stops it,
+    /// tears its sandbox down and only then deletes the record (Swarm's desired state).
+    #[serde(default)]
+    pub desired: DesiredState,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DesiredState {
+    #[default]
+    Running,
+    Shutdown,
 }
 
 impl Task {

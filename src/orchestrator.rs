@@ -12,7 +12,9 @@ use ipnet::Ipv4Net;
 
 use crate::control::delete_task;
 use crate::ipam;
-use crate::model::{now_secs, ClusterState, NodeState, Service, Task, TaskAttachment};
+use crate::model::{
+    now_secs, ClusterState, DesiredState, NodeState, Service, Task, TaskAttachment,
+};
 use crate::store::{keys, state, Store, StoreError, Txn};
 
 #[derive(Debug, thiserror::Error)]
@@ -26,20 +28,42 @@ pub enum OrchestratorError {
 /// One change the orchestrator wants, computed from the state without I/O.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    Create { service: String, slot: u32 },
-    Remove { task: String },
+    Create {
+        service: String,
+        slot: u32,
+    },
+    /// Ask the task's node to stop it (desired state shutdown).
+    Shutdown {
+        task: String,
+    },
+    /// Delete the record of a task whose node is gone: nobody else will.
+    Forget {
+        task: String,
+    },
 }
 
 /// What differs between the services' replica counts and the tasks that exist. Pure.
 pub fn plan(st: &ClusterState) -> Vec<Action> {
     let mut actions = Vec::new();
     for task in st.tasks.values() {
+        let node_alive = st
+            .nodes
+            .get(&task.node)
+            .is_some_and(|n| n.state == NodeState::Ready);
+        if task.desired == DesiredState::Shutdown {
+            if !node_alive {
+                actions.push(Action::Forget {
+                    task: task.name.clone(),
+                });
+            }
+            continue;
+        }
         let keep = st
             .services
             .get(&task.service)
             .is_some_and(|s| task.slot >= 1 && task.slot <= s.replicas);
         if !keep {
-            actions.push(Action::Remove {
+            actions.push(Action::Shutdown {
                 task: task.name.clone(),
             });
         }
@@ -65,7 +89,11 @@ pub fn pick_node(st: &ClusterState, service: &str) -> Option<String> {
         .filter(|n| n.state == NodeState::Ready)
         .map(|n| (n.name.as_str(), (0, 0)))
         .collect();
-    for t in st.tasks.values() {
+    for t in st
+        .tasks
+        .values()
+        .filter(|t| t.desired == DesiredState::Running)
+    {
         if let Some(c) = per_node.get_mut(t.node.as_str()) {
             c.1 += 1;
             if t.service == service {
@@ -127,7 +155,8 @@ impl Orchestrator {
             let st = state::read(self.store.as_ref()).await?;
             for action in plan(&st) {
                 let applied = match &action {
-                    Action::Remove { task } => self.remove_task(&st, task).await?,
+                    Action::Shutdown { task } => self.shutdown_task(task).await?,
+                    Action::Forget { task } => self.forget_task(&st, task).await?,
                     Action::Create { service, slot } => match st.services.get(service) {
                         Some(svc) => match self.create_task(&st, svc, *slot).await {
                             Err(OrchestratorError::Placement { task, detail }) => {
@@ -148,7 +177,23 @@ impl Orchestrator {
         Err(StoreError::Unavailable("kept changing during orchestration".into()).into())
     }
 
-    async fn remove_task(&self, st: &ClusterState, name: &str) -> Result<bool, OrchestratorError> {
+    async fn shutdown_task(&self, name: &str) -> Result<bool, OrchestratorError> {
+        let Some(kv) = self.store.get(&keys::task(name)).await? else {
+            return Ok(true);
+        };
+        let mut task: Task = state::decode(&kv)?;
+        task.desired = DesiredState::Shutdown;
+        let txn = Txn::new()
+            .when_revision(kv.key.clone(), kv.mod_revision)
+            .put_json(kv.key, &task);
+        let ok = self.store.txn(txn).await?.succeeded;
+        if ok {
+            tracing::info!(task = name, node = %task.node, "task to shut down");
+        }
+        Ok(ok)
+    }
+
+    async fn forget_task(&self, st: &ClusterState, name: &str) -> Result<bool, OrchestratorError> {
         let (Some(task), Some(kv)) = (st.tasks.get(name), self.store.get(&keys::task(name)).await?)
         else {
             return Ok(true);
@@ -156,7 +201,7 @@ impl Orchestrator {
         let txn = delete_task(Txn::new(), task, st).when_revision(kv.key, kv.mod_revision);
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
-            tracing::info!(task = name, "task removed");
+            tracing::info!(task = name, "task of a lost node forgotten");
         }
         Ok(ok)
     }
@@ -194,7 +239,9 @@ impl Orchestrator {
                 ))
             })?;
             let claim = keys::addr_claim(&net.id, ip);
-            txn = txn.when_absent(&claim).put(claim, name.clone().into_bytes());
+            txn = txn
+                .when_absent(&claim)
+                .put(claim, name.clone().into_bytes());
             attachments.push(TaskAttachment {
                 network: net_name.clone(),
                 address: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
@@ -211,7 +258,9 @@ impl Orchestrator {
             ))
         })?;
         let claim = keys::gw_claim(&node, gw_ip);
-        txn = txn.when_absent(&claim).put(claim, name.clone().into_bytes());
+        txn = txn
+            .when_absent(&claim)
+            .put(claim, name.clone().into_bytes());
         let task = Task {
             name: name.clone(),
             service: svc.name.clone(),
@@ -221,6 +270,7 @@ impl Orchestrator {
             gateway_address: Ipv4Net::new(gw_ip, self.gwbridge_subnet.prefix_len())
                 .unwrap_or(self.gwbridge_subnet),
             created_at: now_secs(),
+            desired: DesiredState::Running,
         };
         txn = txn.put_json(keys::task(&name), &task);
         let ok = self.store.txn(txn).await?.succeeded;
@@ -266,6 +316,7 @@ mod tests {
             attachments: vec![],
             gateway_address: "172.18.0.2/16".parse().unwrap(),
             created_at: 0,
+            desired: DesiredState::Running,
         }
     }
 
@@ -283,8 +334,19 @@ mod tests {
     #[test]
     fn plan_creates_missing_slots_and_removes_extra_and_orphans() {
         let mut st = ClusterState::default();
+        st.nodes.insert("n1".into(), node("n1", NodeState::Ready));
         st.services.insert("web".into(), svc("web", 2));
-        for t in [task("web", 1, "n1"), task("web", 3, "n1"), task("gone", 1, "n1")] {
+        let mut stopping = task("web", 4, "n1");
+        stopping.desired = DesiredState::Shutdown;
+        st.tasks.insert(stopping.name.clone(), stopping);
+        let mut lost = task("web", 5, "n9");
+        lost.desired = DesiredState::Shutdown;
+        st.tasks.insert(lost.name.clone(), lost);
+        for t in [
+            task("web", 1, "n1"),
+            task("web", 3, "n1"),
+            task("gone", 1, "n1"),
+        ] {
             st.tasks.insert(t.name.clone(), t);
         }
         let mut actions = plan(&st);
@@ -292,9 +354,19 @@ mod tests {
         assert_eq!(
             actions,
             vec![
-                Action::Create { service: "web".into(), slot: 2 },
-                Action::Remove { task: "gone.1".into() },
-                Action::Remove { task: "web.3".into() },
+                Action::Create {
+                    service: "web".into(),
+                    slot: 2
+                },
+                Action::Forget {
+                    task: "web.5".into()
+                },
+                Action::Shutdown {
+                    task: "gone.1".into()
+                },
+                Action::Shutdown {
+                    task: "web.3".into()
+                },
             ]
         );
     }
@@ -304,7 +376,12 @@ mod tests {
         let mut st = ClusterState::default();
         st.services.insert("web".into(), svc("web", 0));
         st.tasks.insert("web.1".into(), task("web", 1, "n1"));
-        assert_eq!(plan(&st), vec![Action::Remove { task: "web.1".into() }]);
+        assert_eq!(
+            plan(&st),
+            vec![Action::Shutdown {
+                task: "web.1".into()
+            }]
+        );
     }
 
     #[test]
@@ -316,7 +393,10 @@ mod tests {
         st.nodes.insert("n0".into(), node("n0", NodeState::Down));
         st.tasks.insert("web.1".into(), task("web", 1, "n1"));
         st.tasks.insert("db.1".into(), task("db", 1, "n2"));
-        // n2 and n3 have no web task; n3 has fewer tasks overall.
+        let mut stopping = task("web", 9, "n3");
+        stopping.desired = DesiredState::Shutdown;
+        st.tasks.insert(stopping.name.clone(), stopping);
+        // n2 and n3 have no running web task; n3 has fewer tasks overall.
         assert_eq!(pick_node(&st, "web").as_deref(), Some("n3"));
         st.tasks.insert("web.2".into(), task("web", 2, "n3"));
         assert_eq!(pick_node(&st, "web").as_deref(), Some("n2"));

@@ -87,7 +87,9 @@ pub fn env_var(kv: &str) -> Result<(String, String), Invalid> {
 /// stored, rather than restarted forever.
 pub fn command(argv: &[String], path_var: &str) -> Result<(), Invalid> {
     let Some(prog) = argv.first() else {
-        return invalid("missing command: give it after `--`, e.g. `-- routemesh whoami --port 80`");
+        return invalid(
+            "missing command: give it after `--`, e.g. `-- routemesh whoami --port 80`",
+        );
     };
     if prog.is_empty() {
         return invalid("invalid command: the program name is empty");
@@ -126,9 +128,11 @@ pub fn driver(s: Option<&str>) -> Result<Driver, Invalid> {
 
 /// An IPv4 subnet with room for a gateway and at least one task, given in canonical form.
 pub fn subnet(s: &str) -> Result<Ipv4Net, Invalid> {
-    let net: Ipv4Net = s
-        .parse()
-        .map_err(|_| Invalid(format!("invalid subnet {s:?}: expected an IPv4 CIDR like 10.1.0.0/24")))?;
+    let net: Ipv4Net = s.parse().map_err(|_| {
+        Invalid(format!(
+            "invalid subnet {s:?}: expected an IPv4 CIDR like 10.1.0.0/24"
+        ))
+    })?;
     if net.prefix_len() > 30 {
         return invalid(format!(
             "invalid subnet {s}: a /{} has no room for a gateway and a task; use /30 or wider",
@@ -289,16 +293,28 @@ mod tests {
     fn commands_must_exist() {
         assert!(command(&["sh".into()], "/usr/bin:/bin").is_ok());
         assert!(command(&["/bin/sh".into()], "").is_ok());
-        let e = command(&["no-such-program-xyz".into()], "/usr/bin:/bin").unwrap_err().0;
+        let e = command(&["no-such-program-xyz".into()], "/usr/bin:/bin")
+            .unwrap_err()
+            .0;
         assert!(e.contains("not found in PATH"), "{e}");
-        assert!(command(&["/etc/hostname".into()], "").is_err(), "not executable");
-        assert!(command(&[], "/bin").unwrap_err().0.contains("missing command"));
+        let dir = tempfile::tempdir().unwrap();
+        let plain = dir.path().join("plain");
+        std::fs::write(&plain, "x").unwrap();
+        let plain = plain.display().to_string();
+        assert!(command(&[plain], "").is_err(), "not executable");
+        assert!(command(&[], "/bin")
+            .unwrap_err()
+            .0
+            .contains("missing command"));
     }
 
     #[test]
     fn subnets_and_gateways() {
         assert_eq!(subnet("10.1.0.0/24").unwrap().to_string(), "10.1.0.0/24");
-        assert!(subnet("10.1.0.1/24").unwrap_err().0.contains("did you mean 10.1.0.0/24"));
+        assert!(subnet("10.1.0.1/24")
+            .unwrap_err()
+            .0
+            .contains("did you mean 10.1.0.0/24"));
         assert!(subnet("10.1.0.0/31").is_err());
         assert!(subnet("fd00::/64").is_err());
         assert!(subnet("banana").is_err());
@@ -318,10 +334,16 @@ mod tests {
             gateway: Some("10.0.0.1".into()),
             vni: None,
         };
-        assert!(network_request(&req).unwrap_err().0.contains("--gateway needs --subnet"));
+        assert!(network_request(&req)
+            .unwrap_err()
+            .0
+            .contains("--gateway needs --subnet"));
         req.gateway = None;
         req.driver = Some("macvlan".into());
-        assert!(network_request(&req).unwrap_err().0.contains("invalid driver"));
+        assert!(network_request(&req)
+            .unwrap_err()
+            .0
+            .contains("invalid driver"));
         req.driver = Some("bridge".into());
         req.vni = Some(5000);
         assert!(network_request(&req).is_err());
@@ -339,6 +361,9 @@ mod tests {
         assert!(service_request(&svc("web.x", 1, &["sh"]), "/bin").is_err());
         let mut dup = svc("web", 1, &["sh"]);
         dup.networks = vec!["a".into(), "a".into()];
-        assert!(service_request(&dup, "/bin").unwrap_err().0.contains("given twice"));
+        assert!(service_request(&dup, "/bin")
+            .unwrap_err()
+            .0
+            .contains("given twice"));
     }
 }

@@ -30,6 +30,7 @@ pub async fn run(port: u16, udp: bool) -> anyhow::Result<()> {
         let sock = tokio::net::UdpSocket::bind(addr)
             .await
             .with_context(|| format!("binding udp {addr}"))?;
+        println!("whoami: answering udp on {addr}");
         let mut buf = [0u8; 2048];
         loop {
             let (_, peer) = sock.recv_from(&mut buf).await.context("receiving")?;
@@ -39,6 +40,7 @@ pub async fn run(port: u16, udp: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("binding tcp {addr}"))?;
+    println!("whoami: answering http on {addr}");
     loop {
         let (mut conn, peer) = match listener.accept().await {
             Ok(c) => c,

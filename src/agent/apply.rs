@@ -65,23 +65,23 @@ impl Applier {
             self.applied.gwbridge = ok.then(|| plan.gwbridge.clone());
         }
         for (name, spec) in &plan.bridges {
-            if self.applied.bridges.get(name) != Some(spec) {
-                if errs.note(
+            if self.applied.bridges.get(name) != Some(spec)
+                && errs.note(
                     format!("ensuring bridge network {name:?} ({})", spec.ifname),
                     bridge::ensure_bridge(&self.node, spec).await,
-                ) {
-                    self.applied.bridges.insert(name.clone(), spec.clone());
-                }
+                )
+            {
+                self.applied.bridges.insert(name.clone(), spec.clone());
             }
         }
         for (name, spec) in &plan.overlays {
-            if self.applied.overlays.get(name) != Some(spec) {
-                if errs.note(
+            if self.applied.overlays.get(name) != Some(spec)
+                && errs.note(
                     format!("ensuring overlay network {name:?}"),
                     overlay::ensure_overlay(&self.node, spec).await,
-                ) {
-                    self.applied.overlays.insert(name.clone(), spec.clone());
-                }
+                )
+            {
+                self.applied.overlays.insert(name.clone(), spec.clone());
             }
         }
 
@@ -96,16 +96,19 @@ impl Applier {
         for (task, spec) in gone {
             self.runner.stop(&task).await;
             if !plan.sandboxes.contains_key(&task) {
-                errs.note(
+                if !errs.note(
                     format!("removing sandbox of task {task}"),
                     sandbox::remove_sandbox(&self.node, &spec).await,
-                );
+                ) {
+                    continue;
+                }
                 let _ = std::fs::remove_dir_all(TaskPaths::new(&self.ctx.run_dir, &task).dir);
             }
             self.applied.sandboxes.remove(&task);
         }
         if full {
-            self.remove_leftover_tasks(plan, &netns_dir, &mut errs).await;
+            self.remove_leftover_tasks(plan, &netns_dir, &mut errs)
+                .await;
         }
         for (task, spec) in &plan.sandboxes {
             if self.applied.sandboxes.get(task) != Some(spec) {
@@ -162,21 +165,41 @@ impl Applier {
             }
         }
         if full {
-            self.remove_leftover_networks(plan, &netns_dir, &mut errs).await;
+            self.remove_leftover_networks(plan, &netns_dir, &mut errs)
+                .await;
         }
 
         let script = firewall::render(&plan.firewall);
         if self.applied.firewall.as_deref() != Some(script.as_str()) {
-            let ok = errs.note(
-                "applying the node's nftables table".to_string(),
-                firewall::apply(None, &script),
-            );
+            // nft is a child process: run it off the async workers.
+            let s = script.clone();
+            let r = tokio::task::spawn_blocking(move || firewall::apply(None, &s))
+                .await
+                .unwrap_or_else(|e| {
+                    Err(routemesh_ingress::Error::ThreadPanicked {
+                        op: format!("applying nft: {e}"),
+                    })
+                });
+            let ok = errs.note("applying the node's nftables table".to_string(), r);
             self.applied.firewall = ok.then_some(script);
         }
         errs
     }
 
-    async fn remove_leftover_tasks(&mut self, plan: &NodePlan, netns_dir: &Path, errs: &mut PassErrors) {
+    /// Whether anything of `task` may still be on this node: a sandbox, a process, files.
+    pub fn holds(&self, task: &str) -> bool {
+        self.applied.sandboxes.contains_key(task)
+            || self.runner.supervised().iter().any(|t| t == task)
+            || netns::is_mounted(&self.ctx.task_netns(task))
+            || TaskPaths::new(&self.ctx.run_dir, task).dir.exists()
+    }
+
+    async fn remove_leftover_tasks(
+        &mut self,
+        plan: &NodePlan,
+        netns_dir: &Path,
+        errs: &mut PassErrors,
+    ) {
         let mut on_disk: BTreeSet<String> = BTreeSet::new();
         if let Ok(names) = netns::list(netns_dir) {
             on_disk.extend(
@@ -187,7 +210,10 @@ impl Applier {
             );
         }
         if let Ok(rd) = std::fs::read_dir(self.ctx.run_dir.join("tasks")) {
-            on_disk.extend(rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()));
+            on_disk.extend(
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned()),
+            );
         }
         for task in on_disk {
             if plan.sandboxes.contains_key(&task) {
@@ -205,7 +231,12 @@ impl Applier {
         }
     }
 
-    async fn remove_leftover_networks(&mut self, plan: &NodePlan, netns_dir: &Path, errs: &mut PassErrors) {
+    async fn remove_leftover_networks(
+        &mut self,
+        plan: &NodePlan,
+        netns_dir: &Path,
+        errs: &mut PassErrors,
+    ) {
         if let Ok(names) = netns::list(netns_dir) {
             for name in names {
                 let Some(net) = plan::network_of_netns(&name) else {
@@ -223,7 +254,8 @@ impl Applier {
         match self.node.links().await {
             Ok(links) => {
                 for l in links {
-                    if l.name.starts_with(plan::BRIDGE_PREFIX) && !wanted.contains(l.name.as_str()) {
+                    if l.name.starts_with(plan::BRIDGE_PREFIX) && !wanted.contains(l.name.as_str())
+                    {
                         errs.note(
                             format!("removing leftover bridge {}", l.name),
                             bridge::remove_bridge(&self.node, &l.name).await,

@@ -100,6 +100,7 @@ impl Agent {
                         last_full = tokio::time::Instant::now();
                     }
                     full = !errs.0.is_empty();
+                    self.forget_stopped(&st, &applier).await;
                     Some(st.revision)
                 }
                 Err(e) => {
@@ -134,6 +135,27 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(20)).await;
             while let Ok(ev) = status_rx.try_recv() {
                 self.report(ev).await;
+            }
+        }
+    }
+
+    /// Deletes the records of this node's tasks that were to shut down and are gone now.
+    async fn forget_stopped(&self, st: &crate::model::ClusterState, applier: &Applier) {
+        for t in st.tasks.values().filter(|t| {
+            t.node == self.ctx.node && t.desired == crate::model::DesiredState::Shutdown
+        }) {
+            if applier.holds(&t.name) {
+                continue;
+            }
+            let Ok(Some(kv)) = self.store.get(&keys::task(&t.name)).await else {
+                continue;
+            };
+            let txn = crate::control::delete_task(Txn::new(), t, st)
+                .when_revision(kv.key, kv.mod_revision);
+            match self.store.txn(txn).await {
+                Ok(o) if o.succeeded => tracing::info!(task = %t.name, "task removed"),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(task = %t.name, error = %e, "deleting a stopped task"),
             }
         }
     }

@@ -8,11 +8,13 @@ use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use routemesh_ingress::firewall::{Masquerade, NodeFirewallSpec};
-use routemesh_ingress::spec::{Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec};
+use routemesh_ingress::spec::{
+    Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
+};
 
 use super::files::TaskPaths;
 use super::runner::ProcessSpec;
-use crate::model::{ClusterState, Driver, Network, Task};
+use crate::model::{ClusterState, DesiredState, Driver, Network, Task};
 use crate::sandbox::EnterSpec;
 
 pub const GWBRIDGE: &str = "rm_gwbridge";
@@ -39,7 +41,8 @@ impl NodeContext {
         self.run_dir.join("netns")
     }
     pub fn overlay_netns(&self, network: &str) -> PathBuf {
-        self.netns_dir().join(format!("{OVERLAY_NS_PREFIX}{network}"))
+        self.netns_dir()
+            .join(format!("{OVERLAY_NS_PREFIX}{network}"))
     }
     pub fn task_netns(&self, task: &str) -> PathBuf {
         self.netns_dir().join(format!("{TASK_NS_PREFIX}{task}"))
@@ -73,8 +76,9 @@ pub struct TaskFiles {
 
 /// FNV-1a: a hash that stays the same across Rust releases, for stable interface names.
 fn fnv32(s: &str) -> u32 {
-    s.bytes()
-        .fold(0x811c_9dc5u32, |h, b| (h ^ b as u32).wrapping_mul(0x0100_0193))
+    s.bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ b as u32).wrapping_mul(0x0100_0193)
+    })
 }
 
 /// The Linux bridge of a `bridge` network: `rmb-NAME`, or a hashed name when NAME is long.
@@ -83,7 +87,11 @@ pub fn bridge_ifname(network: &str) -> String {
     if short.len() <= 15 {
         short
     } else {
-        format!("{BRIDGE_PREFIX}{}{:04x}", &network[..7], fnv32(network) & 0xffff)
+        format!(
+            "{BRIDGE_PREFIX}{}{:04x}",
+            &network[..7],
+            fnv32(network) & 0xffff
+        )
     }
 }
 
@@ -227,8 +235,13 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
     let mut sandboxes = BTreeMap::new();
     let mut processes = BTreeMap::new();
     let mut task_files = BTreeMap::new();
-    for task in st.tasks.values().filter(|t| t.node == ctx.node) {
-        let (Some(sb), Some(proc_spec)) = (sandbox_spec(ctx, st, task), process_spec(ctx, st, task))
+    for task in st
+        .tasks
+        .values()
+        .filter(|t| t.node == ctx.node && t.desired == DesiredState::Running)
+    {
+        let (Some(sb), Some(proc_spec)) =
+            (sandbox_spec(ctx, st, task), process_spec(ctx, st, task))
         else {
             continue;
         };
@@ -346,6 +359,7 @@ mod tests {
                 ],
                 gateway_address: format!("172.18.0.{}/16", slot + 1).parse().unwrap(),
                 created_at: 0,
+                desired: DesiredState::Running,
             };
             st.tasks.insert(t.name.clone(), t);
         }
@@ -389,8 +403,11 @@ mod tests {
             }
         );
         assert_eq!(sb.default_gateway, Some("172.18.0.1".parse().unwrap()));
-        let outer: std::collections::BTreeSet<_> =
-            sb.interfaces.iter().map(|i| i.outer_ifname.clone()).collect();
+        let outer: std::collections::BTreeSet<_> = sb
+            .interfaces
+            .iter()
+            .map(|i| i.outer_ifname.clone())
+            .collect();
         assert_eq!(outer.len(), 3);
         assert!(outer.iter().all(|n| n.len() <= 15));
     }
@@ -399,7 +416,10 @@ mod tests {
     fn overlay_and_bridge_and_firewall() {
         let p = plan(&state(), &ctx());
         let ov = &p.overlays["app"];
-        assert_eq!((ov.vni, ov.mtu, ov.vxlan_ifname.as_str()), (4096, 1450, "vxlan4096"));
+        assert_eq!(
+            (ov.vni, ov.mtu, ov.vxlan_ifname.as_str()),
+            (4096, 1450, "vxlan4096")
+        );
         assert_eq!(ov.gateway.to_string(), "10.0.1.1/24");
         assert_eq!(ov.local_vtep, Some("192.168.50.1".parse().unwrap()));
         assert_eq!(p.bridges["local"].gateway.to_string(), "10.0.2.1/24");
@@ -431,7 +451,10 @@ mod tests {
         assert_eq!(pr.enter.hostname, "web.1");
         assert_eq!(pr.log, PathBuf::from("/run/rm/tasks/web.1/log"));
         let files = &p.task_files["web.1"];
-        assert_eq!(files.resolv_conf, "nameserver 127.0.0.11\noptions ndots:0\n");
+        assert_eq!(
+            files.resolv_conf,
+            "nameserver 127.0.0.11\noptions ndots:0\n"
+        );
         assert!(files.hosts.contains("10.0.1.2\tweb.1"));
     }
 
@@ -442,6 +465,16 @@ mod tests {
         assert!(a.len() <= 15 && b.len() <= 15);
         assert_ne!(a, b);
         assert_eq!(bridge_ifname("short"), "rmb-short");
+    }
+
+    #[test]
+    fn tasks_to_shut_down_are_not_planned() {
+        let mut st = state();
+        if let Some(t) = st.tasks.get_mut("web.1") {
+            t.desired = DesiredState::Shutdown;
+        }
+        let p = plan(&st, &ctx());
+        assert!(p.sandboxes.is_empty() && p.processes.is_empty());
     }
 
     #[test]

@@ -102,7 +102,13 @@ pub async fn kill_orphan(pid_file: &std::path::Path) {
     let _ = std::fs::remove_file(pid_file);
 }
 
-fn status(state: TaskState, pid: Option<u32>, message: String, restarts: u32, ever_ran: bool) -> TaskStatus {
+fn status(
+    state: TaskState,
+    pid: Option<u32>,
+    message: String,
+    restarts: u32,
+    ever_ran: bool,
+) -> TaskStatus {
     TaskStatus {
         state,
         pid,
@@ -140,7 +146,13 @@ async fn supervise(
                     tracing::info!(task = %spec.task, pid, "task process started");
                 }
                 ever_ran = true;
-                report(status(TaskState::Running, Some(pid), String::new(), restarts, true));
+                report(status(
+                    TaskState::Running,
+                    Some(pid),
+                    String::new(),
+                    restarts,
+                    true,
+                ));
                 let started = Instant::now();
                 tokio::select! {
                     code = wait_exit(pid) => {
@@ -203,9 +215,7 @@ fn spawn(spec: &ProcessSpec) -> Result<u32, String> {
         .stdout(log)
         .stderr(log2);
     enter_on_spawn(&mut cmd, &spec.enter, true).map_err(|e| e.to_string())?;
-    let child = cmd
-        .spawn()
-        .map_err(|e| format!("starting {prog:?}: {e}"))?;
+    let child = cmd.spawn().map_err(|e| format!("starting {prog:?}: {e}"))?;
     let pid = child.id();
     // The child is reaped in wait_exit; dropping the handle neither waits nor kills.
     drop(child);
@@ -314,7 +324,11 @@ mod tests {
         std::fs::write(&f, format!("{me} {start}\n")).unwrap();
         assert_eq!(read_live_pid(&f), Some(me));
         std::fs::write(&f, format!("{me} {}\n", start + 1)).unwrap();
-        assert_eq!(read_live_pid(&f), None, "a reused pid has another start time");
+        assert_eq!(
+            read_live_pid(&f),
+            None,
+            "a reused pid has another start time"
+        );
         std::fs::write(&f, "garbage").unwrap();
         assert_eq!(read_live_pid(&f), None);
     }

@@ -68,7 +68,10 @@ impl Client {
             .header("content-type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))
             .map_err(|e| self.protocol(e))?;
-        let resp = sender.send_request(req).await.map_err(|e| self.protocol(e))?;
+        let resp = sender
+            .send_request(req)
+            .await
+            .map_err(|e| self.protocol(e))?;
         let status = resp.status();
         let bytes = resp
             .into_body()

@@ -15,7 +15,7 @@ use super::types::*;
 use crate::agent::files::TaskPaths;
 use crate::agent::plan::NodeContext;
 use crate::control::Control;
-use crate::model::{ClusterState, Network, Task, TaskState};
+use crate::model::{ClusterState, DesiredState, Network, Task, TaskState};
 use crate::store::state;
 use crate::validate;
 
@@ -74,6 +74,7 @@ pub fn task_view(t: &Task, st: &ClusterState) -> TaskView {
         service: t.service.clone(),
         slot: t.slot,
         node: t.node.clone(),
+        desired: t.desired,
         state: status.map(|s| s.state).unwrap_or(TaskState::Starting),
         message: status.map(|s| s.message.clone()).unwrap_or_default(),
         pid: status.and_then(|s| s.pid),
@@ -104,7 +105,7 @@ fn service_view(name: &str, st: &ClusterState) -> Option<ServiceView> {
         service: svc.clone(),
         running: tasks
             .iter()
-            .filter(|t| t.state == TaskState::Running)
+            .filter(|t| t.state == TaskState::Running && t.desired == DesiredState::Running)
             .count() as u32,
         tasks,
     })
@@ -112,7 +113,9 @@ fn service_view(name: &str, st: &ClusterState) -> Option<ServiceView> {
 
 async fn list_networks(State(app): Shared) -> ApiResult<Vec<NetworkView>> {
     let st = read(&app).await?;
-    Ok(Json(st.networks.values().map(|n| network_view(n, &st)).collect()))
+    Ok(Json(
+        st.networks.values().map(|n| network_view(n, &st)).collect(),
+    ))
 }
 
 async fn inspect_network(State(app): Shared, Path(name): Path<String>) -> ApiResult<NetworkView> {
@@ -146,7 +149,10 @@ async fn node_networks() -> Result<Vec<ipnet::Ipv4Net>, ApiError> {
     Ok(nets)
 }
 
-async fn remove_network(State(app): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove_network(
+    State(app): Shared,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.control.remove_network(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -186,7 +192,10 @@ async fn scale_service(
     Ok(Json(app.control.scale_service(&name, replicas).await?))
 }
 
-async fn remove_service(State(app): Shared, Path(name): Path<String>) -> Result<StatusCode, ApiError> {
+async fn remove_service(
+    State(app): Shared,
+    Path(name): Path<String>,
+) -> Result<StatusCode, ApiError> {
     app.control.remove_service(&name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -255,7 +264,9 @@ async fn task_sandbox(State(app): Shared, Path(name): Path<String>) -> ApiResult
         None => app.ctx.run_dir.clone(),
     };
     let paths = TaskPaths::new(&run_dir, &name);
-    let netns = run_dir.join("netns").join(format!("{}{name}", crate::agent::plan::TASK_NS_PREFIX));
+    let netns = run_dir
+        .join("netns")
+        .join(format!("{}{name}", crate::agent::plan::TASK_NS_PREFIX));
     Ok(Json(SandboxInfo {
         task: name.clone(),
         node: t.node.clone(),

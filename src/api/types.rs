@@ -51,6 +51,7 @@ pub struct TaskView {
     pub service: String,
     pub slot: u32,
     pub node: String,
+    pub desired: crate::model::DesiredState,
     pub state: TaskState,
     pub message: String,
     pub pid: Option<u32>,

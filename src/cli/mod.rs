@@ -17,7 +17,11 @@ use output::{json, table};
 const DEFAULT_SOCKET: &str = "/run/routemesh/routemesh.sock";
 
 #[derive(Parser, Debug)]
-#[command(name = "routemesh", version, about = "A service load balancer and routing mesh for Linux hosts")]
+#[command(
+    name = "routemesh",
+    version,
+    about = "A service load balancer and routing mesh for Linux hosts"
+)]
 pub struct Cli {
     /// The daemon's API socket (a path, or unix://PATH).
     #[arg(long, global = true, env = "ROUTEMESH_HOST", default_value = DEFAULT_SOCKET)]
@@ -175,7 +179,9 @@ pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.cmd {
         Cmd::Daemon(args) => run_daemon(args),
-        Cmd::Whoami { port, udp } => report(runtime().and_then(|rt| rt.block_on(crate::whoami::run(port, udp)))),
+        Cmd::Whoami { port, udp } => {
+            report(runtime().and_then(|rt| rt.block_on(crate::whoami::run(port, udp))))
+        }
         Cmd::Exec { task, command } => exec(&socket_path(&cli.host), &task, &command),
         cmd => {
             let client = Client::new(&socket_path(&cli.host));
@@ -233,7 +239,10 @@ fn exec(socket: &std::path::Path, task: &str, command: &[String]) -> i32 {
     let info = runtime().and_then(|rt| {
         rt.block_on(async {
             let c = Client::new(socket);
-            Ok(c.get::<SandboxInfo>(&format!("/v1/tasks/{}/sandbox", seg(task))).await?)
+            Ok(
+                c.get::<SandboxInfo>(&format!("/v1/tasks/{}/sandbox", seg(task)))
+                    .await?,
+            )
         })
     });
     let info = match info {
@@ -255,7 +264,9 @@ fn exec(socket: &std::path::Path, task: &str, command: &[String]) -> i32 {
         return report(Err(anyhow::anyhow!("task {task}: {e}")));
     }
     match cmd.status() {
-        Ok(st) => st.code().unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&st).unwrap_or(0)),
+        Ok(st) => st
+            .code()
+            .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&st).unwrap_or(0)),
         Err(e) => report(Err(anyhow::anyhow!("task {task}: running {prog:?}: {e}"))),
     }
 }
@@ -284,7 +295,9 @@ async fn dispatch(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                             vec![
                                 n.name.clone(),
                                 format!("{:?}", n.state).to_lowercase(),
-                                n.advertise_addr.map(|a| a.to_string()).unwrap_or_else(|| "-".into()),
+                                n.advertise_addr
+                                    .map(|a| a.to_string())
+                                    .unwrap_or_else(|| "-".into()),
                             ]
                         })
                         .collect();
@@ -299,7 +312,13 @@ async fn dispatch(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
 
 async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
     match cmd {
-        NetworkCmd::Create { name, driver, subnet, gateway, vni } => {
+        NetworkCmd::Create {
+            name,
+            driver,
+            subnet,
+            gateway,
+            vni,
+        } => {
             let req = NetworkCreate {
                 name,
                 driver: Some(driver),
@@ -323,11 +342,17 @@ async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
                                 n.network.name.clone(),
                                 n.network.driver.to_string(),
                                 n.network.subnet.to_string(),
-                                n.network.vni.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                                n.network
+                                    .vni
+                                    .map(|v| v.to_string())
+                                    .unwrap_or_else(|| "-".into()),
                             ]
                         })
                         .collect();
-                    print!("{}", table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "VNI"], &rows));
+                    print!(
+                        "{}",
+                        table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "VNI"], &rows)
+                    );
                 }
             }
         }
@@ -344,7 +369,10 @@ async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
                         vec!["Gateway".into(), n.network.gateway.to_string()],
                         vec![
                             "VNI".into(),
-                            n.network.vni.map(|v| v.to_string()).unwrap_or_else(|| "-".into()),
+                            n.network
+                                .vni
+                                .map(|v| v.to_string())
+                                .unwrap_or_else(|| "-".into()),
                         ],
                         vec!["Services".into(), n.services.join(", ")],
                     ];
@@ -370,7 +398,14 @@ async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
 
 async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
-        ServiceCmd::Create { name, replicas, networks, env, detach, command } => {
+        ServiceCmd::Create {
+            name,
+            replicas,
+            networks,
+            env,
+            detach,
+            command,
+        } => {
             let req = ServiceCreate {
                 name: name.clone(),
                 replicas: Some(replicas),
@@ -403,7 +438,10 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                             ]
                         })
                         .collect();
-                    print!("{}", table(&["ID", "NAME", "REPLICAS", "NETWORKS", "COMMAND"], &rows));
+                    print!(
+                        "{}",
+                        table(&["ID", "NAME", "REPLICAS", "NETWORKS", "COMMAND"], &rows)
+                    );
                 }
             }
         }
@@ -412,11 +450,19 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             match format {
                 Format::Json => print!("{}", json(&s)),
                 Format::Table => {
-                    let env: Vec<String> = s.service.env.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                    let env: Vec<String> = s
+                        .service
+                        .env
+                        .iter()
+                        .map(|(k, v)| format!("{k}={v}"))
+                        .collect();
                     let rows = vec![
                         vec!["Name".into(), s.service.name.clone()],
                         vec!["ID".into(), s.service.id.clone()],
-                        vec!["Replicas".into(), format!("{}/{}", s.running, s.service.replicas)],
+                        vec![
+                            "Replicas".into(),
+                            format!("{}/{}", s.running, s.service.replicas),
+                        ],
                         vec!["Networks".into(), s.service.networks.join(", ")],
                         vec!["Env".into(), env.join(" ")],
                         vec!["Command".into(), s.service.command.join(" ")],
@@ -430,17 +476,20 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
         ServiceCmd::Scale { pairs, detach } => {
             let mut parsed = Vec::new();
             for p in &pairs {
-                let (name, n) = p
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("invalid scale {p:?}: expected SERVICE=REPLICAS"))?;
-                let n: i64 = n
-                    .parse()
-                    .map_err(|_| anyhow::anyhow!("invalid scale {p:?}: REPLICAS must be a number"))?;
+                let (name, n) = p.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("invalid scale {p:?}: expected SERVICE=REPLICAS")
+                })?;
+                let n: i64 = n.parse().map_err(|_| {
+                    anyhow::anyhow!("invalid scale {p:?}: REPLICAS must be a number")
+                })?;
                 parsed.push((name.to_string(), n));
             }
             for (name, n) in parsed {
                 let _: crate::model::Service = c
-                    .post(&format!("/v1/services/{}/scale", seg(&name)), &ServiceScale { replicas: n })
+                    .post(
+                        &format!("/v1/services/{}/scale", seg(&name)),
+                        &ServiceScale { replicas: n },
+                    )
                     .await?;
                 println!("{name} scaled to {n}");
                 if !detach {
@@ -451,7 +500,11 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             }
         }
         ServiceCmd::Logs { name } => {
-            print!("{}", c.get_text(&format!("/v1/services/{}/logs", seg(&name))).await?);
+            print!(
+                "{}",
+                c.get_text(&format!("/v1/services/{}/logs", seg(&name)))
+                    .await?
+            );
         }
         ServiceCmd::Rm { names } => {
             let mut failed = Vec::new();
@@ -481,16 +534,23 @@ fn print_tasks(tasks: &[TaskView], format: Format) {
                         .iter()
                         .map(|a| format!("{}={}", a.network, a.address.addr()))
                         .collect();
+                    let state = match t.desired {
+                        crate::model::DesiredState::Shutdown => "shutdown".to_string(),
+                        crate::model::DesiredState::Running => t.state.to_string(),
+                    };
                     vec![
                         t.name.clone(),
                         t.node.clone(),
-                        t.state.to_string(),
+                        state,
                         addrs.join(","),
                         t.message.clone(),
                     ]
                 })
                 .collect();
-            print!("{}", table(&["NAME", "NODE", "STATE", "ADDRESSES", "ERROR"], &rows));
+            print!(
+                "{}",
+                table(&["NAME", "NODE", "STATE", "ADDRESSES", "ERROR"], &rows)
+            );
         }
     }
 }

@@ -37,7 +37,10 @@ mod tests {
     fn columns_align() {
         let t = super::table(
             &["NAME", "DRIVER"],
-            &[vec!["app".into(), "overlay".into()], vec!["longer-name".into(), "bridge".into()]],
+            &[
+                vec!["app".into(), "overlay".into()],
+                vec!["longer-name".into(), "bridge".into()],
+            ],
         );
         assert_eq!(
             t,

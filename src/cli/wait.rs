@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use crate::api::client::{seg, Client};
 use crate::api::types::ServiceView;
-use crate::model::TaskState;
+use crate::model::{DesiredState, TaskState};
 
 /// Why a wait ended without convergence.
 #[derive(Debug)]
@@ -32,7 +32,12 @@ impl std::fmt::Display for WaitError {
 
 /// What the service's tasks say now: converged, still going, or failed.
 pub fn judge(v: &ServiceView) -> Result<bool, WaitError> {
-    for t in &v.tasks {
+    let wanted: Vec<_> = v
+        .tasks
+        .iter()
+        .filter(|t| t.desired == DesiredState::Running)
+        .collect();
+    for t in &wanted {
         let failed_start = t.state == TaskState::Failed && !t.ever_ran;
         let crash_loop = t.state != TaskState::Running && t.restarts >= 2;
         if failed_start || crash_loop {
@@ -42,7 +47,11 @@ pub fn judge(v: &ServiceView) -> Result<bool, WaitError> {
             });
         }
     }
-    let running = v.tasks.iter().filter(|t| t.state == TaskState::Running).count();
+    let running = wanted
+        .iter()
+        .filter(|t| t.state == TaskState::Running)
+        .count();
+    // Done when exactly the wanted tasks run and every task shut down is gone.
     Ok(running == v.service.replicas as usize && v.tasks.len() == v.service.replicas as usize)
 }
 
@@ -55,10 +64,13 @@ pub async fn converge(client: &Client, name: &str, timeout: Duration) -> Result<
             .get(&format!("/v1/services/{}", seg(name)))
             .await
             .map_err(WaitError::Client)?;
-        let running = v.tasks.iter().filter(|t| t.state == TaskState::Running).count();
+        let running = v.running as usize;
         let shown = (running, v.service.replicas);
         if last_shown != Some(shown) {
-            let msg = format!("overall progress: {running} out of {} tasks", v.service.replicas);
+            let msg = format!(
+                "overall progress: {running} out of {} tasks",
+                v.service.replicas
+            );
             if tty {
                 print!("\r\x1b[2K{msg}");
             } else {

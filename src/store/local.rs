@@ -45,12 +45,12 @@ impl LocalStore {
     pub fn open(path: &Path) -> Result<LocalStore> {
         let shown = path.display().to_string();
         let image = match std::fs::read(path) {
-            Ok(bytes) => serde_json::from_slice::<FileImage>(&bytes).map_err(|e| {
-                StoreError::Corrupt {
+            Ok(bytes) => {
+                serde_json::from_slice::<FileImage>(&bytes).map_err(|e| StoreError::Corrupt {
                     path: shown.clone(),
                     detail: e.to_string(),
-                }
-            })?,
+                })?
+            }
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => FileImage::default(),
             Err(source) => {
                 return Err(StoreError::Io {
@@ -112,10 +112,9 @@ impl LocalStore {
 fn holds(image: &FileImage, cmp: &Compare) -> bool {
     match cmp {
         Compare::Absent(k) => !image.entries.contains_key(k),
-        Compare::ModRevision(k, rev) => image
-            .entries
-            .get(k)
-            .is_some_and(|e| e.mod_revision == *rev),
+        Compare::ModRevision(k, rev) => {
+            image.entries.get(k).is_some_and(|e| e.mod_revision == *rev)
+        }
     }
 }
 
@@ -319,9 +318,13 @@ mod tests {
     async fn mod_revision_guards_updates() {
         let (_d, s) = store();
         let r = s.txn(Txn::new().put("/k", b"1".to_vec())).await.unwrap();
-        let stale = Txn::new().when_revision("/k", r.revision - 1).put("/k", b"x".to_vec());
+        let stale = Txn::new()
+            .when_revision("/k", r.revision - 1)
+            .put("/k", b"x".to_vec());
         assert!(!s.txn(stale).await.unwrap().succeeded);
-        let fresh = Txn::new().when_revision("/k", r.revision).put("/k", b"2".to_vec());
+        let fresh = Txn::new()
+            .when_revision("/k", r.revision)
+            .put("/k", b"2".to_vec());
         assert!(s.txn(fresh).await.unwrap().succeeded);
     }
 
@@ -331,9 +334,13 @@ mod tests {
         let path = dir.path().join("state.json");
         {
             let s = LocalStore::open(&path).unwrap();
-            s.txn(Txn::new().put("/a/1", b"x".to_vec()).put("/a/2", b"y".to_vec()))
-                .await
-                .unwrap();
+            s.txn(
+                Txn::new()
+                    .put("/a/1", b"x".to_vec())
+                    .put("/a/2", b"y".to_vec()),
+            )
+            .await
+            .unwrap();
             s.txn(Txn::new().delete_prefix("/a/1")).await.unwrap();
         }
         let s = LocalStore::open(&path).unwrap();

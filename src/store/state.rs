@@ -45,5 +45,8 @@ pub async fn read(store: &dyn Store) -> Result<ClusterState> {
 /// Every claimed key under `prefix`, as leaf names (used by the allocators).
 pub async fn claimed(store: &dyn Store, prefix: &str) -> Result<Vec<String>> {
     let (kvs, _) = store.list(prefix).await?;
-    Ok(kvs.iter().map(|kv| keys::leaf(&kv.key).to_string()).collect())
+    Ok(kvs
+        .iter()
+        .map(|kv| keys::leaf(&kv.key).to_string())
+        .collect())
 }

@@ -1,0 +1,337 @@
+//! Kernel-test harness: a throwaway node namespace with a daemon of its own, driven through
+//! the real CLI, and torn down completely even when the test fails.
+//!
+//! Everything lives in namespaces the harness creates; nothing is added to the machine's
+//! own namespace. Without root the tests are skipped loudly, never passed silently.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+pub fn bin() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_routemesh"))
+}
+
+/// PATH with the routemesh binary first, so tasks can run `routemesh whoami`.
+pub fn path_with_bin() -> String {
+    let dir = bin()
+        .parent()
+        .map(|p| p.display().to_string())
+        .unwrap_or_default();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
+}
+
+/// True when the test may run; prints a loud SKIPPED line otherwise.
+pub fn root_or_skip(test: &str) -> bool {
+    if nix_is_root() {
+        return true;
+    }
+    eprintln!("SKIPPED {test}: kernel tests need root (CI runs them as root)");
+    false
+}
+
+fn nix_is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// A unique short tag for names made by this test process.
+pub fn unique(label: &str) -> String {
+    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+    format!("rmt{}{}{}", std::process::id() % 100_000, label, n)
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    cmd.output()
+        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+}
+
+pub fn text(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn errtext(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
+pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A network namespace made with `ip netns add`, deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(name: &str) -> Netns {
+        let o = run(Command::new("ip").args(["netns", "add", name]));
+        assert!(o.status.success(), "ip netns add {name}: {}", errtext(&o));
+        let ns = Netns { name: name.into() };
+        ns.sh("ip link set lo up");
+        ns
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+
+    pub fn cmd(&self, prog: &str) -> Command {
+        let mut c = Command::new("nsenter");
+        c.arg(format!("--net={}", self.path())).arg(prog);
+        c
+    }
+
+    /// Runs a shell command inside the namespace (same mount namespace as ours).
+    pub fn sh(&self, script: &str) -> Output {
+        run(self.cmd("sh").args(["-c", script]))
+    }
+
+    pub fn sh_ok(&self, script: &str) -> String {
+        let o = self.sh(script);
+        assert!(
+            o.status.success(),
+            "in {}: {script}: {}",
+            self.name,
+            errtext(&o)
+        );
+        text(&o)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        kill_processes_in_netns(Path::new(&self.path()));
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.name])
+            .output();
+    }
+}
+
+/// Inode of a namespace file, to find the processes inside it.
+fn ns_inode(path: &Path) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| m.ino())
+}
+
+pub fn kill_processes_in_netns(ns: &Path) {
+    let Some(ino) = ns_inode(ns) else { return };
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid as u32 == std::process::id() {
+            continue;
+        }
+        if let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
+            if link.to_string_lossy() == format!("net:[{ino}]") {
+                let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+            }
+        }
+    }
+}
+
+/// One node: a namespace, a state dir and run dir, and a daemon serving the CLI.
+pub struct Node {
+    pub name: String,
+    pub ns: Netns,
+    pub dir: PathBuf,
+    pub daemon: Option<Child>,
+    pub extra_args: Vec<String>,
+}
+
+impl Node {
+    pub fn start(label: &str) -> Node {
+        Node::start_with(label, &[])
+    }
+
+    pub fn start_with(label: &str, extra: &[&str]) -> Node {
+        let name = unique(label);
+        let ns = Netns::new(&name);
+        let dir = std::env::temp_dir().join(&name);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let mut node = Node {
+            name,
+            ns,
+            dir,
+            daemon: None,
+            extra_args: extra.iter().map(|s| s.to_string()).collect(),
+        };
+        node.start_daemon();
+        node
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.dir.join("run")
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir().join("routemesh.sock")
+    }
+
+    pub fn netns_dir(&self) -> PathBuf {
+        self.run_dir().join("netns")
+    }
+
+    pub fn start_daemon(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
+        let mut cmd = self.ns.cmd(bin().to_str().unwrap_or("routemesh"));
+        cmd.args(["daemon", "--node-name", "node1", "--log-level", "debug"])
+            .arg("--state-dir")
+            .arg(self.dir.join("state"))
+            .arg("--run-dir")
+            .arg(self.run_dir())
+            .args(&self.extra_args)
+            .env("PATH", path_with_bin())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log);
+        self.daemon = Some(cmd.spawn().expect("starting daemon"));
+        wait_for("the daemon's socket", Duration::from_secs(20), || {
+            let o = self.rm(&["node", "ls"]);
+            o.status.success().then_some(())
+        });
+    }
+
+    /// Stops the daemon the way an operator would (SIGTERM); tasks stay up.
+    pub fn stop_daemon(&mut self) {
+        if let Some(mut d) = self.daemon.take() {
+            let _ = Command::new("kill")
+                .args(["-TERM", &d.id().to_string()])
+                .output();
+            let _ = d.wait();
+        }
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The routemesh CLI against this node's daemon.
+    pub fn rm(&self, args: &[&str]) -> Output {
+        run(Command::new(bin())
+            .arg("--host")
+            .arg(self.socket())
+            .args(args)
+            .env("PATH", path_with_bin()))
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let o = self.rm(args);
+        assert!(
+            o.status.success(),
+            "routemesh {args:?} failed: {}{}\n--- daemon log tail ---\n{}",
+            text(&o),
+            errtext(&o),
+            tail(&self.daemon_log(), 30)
+        );
+        text(&o)
+    }
+
+    /// Runs a command expected to fail; returns its stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let o = self.rm(args);
+        assert!(
+            !o.status.success(),
+            "routemesh {args:?} should have failed: {}",
+            text(&o)
+        );
+        errtext(&o)
+    }
+
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        serde_json::from_str(&self.ok(&a)).expect("json output")
+    }
+
+    /// The overlay address of a task on `network`.
+    pub fn task_ip(&self, task: &str, network: &str) -> String {
+        let tasks = self.json(&["task", "ls"]);
+        for t in tasks.as_array().into_iter().flatten() {
+            if t["name"] == task {
+                for a in t["addresses"].as_array().into_iter().flatten() {
+                    if a["network"] == network {
+                        let cidr = a["address"].as_str().unwrap_or_default();
+                        return cidr.split('/').next().unwrap_or_default().to_string();
+                    }
+                }
+            }
+        }
+        panic!("task {task} has no address on {network}");
+    }
+
+    pub fn exec(&self, task: &str, cmd: &[&str]) -> Output {
+        let mut a = vec!["exec", task, "--"];
+        a.extend_from_slice(cmd);
+        self.rm(&a)
+    }
+
+    /// What routemesh has made on this node: namespaces, links, nft ruleset.
+    pub fn footprint(&self) -> (Vec<String>, String, String) {
+        let mut ns: Vec<String> = std::fs::read_dir(self.netns_dir())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
+            .unwrap_or_default();
+        ns.sort();
+        let links = self
+            .ns
+            .sh_ok("ip -o link show | awk -F': ' '{print $2}' | sort");
+        let nft = self.ns.sh_ok("nft list ruleset");
+        (ns, links, nft)
+    }
+}
+
+pub fn tail(s: &str, n: usize) -> String {
+    let lines: Vec<&str> = s.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        self.stop_daemon();
+        // Task processes run in sandboxes: find them through the namespaces and stop them.
+        let netns_dir = self.netns_dir();
+        if let Ok(rd) = std::fs::read_dir(&netns_dir) {
+            for e in rd.flatten() {
+                kill_processes_in_netns(&e.path());
+                let _ = Command::new("umount").arg("-l").arg(e.path()).output();
+                let _ = std::fs::remove_file(e.path());
+            }
+        }
+        let _ = Command::new("umount").arg("-l").arg(&netns_dir).output();
+        if std::thread::panicking() {
+            eprintln!(
+                "--- daemon log of {} ---\n{}",
+                self.name,
+                tail(&self.daemon_log(), 60)
+            );
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // self.ns drops next: its processes are killed and the node namespace deleted.
+    }
+}

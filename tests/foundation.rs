@@ -1,0 +1,488 @@
+//! Kernel tests of the foundation: a daemon in a throwaway node namespace, networks, services
+//! and tasks, checked from outside with the CLI, `ip`, `nft` and curl inside the sandboxes.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+fn curl_task_name(node: &Node, from: &str, ip: &str) -> String {
+    let o = node.exec(
+        from,
+        &["curl", "-s", "--max-time", "3", &format!("http://{ip}/")],
+    );
+    let body = text(&o);
+    body.lines()
+        .find_map(|l| l.strip_prefix("Task: "))
+        .unwrap_or_else(|| panic!("no answer from {ip} via {from}: {body}{}", errtext(&o)))
+        .to_string()
+}
+
+fn pids(node: &Node) -> Vec<(String, u64)> {
+    let tasks = node.json(&["task", "ls", "--service", "web"]);
+    tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            (
+                t["name"].as_str().unwrap_or("").to_string(),
+                t["pid"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn overlay_service_lifecycle() {
+    if !root_or_skip("overlay_service_lifecycle") {
+        return;
+    }
+    let mut node = Node::start("life");
+    let baseline = node.footprint();
+
+    node.ok(&["network", "create", "--driver", "overlay", "app"]);
+    let out = node.ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--replicas",
+        "3",
+        "--network",
+        "app",
+        "--",
+        "routemesh",
+        "whoami",
+        "--port",
+        "80",
+    ]);
+    assert!(out.contains("overall progress: 3 out of 3 tasks"), "{out}");
+
+    // task ls: three running tasks named web.1..3.
+    let ls = node.ok(&["task", "ls"]);
+    for t in ["web.1", "web.2", "web.3"] {
+        let line = ls
+            .lines()
+            .find(|l| l.starts_with(t))
+            .unwrap_or_else(|| panic!("{t} missing: {ls}"));
+        assert!(line.contains("running"), "{line}");
+    }
+
+    // Tasks reach each other over the overlay, and the answer names the task.
+    let ip2 = node.task_ip("web.2", "app");
+    let ip3 = node.task_ip("web.3", "app");
+    assert_eq!(curl_task_name(&node, "web.1", &ip2), "web.2");
+    assert_eq!(curl_task_name(&node, "web.1", &ip3), "web.3");
+
+    // The overlay namespace holds the VXLAN device as specified.
+    let vni = node.json(&["network", "inspect", "app"])["vni"]
+        .as_u64()
+        .expect("vni");
+    assert!(vni >= 4096);
+    let ov = node.netns_dir().join("ov-app");
+    let link = run(std::process::Command::new("nsenter")
+        .arg(format!("--net={}", ov.display()))
+        .args(["ip", "-d", "link", "show", &format!("vxlan{vni}")]));
+    let link = text(&link);
+    assert!(link.contains(&format!("vxlan id {vni}")), "{link}");
+    assert!(link.contains("dstport 4789"), "{link}");
+    assert!(link.contains("nolearning"), "{link}");
+    assert!(link.contains("mtu 1450"), "{link}");
+    let eth0 = text(&node.exec("web.1", &["ip", "link", "show", "eth0"]));
+    assert!(eth0.contains("mtu 1450"), "{eth0}");
+    // The sandbox's resolver points at the embedded DNS address.
+    let resolv = text(&node.exec("web.1", &["cat", "/etc/resolv.conf"]));
+    assert!(
+        resolv.contains("nameserver 127.0.0.11") && resolv.contains("ndots:0"),
+        "{resolv}"
+    );
+
+    // Restarting the daemon adopts the tasks: same processes, same addresses, still answering.
+    let before = pids(&node);
+    node.stop_daemon();
+    node.start_daemon();
+    wait_for("tasks adopted", Duration::from_secs(10), || {
+        let now = pids(&node);
+        (now == before).then_some(())
+    });
+    assert_eq!(node.task_ip("web.2", "app"), ip2);
+    assert_eq!(curl_task_name(&node, "web.1", &ip2), "web.2");
+    assert!(node.daemon_log().contains("adopted running task process"));
+
+    // Scale down: one task left, the other sandboxes gone when the command returns.
+    node.ok(&["service", "scale", "web=1"]);
+    let tasks = node.json(&["task", "ls"]);
+    assert_eq!(tasks.as_array().map(|a| a.len()), Some(1), "{tasks}");
+    let (ns, _, _) = node.footprint();
+    assert_eq!(ns, vec!["ov-app".to_string(), "task-web.1".to_string()]);
+
+    // Remove everything: back to what the node looked like before.
+    node.ok(&["service", "rm", "web"]);
+    node.ok(&["network", "rm", "app"]);
+    wait_for(
+        "the node's footprint back to baseline",
+        Duration::from_secs(10),
+        || (node.footprint() == baseline).then_some(()),
+    );
+    assert!(node
+        .json(&["network", "ls"])
+        .as_array()
+        .is_some_and(|a| a.is_empty()));
+}
+
+#[test]
+fn overlays_with_the_same_subnet_are_isolated() {
+    if !root_or_skip("overlays_with_the_same_subnet_are_isolated") {
+        return;
+    }
+    let node = Node::start("iso");
+    node.ok(&["network", "create", "--subnet", "10.77.0.0/24", "red"]);
+    node.ok(&["network", "create", "--subnet", "10.77.0.0/24", "blue"]);
+    let red = node.json(&["network", "inspect", "red"]);
+    let blue = node.json(&["network", "inspect", "blue"]);
+    assert_ne!(red["vni"], blue["vni"], "tenants are told apart by VNI");
+    for (svc, net) in [("r", "red"), ("b", "blue")] {
+        node.ok(&[
+            "service",
+            "create",
+            "--name",
+            svc,
+            "--replicas",
+            "2",
+            "--network",
+            net,
+            "--",
+            "routemesh",
+            "whoami",
+            "--port",
+            "80",
+        ]);
+    }
+    // Same addresses on both overlays, each answered by its own peer.
+    let r2 = node.task_ip("r.2", "red");
+    let b2 = node.task_ip("b.2", "blue");
+    assert_eq!(r2, b2, "both overlays hand out the same first addresses");
+    assert_eq!(curl_task_name(&node, "r.1", &r2), "r.2");
+    assert_eq!(curl_task_name(&node, "b.1", &b2), "b.2");
+    // One service cannot join both.
+    let err = node.fails(&[
+        "service",
+        "create",
+        "--name",
+        "both",
+        "--network",
+        "red",
+        "--network",
+        "blue",
+        "--",
+        "routemesh",
+        "whoami",
+    ]);
+    assert!(err.contains("overlap"), "{err}");
+}
+
+#[test]
+fn bridge_network_and_gateway_bridge_egress() {
+    if !root_or_skip("bridge_network_and_gateway_bridge_egress") {
+        return;
+    }
+    let node = Node::start("brg");
+    // An outside host joined to the node by a veth, with a server of its own.
+    let world = Netns::new(&unique("world"));
+    let (a, b) = (unique("va"), unique("vb"));
+    let (a, b) = (
+        &a[a.len().saturating_sub(12)..],
+        &b[b.len().saturating_sub(12)..],
+    );
+    node.ns.sh_ok(&format!(
+        "ip link add {a} type veth peer name {b} && ip link set {b} netns {} && ip addr add 192.168.77.1/24 dev {a} && ip link set {a} up",
+        world.name
+    ));
+    world.sh_ok(&format!(
+        "ip addr add 192.168.77.2/24 dev {b} && ip link set {b} up"
+    ));
+    let mut server = world
+        .cmd(bin().to_str().unwrap_or("routemesh"))
+        .args(["whoami", "--port", "8000"])
+        .env("ROUTEMESH_TASK_NAME", "world")
+        .spawn()
+        .expect("world server");
+
+    node.ok(&[
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        "10.88.0.0/24",
+        "lan",
+    ]);
+    // The agent builds the bridge right after the network lands in the store.
+    wait_for(
+        "bridge rmb-lan with its gateway",
+        Duration::from_secs(10),
+        || {
+            let o = node.ns.sh("ip -br addr show rmb-lan");
+            text(&o).contains("10.88.0.1/24").then_some(())
+        },
+    );
+    node.ok(&[
+        "service",
+        "create",
+        "--name",
+        "svc",
+        "--replicas",
+        "2",
+        "--network",
+        "lan",
+        "--",
+        "routemesh",
+        "whoami",
+        "--port",
+        "80",
+    ]);
+    let ip2 = node.task_ip("svc.2", "lan");
+    assert_eq!(curl_task_name(&node, "svc.1", &ip2), "svc.2");
+    // Egress: the world sees the node's address (masqueraded), not the task's.
+    let body = wait_for(
+        "egress through rm_gwbridge",
+        Duration::from_secs(10),
+        || {
+            let o = node.exec(
+                "svc.1",
+                &["curl", "-s", "--max-time", "2", "http://192.168.77.2:8000/"],
+            );
+            let t = text(&o);
+            t.contains("Task: world").then_some(t)
+        },
+    );
+    assert!(body.contains("RemoteAddr: 192.168.77.1:"), "{body}");
+    let nft = node.ns.sh_ok("nft list table ip routemesh");
+    assert!(
+        nft.contains("ip saddr 10.88.0.0/24 oifname != \"rmb-lan\" masquerade"),
+        "{nft}"
+    );
+    assert!(
+        nft.contains("ip saddr 172.18.0.0/16 oifname != \"rm_gwbridge\" masquerade"),
+        "{nft}"
+    );
+
+    // A bridge subnet may not overlap anything on the node.
+    let err = node.fails(&[
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        "192.168.77.0/25",
+        "x",
+    ]);
+    assert!(err.contains("overlaps 192.168.77.0/24"), "{err}");
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+#[test]
+fn tasks_restart_log_and_see_their_env() {
+    if !root_or_skip("tasks_restart_log_and_see_their_env") {
+        return;
+    }
+    let node = Node::start("logs");
+    node.ok(&["network", "create", "app"]);
+    node.ok(&[
+        "service",
+        "create",
+        "--name",
+        "echo",
+        "--network",
+        "app",
+        "--env",
+        "GREETING=hello",
+        "--",
+        "sh",
+        "-c",
+        "echo $GREETING from $ROUTEMESH_TASK_NAME on $(hostname); exec sleep 1000",
+    ]);
+    let logs = wait_for("the task's log line", Duration::from_secs(10), || {
+        let l = node.ok(&["service", "logs", "echo"]);
+        l.contains("hello from echo.1 on echo.1").then_some(l)
+    });
+    assert!(logs.starts_with("echo.1@node1"), "{logs}");
+
+    // Kill the task's process: it is restarted in the same sandbox with a new pid.
+    let first = node.json(&["task", "ls"])[0]["pid"].as_u64().expect("pid");
+    let _ = run(std::process::Command::new("kill").args(["-9", &first.to_string()]));
+    let second = wait_for("the task restarted", Duration::from_secs(10), || {
+        let t = node.json(&["task", "ls"]);
+        let pid = t[0]["pid"].as_u64()?;
+        (pid != first && t[0]["state"] == "running").then_some(pid)
+    });
+    assert_ne!(first, second);
+    let logs = node.ok(&["service", "logs", "echo"]);
+    assert_eq!(logs.matches("hello from echo.1").count(), 2, "{logs}");
+}
+
+#[test]
+fn bad_input_is_refused_and_changes_nothing() {
+    if !root_or_skip("bad_input_is_refused_and_changes_nothing") {
+        return;
+    }
+    let node = Node::start("bad");
+    node.ok(&["network", "create", "app"]);
+    node.ok(&[
+        "network",
+        "create",
+        "--driver",
+        "bridge",
+        "--subnet",
+        "10.99.0.0/24",
+        "lan",
+    ]);
+    node.ok(&[
+        "service",
+        "create",
+        "--name",
+        "web",
+        "--network",
+        "app",
+        "--",
+        "routemesh",
+        "whoami",
+    ]);
+    let before = (
+        node.ok(&["network", "ls", "--format", "json"]),
+        node.ok(&["service", "inspect", "web", "--format", "json"]),
+        node.footprint(),
+    );
+    let cases: &[(&[&str], &str)] = &[
+        (&["network", "create", "bad name"], "invalid network name"),
+        (
+            &["network", "create", "--subnet", "10.1.0.0/33", "n2"],
+            "invalid subnet",
+        ),
+        (
+            &[
+                "network",
+                "create",
+                "--driver",
+                "bridge",
+                "--subnet",
+                "10.99.0.128/25",
+                "lan2",
+            ],
+            "overlaps bridge network \"lan\"",
+        ),
+        (
+            &["network", "create", "--driver", "macvlan", "n3"],
+            "invalid driver",
+        ),
+        (&["network", "create", "app"], "already exists"),
+        (&["network", "rm", "app"], "in use by service web"),
+        (&["network", "rm", "nope"], "not found"),
+        (
+            &["service", "create", "--name", "web", "--", "true"],
+            "already exists",
+        ),
+        (
+            &["service", "create", "--name", "Bad_Name", "--", "true"],
+            "invalid service name",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--name",
+                "s2",
+                "--network",
+                "nope",
+                "--",
+                "true",
+            ],
+            "network \"nope\" not found",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--name",
+                "s3",
+                "--replicas",
+                "-1",
+                "--",
+                "true",
+            ],
+            "invalid replicas -1",
+        ),
+        (
+            &[
+                "service",
+                "create",
+                "--name",
+                "s4",
+                "--",
+                "no-such-command-xyz",
+            ],
+            "not found in PATH",
+        ),
+        (
+            &[
+                "service", "create", "--name", "s5", "--env", "1X=y", "--", "true",
+            ],
+            "invalid --env",
+        ),
+        (&["service", "scale", "web=-2"], "invalid replicas -2"),
+        (
+            &["service", "scale", "nope=2"],
+            "service \"nope\" not found",
+        ),
+        (&["service", "rm", "nope"], "not found"),
+        (
+            &["exec", "nope.1", "--", "true"],
+            "task \"nope.1\" not found",
+        ),
+    ];
+    for (args, want) in cases {
+        let err = node.fails(args);
+        assert!(
+            err.contains(want),
+            "routemesh {args:?}: expected {want:?} in {err:?}"
+        );
+    }
+    let after = (
+        node.ok(&["network", "ls", "--format", "json"]),
+        node.ok(&["service", "inspect", "web", "--format", "json"]),
+        node.footprint(),
+    );
+    assert_eq!(before, after, "refused requests must change nothing");
+}
+
+#[test]
+fn address_pool_exhaustion_is_a_clear_error() {
+    if !root_or_skip("address_pool_exhaustion_is_a_clear_error") {
+        return;
+    }
+    let node = Node::start("pool");
+    node.ok(&["network", "create", "--subnet", "10.66.0.0/30", "tiny"]);
+    // A /30 has two hosts: the gateway and one task.
+    let err = node.fails(&[
+        "service",
+        "create",
+        "--name",
+        "big",
+        "--replicas",
+        "2",
+        "--network",
+        "tiny",
+        "--",
+        "true",
+    ]);
+    assert!(
+        err.contains("has 1 free addresses, 2 more tasks need one each"),
+        "{err}"
+    );
+    assert!(node
+        .fails(&["service", "inspect", "big"])
+        .contains("not found"));
+}
