@@ -10,6 +10,8 @@ use serde::Deserialize;
 
 use crate::validate::Invalid;
 
+pub const DEFAULT_INGRESS_SUBNET: &str = "10.255.0.0/16";
+
 #[derive(Args, Debug, Default, Clone)]
 pub struct DaemonArgs {
     /// TOML file with the same keys as these flags (e.g. `node-name = "n1"`); flags win.
@@ -39,6 +41,9 @@ pub struct DaemonArgs {
     /// Subnet of the per-node gateway bridge rm_gwbridge [default: 172.18.0.0/16].
     #[arg(long)]
     pub gwbridge_subnet: Option<String>,
+    /// Subnet of the ingress overlay, used when it is first created [default: 10.255.0.0/16].
+    #[arg(long)]
+    pub ingress_subnet: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, PartialEq, Eq)]
@@ -52,6 +57,7 @@ pub struct FileConfig {
     pub dataplane: Option<String>,
     pub log_level: Option<String>,
     pub gwbridge_subnet: Option<String>,
+    pub ingress_subnet: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -74,6 +80,7 @@ pub struct DaemonConfig {
     pub dataplane: Dataplane,
     pub log_level: String,
     pub gwbridge_subnet: Ipv4Net,
+    pub ingress_subnet: Ipv4Net,
 }
 
 impl DaemonConfig {
@@ -154,6 +161,15 @@ pub fn resolve(
         .unwrap_or_else(|| crate::ipam::DEFAULT_GWBRIDGE_SUBNET.into());
     let gwbridge_subnet =
         crate::validate::subnet(&gw).map_err(|e| Invalid(format!("--gwbridge-subnet: {e}")))?;
+    let ing = pick(&args.ingress_subnet, file.ingress_subnet)
+        .unwrap_or_else(|| DEFAULT_INGRESS_SUBNET.into());
+    let ingress_subnet =
+        crate::validate::subnet(&ing).map_err(|e| Invalid(format!("--ingress-subnet: {e}")))?;
+    if crate::ipam::overlaps(&ingress_subnet, &gwbridge_subnet) {
+        return Err(Invalid(format!(
+            "--ingress-subnet {ingress_subnet} overlaps --gwbridge-subnet {gwbridge_subnet}"
+        )));
+    }
     let dir = |a: &Option<PathBuf>, f: Option<PathBuf>, d: &str| -> Result<PathBuf, Invalid> {
         let p = a.clone().or(f).unwrap_or_else(|| PathBuf::from(d));
         if !p.is_absolute() {
@@ -170,6 +186,7 @@ pub fn resolve(
         dataplane,
         log_level,
         gwbridge_subnet,
+        ingress_subnet,
     })
 }
 
@@ -226,5 +243,6 @@ mod tests {
         assert!(bad(|a| a.log_level = Some("loud".into())).contains("--log-level"));
         assert!(bad(|a| a.run_dir = Some("rel".into())).contains("absolute"));
         assert!(bad(|a| a.node_name = Some("a b".into())).contains("node name"));
+        assert!(bad(|a| a.ingress_subnet = Some("172.18.0.0/24".into())).contains("overlaps"));
     }
 }

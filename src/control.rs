@@ -10,7 +10,10 @@ use ipnet::Ipv4Net;
 
 use crate::api::error::ApiError;
 use crate::ipam;
-use crate::model::{now_secs, random_id, ClusterState, Driver, Network, Service};
+use crate::model::{
+    now_secs, random_id, ClusterState, Driver, EndpointMode, Network, PortConfig, Proto, Service,
+    ServiceVip,
+};
 use crate::store::{keys, state, Store, Txn};
 use crate::validate::{NetworkRequest, ServiceRequest};
 
@@ -135,7 +138,50 @@ impl Control {
             gateway,
             vni,
             created_at: now_secs(),
+            ingress: false,
         })
+    }
+
+    /// Creates the ingress overlay if it does not exist yet (daemon start).
+    pub async fn ensure_ingress_network(&self, subnet: Ipv4Net) -> Result<(), ApiError> {
+        for _ in 0..TXN_ATTEMPTS {
+            let st = self.read().await?;
+            if let Some(existing) = st.networks.get(INGRESS) {
+                if existing.subnet != subnet {
+                    tracing::warn!(
+                        existing = %existing.subnet, wanted = %subnet,
+                        "the ingress network exists with another subnet; keeping it"
+                    );
+                }
+                return Ok(());
+            }
+            let what = "ingress network";
+            let gateway = ipam::default_gateway(subnet).ok_or_else(|| {
+                ApiError::BadRequest(format!("{what}: subnet {subnet} has no host address"))
+            })?;
+            let vni = pick_vni(what, None, &st)?;
+            let net = Network {
+                name: INGRESS.to_string(),
+                id: random_id(),
+                driver: Driver::Overlay,
+                subnet,
+                gateway,
+                vni: Some(vni),
+                created_at: now_secs(),
+                ingress: true,
+            };
+            let claim = keys::vni_claim(vni);
+            let txn = Txn::new()
+                .when_absent(keys::network(INGRESS))
+                .when_absent(&claim)
+                .put(claim, INGRESS.as_bytes().to_vec())
+                .put_json(keys::network(INGRESS), &net);
+            if self.store.txn(txn).await?.succeeded {
+                tracing::info!(subnet = %subnet, vni, "ingress network created");
+                return Ok(());
+            }
+        }
+        Err(conflict_after_retries("creating the ingress network"))
     }
 
     pub async fn remove_network(&self, name: &str) -> Result<(), ApiError> {
@@ -144,6 +190,11 @@ impl Control {
             let Some(net) = st.networks.get(name) else {
                 return Err(ApiError::NotFound(format!("network {name:?} not found")));
             };
+            if net.ingress {
+                return Err(ApiError::Conflict(format!(
+                    "network {name:?} is the routing mesh's ingress network and cannot be removed"
+                )));
+            }
             let users: Vec<&str> = st
                 .services
                 .values()
@@ -164,7 +215,8 @@ impl Control {
             let mut txn = Txn::new()
                 .when_revision(kv.key.clone(), kv.mod_revision)
                 .delete(kv.key)
-                .delete_prefix(keys::addr_claims(&net.id));
+                .delete_prefix(keys::addr_claims(&net.id))
+                .delete_prefix(keys::node_addrs_of(name));
             if let Some(vni) = net.vni {
                 txn = txn.delete(keys::vni_claim(vni));
             }
@@ -197,9 +249,11 @@ impl Control {
                 )));
             }
             let nets = service_networks(&req.name, &req.networks, &st)?;
-            check_capacity(&req.name, &nets, req.replicas, 0, &st)?;
+            let vips_needed = usize::from(req.endpoint_mode == EndpointMode::Vip);
+            check_capacity(&req.name, &nets, req.replicas, 0, vips_needed, &st)?;
+            check_ports_free(&req.name, &req.ports, &st)?;
             let now = now_secs();
-            let svc = Service {
+            let mut svc = Service {
                 name: req.name.clone(),
                 id: random_id(),
                 replicas: req.replicas,
@@ -208,10 +262,31 @@ impl Control {
                 command: req.command.clone(),
                 created_at: now,
                 updated_at: now,
+                endpoint_mode: req.endpoint_mode,
+                ports: req.ports.clone(),
+                vips: Vec::new(),
             };
-            let mut txn = Txn::new()
-                .when_absent(keys::service(&svc.name))
-                .put_json(keys::service(&svc.name), &svc);
+            let mut txn = Txn::new().when_absent(keys::service(&svc.name));
+            if svc.endpoint_mode == EndpointMode::Vip {
+                for net in &nets {
+                    let taken = taken_addresses(self.store.as_ref(), net).await?;
+                    let ip = ipam::next_host(net.subnet, &taken).ok_or_else(|| {
+                        ApiError::Conflict(format!(
+                            "service {:?}: network {:?} ({}) has no free address for a VIP",
+                            svc.name, net.name, net.subnet
+                        ))
+                    })?;
+                    let claim = keys::addr_claim(&net.id, ip);
+                    txn = txn
+                        .when_absent(&claim)
+                        .put(claim, format!("vip {}", svc.name).into_bytes());
+                    svc.vips.push(ServiceVip {
+                        network: net.name.clone(),
+                        address: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
+                    });
+                }
+            }
+            txn = txn.put_json(keys::service(&svc.name), &svc);
             // The networks must still be there when the service lands.
             for n in &svc.networks {
                 if let Some(kv) = self.store.get(&keys::network(n)).await? {
@@ -244,7 +319,7 @@ impl Control {
                 .values()
                 .filter(|t| t.service == name && t.desired == crate::model::DesiredState::Running)
                 .count() as u32;
-            check_capacity(name, &nets, replicas, existing, &st)?;
+            check_capacity(name, &nets, replicas, existing, 0, &st)?;
             svc.replicas = replicas;
             svc.updated_at = now_secs();
             let txn = Txn::new()
@@ -258,6 +333,53 @@ impl Control {
         Err(conflict_after_retries(&format!("scaling service {name:?}")))
     }
 
+    /// Adds and removes published ports of a running service.
+    pub async fn update_service(
+        &self,
+        name: &str,
+        add: &[PortConfig],
+        remove: &[(u16, Proto)],
+    ) -> Result<Service, ApiError> {
+        for _ in 0..TXN_ATTEMPTS {
+            let st = self.read().await?;
+            let kv = self
+                .store
+                .get(&keys::service(name))
+                .await?
+                .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
+            let mut svc: Service = state::decode(&kv)?;
+            for (port, proto) in remove {
+                let before = svc.ports.len();
+                svc.ports
+                    .retain(|p| !(p.published == *port && p.proto == *proto));
+                if svc.ports.len() == before {
+                    return Err(ApiError::NotFound(format!(
+                        "service {name:?} does not publish {port}/{proto}"
+                    )));
+                }
+            }
+            // An added spec replaces one with the same published port and protocol.
+            for p in add {
+                svc.ports
+                    .retain(|q| !(q.published == p.published && q.proto == p.proto));
+                svc.ports.push(*p);
+            }
+            crate::validate::distinct_ports(&svc.ports)?;
+            check_ports_free(name, &svc.ports, &st)?;
+            svc.updated_at = now_secs();
+            let txn = Txn::new()
+                .when_revision(kv.key.clone(), kv.mod_revision)
+                .put_json(kv.key, &svc);
+            if self.store.txn(txn).await?.succeeded {
+                tracing::info!(service = name, ports = ?svc.ports, "service updated");
+                return Ok(svc);
+            }
+        }
+        Err(conflict_after_retries(&format!(
+            "updating service {name:?}"
+        )))
+    }
+
     /// Removes the service and marks its tasks for shutdown in one transaction, so a
     /// `network rm` right after it succeeds; the agents then stop the tasks, tear their
     /// sandboxes down and delete them.
@@ -269,9 +391,15 @@ impl Control {
                 .get(&keys::service(name))
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
+            let svc: Service = state::decode(&kv)?;
             let mut txn = Txn::new()
                 .when_revision(kv.key.clone(), kv.mod_revision)
                 .delete(kv.key);
+            for vip in &svc.vips {
+                if let Some(net) = st.networks.get(&vip.network) {
+                    txn = txn.delete(keys::addr_claim(&net.id, vip.address.addr()));
+                }
+            }
             for task in st.tasks.values().filter(|t| t.service == name) {
                 let mut stopping = task.clone();
                 stopping.desired = crate::model::DesiredState::Shutdown;
@@ -300,6 +428,45 @@ pub fn delete_task(mut txn: Txn, task: &crate::model::Task, st: &ClusterState) -
         }
     }
     txn
+}
+
+pub const INGRESS: &str = "ingress";
+
+/// Refuses a published port another service already publishes.
+fn check_ports_free(
+    service: &str,
+    ports: &[PortConfig],
+    st: &ClusterState,
+) -> Result<(), ApiError> {
+    for p in ports {
+        let owner = st.services.values().find(|s| {
+            s.name != service
+                && s.ports
+                    .iter()
+                    .any(|q| q.published == p.published && q.proto == p.proto)
+        });
+        if let Some(owner) = owner {
+            return Err(ApiError::Conflict(format!(
+                "port {}/{} is already published by service {:?}",
+                p.published, p.proto, owner.name
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Every address of `net` someone holds, the gateway included.
+pub async fn taken_addresses(
+    store: &dyn Store,
+    net: &Network,
+) -> Result<BTreeSet<Ipv4Addr>, crate::store::StoreError> {
+    let mut taken: BTreeSet<Ipv4Addr> = state::claimed(store, &keys::addr_claims(&net.id))
+        .await?
+        .iter()
+        .filter_map(|s| s.parse().ok())
+        .collect();
+    taken.insert(net.gateway);
+    Ok(taken)
 }
 
 fn check_explicit_subnet(
@@ -378,9 +545,10 @@ fn check_capacity(
     nets: &[&Network],
     replicas: u32,
     existing: u32,
+    vips: usize,
     st: &ClusterState,
 ) -> Result<(), ApiError> {
-    let more = replicas.saturating_sub(existing) as usize;
+    let more = replicas.saturating_sub(existing) as usize + vips;
     for net in nets {
         let used: BTreeSet<Ipv4Addr> = st
             .tasks
@@ -388,6 +556,19 @@ fn check_capacity(
             .flat_map(|t| t.attachments.iter())
             .filter(|a| a.network == net.name)
             .map(|a| a.address.addr())
+            .chain(
+                st.services
+                    .values()
+                    .flat_map(|s| s.vips.iter())
+                    .filter(|v| v.network == net.name)
+                    .map(|v| v.address.addr()),
+            )
+            .chain(
+                st.node_addrs
+                    .values()
+                    .filter(|a| a.network == net.name)
+                    .map(|a| a.address.addr()),
+            )
             .chain(std::iter::once(net.gateway))
             .collect();
         let free = net
@@ -398,7 +579,7 @@ fn check_capacity(
             .count();
         if free < more {
             return Err(ApiError::Conflict(format!(
-                "service {service:?}: network {:?} ({}) has {free} free addresses, {more} more tasks need one each",
+                "service {service:?}: network {:?} ({}) has {free} free addresses, {more} more are needed (one per task, one for the VIP)",
                 net.name, net.subnet
             )));
         }

@@ -65,6 +65,18 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         task_path: path_var.clone(),
     };
     let socket = cfg.socket();
+    let control = Control {
+        store: store.clone(),
+        cfg: ControlConfig {
+            pool: crate::ipam::DEFAULT_POOL.parse().context("default pool")?,
+            pool_prefix: crate::ipam::DEFAULT_POOL_PREFIX,
+            gwbridge_subnet: cfg.gwbridge_subnet,
+        },
+    };
+    control
+        .ensure_ingress_network(cfg.ingress_subnet)
+        .await
+        .context("creating the ingress network")?;
     Agent {
         store: store.clone(),
         ctx: ctx.clone(),
@@ -82,14 +94,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     );
 
     let app = Arc::new(App {
-        control: Control {
-            store,
-            cfg: ControlConfig {
-                pool: crate::ipam::DEFAULT_POOL.parse().context("default pool")?,
-                pool_prefix: crate::ipam::DEFAULT_POOL_PREFIX,
-                gwbridge_subnet: cfg.gwbridge_subnet,
-            },
-        },
+        control,
         ctx,
         path_var,
     });

@@ -33,6 +33,11 @@ pub fn next_host(subnet: Ipv4Net, taken: &BTreeSet<Ipv4Addr>) -> Option<Ipv4Addr
     subnet.hosts().find(|ip| !taken.contains(ip))
 }
 
+/// The address of the node's `ingress_sbox` on the gateway bridge: its second host address.
+pub fn ingress_sbox_gw_address(subnet: Ipv4Net) -> Option<Ipv4Addr> {
+    subnet.hosts().nth(1)
+}
+
 /// The default gateway of a subnet: its first host address.
 pub fn default_gateway(subnet: Ipv4Net) -> Option<Ipv4Addr> {
     subnet.hosts().next()

@@ -11,6 +11,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod ipam;
+pub mod listeners;
 pub mod model;
 pub mod orchestrator;
 pub mod sandbox;

@@ -37,6 +37,9 @@ pub struct Network {
     /// VXLAN network identifier (overlay only).
     pub vni: Option<u32>,
     pub created_at: u64,
+    /// The routing mesh's own overlay, carrying published-port traffic between nodes.
+    #[serde(default)]
+    pub ingress: bool,
 }
 
 impl Network {
@@ -44,6 +47,81 @@ impl Network {
     pub fn gateway_net(&self) -> Ipv4Net {
         Ipv4Net::new(self.gateway, self.subnet.prefix_len()).unwrap_or(self.subnet)
     }
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum EndpointMode {
+    /// One virtual IP per network, load-balanced over the tasks (every port).
+    #[default]
+    Vip,
+    /// No VIP: DNS answers the tasks' addresses in turn.
+    Dnsrr,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for Proto {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        })
+    }
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum PublishMode {
+    /// Every node answers and forwards over the ingress network (the routing mesh).
+    #[default]
+    Ingress,
+    /// Only nodes running a task answer, straight to their local tasks.
+    Host,
+}
+
+impl std::fmt::Display for PublishMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PublishMode::Ingress => "ingress",
+            PublishMode::Host => "host",
+        })
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct PortConfig {
+    pub published: u16,
+    pub target: u16,
+    pub proto: Proto,
+    #[serde(default)]
+    pub mode: PublishMode,
+}
+
+impl std::fmt::Display for PortConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}:{}/{}", self.published, self.target, self.proto)?;
+        if self.mode == PublishMode::Host {
+            f.write_str(" (host)")?;
+        }
+        Ok(())
+    }
+}
+
+/// A service's virtual IP on one of its networks.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceVip {
+    pub network: String,
+    pub address: Ipv4Net,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -56,6 +134,29 @@ pub struct Service {
     pub command: Vec<String>,
     pub created_at: u64,
     pub updated_at: u64,
+    #[serde(default)]
+    pub endpoint_mode: EndpointMode,
+    #[serde(default)]
+    pub ports: Vec<PortConfig>,
+    /// Allocated when the service is created (endpoint mode `vip`), released with it.
+    #[serde(default)]
+    pub vips: Vec<ServiceVip>,
+}
+
+impl Service {
+    pub fn publishes_ingress(&self) -> bool {
+        self.ports.iter().any(|p| p.mode == PublishMode::Ingress)
+    }
+}
+
+/// A node's own address on an overlay network: the source address its load balancer
+/// translates to (so replies come back to the node that balanced), and on the ingress
+/// network the address of its `ingress_sbox`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeAddress {
+    pub network: String,
+    pub node: String,
+    pub address: Ipv4Net,
 }
 
 /// One network leg of a task.
@@ -157,6 +258,8 @@ pub struct ClusterState {
     pub tasks: BTreeMap<String, Task>,
     pub statuses: BTreeMap<String, TaskStatus>,
     pub nodes: BTreeMap<String, Node>,
+    /// Keyed by (network, node).
+    pub node_addrs: BTreeMap<(String, String), NodeAddress>,
     pub revision: u64,
 }
 

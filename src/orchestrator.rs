@@ -32,6 +32,11 @@ pub enum Action {
         service: String,
         slot: u32,
     },
+    /// Give a node its own address on an overlay network.
+    NodeAddress {
+        network: String,
+        node: String,
+    },
     /// Ask the task's node to stop it (desired state shutdown).
     Shutdown {
         task: String,
@@ -58,14 +63,34 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
             }
             continue;
         }
-        let keep = st
-            .services
-            .get(&task.service)
-            .is_some_and(|s| task.slot >= 1 && task.slot <= s.replicas);
+        // A task whose networks no longer match its service's (a port published on the
+        // ingress network, say) is replaced, as Swarm does on a service update.
+        let keep = st.services.get(&task.service).is_some_and(|s| {
+            task.slot >= 1
+                && task.slot <= s.replicas
+                && task
+                    .attachments
+                    .iter()
+                    .map(|a| a.network.as_str())
+                    .eq(wanted_networks(s).iter().map(String::as_str))
+        });
         if !keep {
             actions.push(Action::Shutdown {
                 task: task.name.clone(),
             });
+        }
+    }
+    for net in st.networks.values().filter(|n| n.vni.is_some()) {
+        for node in st.nodes.values().filter(|n| n.state == NodeState::Ready) {
+            if !st
+                .node_addrs
+                .contains_key(&(net.name.clone(), node.name.clone()))
+            {
+                actions.push(Action::NodeAddress {
+                    network: net.name.clone(),
+                    node: node.name.clone(),
+                });
+            }
         }
     }
     for svc in st.services.values() {
@@ -79,6 +104,16 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
         }
     }
     actions
+}
+
+/// The networks a service's tasks attach to, in interface order: the service's own, then the
+/// ingress network when it publishes a port in ingress mode.
+pub fn wanted_networks(svc: &Service) -> Vec<String> {
+    let mut nets = svc.networks.clone();
+    if svc.publishes_ingress() {
+        nets.push(crate::control::INGRESS.to_string());
+    }
+    nets
 }
 
 /// The ready node with the fewest tasks of `service`, then the fewest tasks, then by name.
@@ -157,6 +192,9 @@ impl Orchestrator {
                 let applied = match &action {
                     Action::Shutdown { task } => self.shutdown_task(task).await?,
                     Action::Forget { task } => self.forget_task(&st, task).await?,
+                    Action::NodeAddress { network, node } => {
+                        self.node_address(&st, network, node).await?
+                    }
                     Action::Create { service, slot } => match st.services.get(service) {
                         Some(svc) => match self.create_task(&st, svc, *slot).await {
                             Err(OrchestratorError::Placement { task, detail }) => {
@@ -206,6 +244,50 @@ impl Orchestrator {
         Ok(ok)
     }
 
+    async fn node_address(
+        &self,
+        st: &ClusterState,
+        network: &str,
+        node: &str,
+    ) -> Result<bool, OrchestratorError> {
+        let Some(net) = st.networks.get(network) else {
+            return Ok(true);
+        };
+        let (Some(net_kv), Some(node_kv)) = (
+            self.store.get(&keys::network(network)).await?,
+            self.store.get(&keys::node(node)).await?,
+        ) else {
+            return Ok(true);
+        };
+        let taken = crate::control::taken_addresses(self.store.as_ref(), net).await?;
+        let Some(ip) = ipam::next_host(net.subnet, &taken) else {
+            tracing::warn!(
+                network,
+                node,
+                "no free address for the node's load balancer"
+            );
+            return Ok(true);
+        };
+        let claim = keys::addr_claim(&net.id, ip);
+        let na = crate::model::NodeAddress {
+            network: network.to_string(),
+            node: node.to_string(),
+            address: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
+        };
+        let txn = Txn::new()
+            .when_revision(net_kv.key, net_kv.mod_revision)
+            .when_revision(node_kv.key, node_kv.mod_revision)
+            .when_absent(&claim)
+            .when_absent(keys::node_addr(network, node))
+            .put(claim, format!("node {node}").into_bytes())
+            .put_json(keys::node_addr(network, node), &na);
+        let ok = self.store.txn(txn).await?.succeeded;
+        if ok {
+            tracing::info!(network, node, address = %na.address, "node address assigned");
+        }
+        Ok(ok)
+    }
+
     async fn create_task(
         &self,
         st: &ClusterState,
@@ -225,7 +307,7 @@ impl Orchestrator {
         };
         txn = txn.when_revision(svc_kv.key, svc_kv.mod_revision);
         let mut attachments = Vec::new();
-        for net_name in &svc.networks {
+        for net_name in &wanted_networks(svc) {
             let net = st
                 .networks
                 .get(net_name)
@@ -251,6 +333,9 @@ impl Orchestrator {
         let gw = ipam::default_gateway(self.gwbridge_subnet)
             .ok_or_else(|| placement("gateway bridge subnet has no host address".into()))?;
         taken.insert(gw);
+        if let Some(sbox) = ipam::ingress_sbox_gw_address(self.gwbridge_subnet) {
+            taken.insert(sbox);
+        }
         let gw_ip = ipam::next_host(self.gwbridge_subnet, &taken).ok_or_else(|| {
             placement(format!(
                 "gateway bridge {} on node {node} has no free address",
@@ -304,6 +389,9 @@ mod tests {
             command: vec!["true".into()],
             created_at: 0,
             updated_at: 0,
+            endpoint_mode: Default::default(),
+            ports: vec![],
+            vips: vec![],
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 
 use crate::api::types::{NetworkCreate, ServiceCreate};
-use crate::model::Driver;
+use crate::model::{Driver, EndpointMode, PortConfig, Proto, PublishMode};
 
 /// A bad request, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -203,6 +203,113 @@ pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest, Invalid> {
     })
 }
 
+fn port(s: &str, what: &str, spec: &str) -> Result<u16, Invalid> {
+    match s.parse::<u16>() {
+        Ok(p) if p > 0 => Ok(p),
+        _ => invalid(format!(
+            "invalid --publish {spec:?}: {what} port {s:?} must be 1-65535"
+        )),
+    }
+}
+
+fn proto(s: &str, spec: &str) -> Result<Proto, Invalid> {
+    match s {
+        "tcp" => Ok(Proto::Tcp),
+        "udp" => Ok(Proto::Udp),
+        other => invalid(format!(
+            "invalid --publish {spec:?}: protocol {other:?} must be tcp or udp"
+        )),
+    }
+}
+
+fn publish_mode(s: &str, spec: &str) -> Result<PublishMode, Invalid> {
+    match s {
+        "ingress" => Ok(PublishMode::Ingress),
+        "host" => Ok(PublishMode::Host),
+        other => invalid(format!(
+            "invalid --publish {spec:?}: mode {other:?} must be ingress or host"
+        )),
+    }
+}
+
+/// A published port, in Docker's short form `[mode=M,]PUBLISHED:TARGET[/PROTO]` or long form
+/// `published=P,target=T[,protocol=PROTO][,mode=M]`.
+pub fn publish(spec: &str) -> Result<PortConfig, Invalid> {
+    let mut mode = PublishMode::Ingress;
+    let (mut published, mut target, mut protocol) = (None, None, Proto::Tcp);
+    for part in spec.split(',') {
+        match part.split_once('=') {
+            Some(("mode", v)) => mode = publish_mode(v, spec)?,
+            Some(("published", v)) => published = Some(port(v, "published", spec)?),
+            Some(("target", v)) => target = Some(port(v, "target", spec)?),
+            Some(("protocol", v)) => protocol = proto(v, spec)?,
+            Some((k, _)) => {
+                return invalid(format!("invalid --publish {spec:?}: unknown key {k:?}"))
+            }
+            None => {
+                let (ports, p) = match part.split_once('/') {
+                    Some((ports, p)) => (ports, proto(p, spec)?),
+                    None => (part, Proto::Tcp),
+                };
+                let Some((pub_s, tgt_s)) = ports.split_once(':') else {
+                    return invalid(format!(
+                        "invalid --publish {spec:?}: expected PUBLISHED:TARGET[/tcp|/udp]"
+                    ));
+                };
+                published = Some(port(pub_s, "published", spec)?);
+                target = Some(port(tgt_s, "target", spec)?);
+                protocol = p;
+            }
+        }
+    }
+    match (published, target) {
+        (Some(published), Some(target)) => Ok(PortConfig {
+            published,
+            target,
+            proto: protocol,
+            mode,
+        }),
+        _ => invalid(format!(
+            "invalid --publish {spec:?}: both a published and a target port are needed"
+        )),
+    }
+}
+
+/// `PUBLISHED[/PROTO]`, as `--publish-rm` takes it.
+pub fn published_port(spec: &str) -> Result<(u16, Proto), Invalid> {
+    let (p, pr) = match spec.split_once('/') {
+        Some((p, pr)) => (p, proto(pr, spec)?),
+        None => (spec, Proto::Tcp),
+    };
+    Ok((port(p, "published", spec)?, pr))
+}
+
+/// No two ports of one list with the same published port and protocol.
+pub fn distinct_ports(ports: &[PortConfig]) -> Result<(), Invalid> {
+    for (i, a) in ports.iter().enumerate() {
+        if ports[..i]
+            .iter()
+            .any(|b| a.published == b.published && a.proto == b.proto)
+        {
+            return invalid(format!(
+                "port {}/{} is published twice",
+                a.published, a.proto
+            ));
+        }
+    }
+    Ok(())
+}
+
+pub fn endpoint_mode(s: Option<&str>) -> Result<EndpointMode, Invalid> {
+    match s.unwrap_or("vip") {
+        "vip" => Ok(EndpointMode::Vip),
+        "dnsrr" => Ok(EndpointMode::Dnsrr),
+        other => invalid(format!(
+            "invalid --endpoint-mode {other:?}: expected vip or dnsrr"
+        )),
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServiceRequest {
     pub name: String,
@@ -210,6 +317,8 @@ pub struct ServiceRequest {
     pub networks: Vec<String>,
     pub env: Vec<(String, String)>,
     pub command: Vec<String>,
+    pub endpoint_mode: EndpointMode,
+    pub ports: Vec<PortConfig>,
 }
 
 pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceRequest, Invalid> {
@@ -228,12 +337,21 @@ pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceReq
         .map(|kv| env_var(kv))
         .collect::<Result<Vec<_>, _>>()?;
     command(&req.command, path_var)?;
+    let endpoint_mode = endpoint_mode(req.endpoint_mode.as_deref())?;
+    let ports = req
+        .publish
+        .iter()
+        .map(|p| publish(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    distinct_ports(&ports)?;
     Ok(ServiceRequest {
         name: req.name.clone(),
         replicas,
         networks,
         env,
         command: req.command.clone(),
+        endpoint_mode,
+        ports,
     })
 }
 
@@ -248,7 +366,52 @@ mod tests {
             networks: vec![],
             env: vec![],
             command: cmd.iter().map(|s| s.to_string()).collect(),
+            endpoint_mode: None,
+            publish: vec![],
         }
+    }
+
+    #[test]
+    fn publish_specs() {
+        let p = publish("8080:80").unwrap();
+        assert_eq!(
+            (p.published, p.target, p.proto, p.mode),
+            (8080, 80, Proto::Tcp, PublishMode::Ingress)
+        );
+        let p = publish("mode=host,9053:53/udp").unwrap();
+        assert_eq!(
+            (p.published, p.target, p.proto, p.mode),
+            (9053, 53, Proto::Udp, PublishMode::Host)
+        );
+        let p = publish("published=81,target=8081,protocol=udp,mode=ingress").unwrap();
+        assert_eq!((p.published, p.target, p.proto), (81, 8081, Proto::Udp));
+        for bad in [
+            "8080",
+            "0:80",
+            "70000:80",
+            "8080:80/sctp",
+            "mode=x,1:2",
+            "published=1",
+            "foo=1,1:2",
+            "a:b",
+        ] {
+            assert!(publish(bad).is_err(), "{bad}");
+        }
+        assert_eq!(published_port("8080").unwrap(), (8080, Proto::Tcp));
+        assert_eq!(published_port("53/udp").unwrap(), (53, Proto::Udp));
+        assert!(published_port("x/udp").is_err());
+        let twice = [publish("80:1").unwrap(), publish("80:2").unwrap()];
+        assert!(distinct_ports(&twice)
+            .unwrap_err()
+            .0
+            .contains("published twice"));
+        let both = [publish("80:1").unwrap(), publish("80:1/udp").unwrap()];
+        assert!(
+            distinct_ports(&both).is_ok(),
+            "tcp and udp are different ports"
+        );
+        assert_eq!(endpoint_mode(Some("dnsrr")), Ok(EndpointMode::Dnsrr));
+        assert!(endpoint_mode(Some("rr")).is_err());
     }
 
     #[test]

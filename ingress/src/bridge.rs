@@ -23,19 +23,22 @@ pub async fn ensure_bridge(node: &Netlink, spec: &BridgeSpec) -> Result<()> {
             node.require_link(&spec.ifname).await?
         }
     };
-    ensure_bridge_state(node, &bridge, spec).await
+    ensure_bridge_state(node, &bridge, spec, &[]).await
 }
 
-/// MTU, address and up state of an existing bridge.
+/// MTU, addresses (the gateway, then `extra`) and up state of an existing bridge.
 pub(crate) async fn ensure_bridge_state(
     node: &Netlink,
     bridge: &LinkSummary,
     spec: &BridgeSpec,
+    extra: &[Ipv4Net],
 ) -> Result<()> {
     if bridge.mtu != spec.mtu {
         node.set_mtu(bridge, spec.mtu).await?;
     }
-    node.set_only_ipv4_addr(bridge, spec.gateway).await?;
+    let mut addrs = vec![spec.gateway];
+    addrs.extend(extra.iter().filter(|a| **a != spec.gateway));
+    node.set_exact_ipv4_addrs(bridge, &addrs).await?;
     if !bridge.up {
         node.set_up(bridge).await?;
     }

@@ -20,6 +20,12 @@ pub const FAMILY: &str = "ip";
 pub const TABLE: &str = "routemesh";
 /// NAT chain on the postrouting hook (priority srcnat): egress masquerade.
 pub const CHAIN_POSTROUTING: &str = "postrouting";
+/// NAT chain on the prerouting hook (priority dstnat): published ports from other hosts.
+pub const CHAIN_PREROUTING: &str = "prerouting";
+/// NAT chain on the output hook (priority dstnat): published ports from the node itself.
+pub const CHAIN_OUTPUT: &str = "output";
+/// Set of `inet_proto . inet_service` published in ingress mode.
+pub const SET_INGRESS_PORTS: &str = "ingress_ports";
 /// The binary that applies scripts.
 pub const NFT: &str = "nft";
 
@@ -27,6 +33,44 @@ pub const NFT: &str = "nft";
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct NodeFirewallSpec {
     pub masquerade: Vec<Masquerade>,
+    /// The routing mesh's published ports, DNATed to the ingress sandbox.
+    pub ingress: Option<IngressDnat>,
+    /// Ports published in host mode, DNATed straight to this node's tasks.
+    pub host_ports: Vec<HostPort>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum L4 {
+    Tcp,
+    Udp,
+}
+
+impl std::fmt::Display for L4 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            L4::Tcp => "tcp",
+            L4::Udp => "udp",
+        })
+    }
+}
+
+/// Any local address's `ports` go to the ingress sandbox (same port), which load-balances.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct IngressDnat {
+    /// The ingress sandbox's address on the gateway bridge.
+    pub sbox: std::net::Ipv4Addr,
+    pub gw_bridge: String,
+    pub gw_subnet: Ipv4Net,
+    pub ports: Vec<(L4, u16)>,
+}
+
+/// A host-mode port: a random pick among this node's tasks (address on the gateway bridge,
+/// target port). Rare and small, so one rule per port is fine here.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct HostPort {
+    pub proto: L4,
+    pub port: u16,
+    pub targets: Vec<(std::net::Ipv4Addr, u16)>,
 }
 
 /// Traffic from `subnet` leaving through any interface other than `bridge` is masqueraded.
@@ -65,6 +109,36 @@ pub fn render(spec: &NodeFirewallSpec) -> String {
     masquerade.dedup();
     let mut out = replace_prelude();
     out.push_str(&format!("table {FAMILY} {TABLE} {{\n"));
+    let dnat_rules = dnat_rules(spec);
+    if let Some(ing) = &spec.ingress {
+        let mut ports = ing.ports.clone();
+        ports.sort();
+        ports.dedup();
+        out.push_str(&format!(
+            "\tset {SET_INGRESS_PORTS} {{\n\t\ttype inet_proto . inet_service\n"
+        ));
+        if !ports.is_empty() {
+            let elems: Vec<String> = ports.iter().map(|(p, n)| format!("{p} . {n}")).collect();
+            out.push_str(&format!("\t\telements = {{ {} }}\n", elems.join(", ")));
+        }
+        out.push_str("\t}\n");
+    }
+    if !dnat_rules.is_empty() {
+        // nft 1.0.6 knows the name `dstnat` on prerouting only; -100 is the same priority.
+        for (chain, hook, prio) in [
+            (CHAIN_PREROUTING, "prerouting", "dstnat"),
+            (CHAIN_OUTPUT, "output", "-100"),
+        ] {
+            out.push_str(&format!("\tchain {chain} {{\n"));
+            out.push_str(&format!(
+                "\t\ttype nat hook {hook} priority {prio}; policy accept;\n"
+            ));
+            for r in &dnat_rules {
+                out.push_str(&format!("\t\t{r}\n"));
+            }
+            out.push_str("\t}\n");
+        }
+    }
     out.push_str(&format!("\tchain {CHAIN_POSTROUTING} {{\n"));
     out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
     for m in &masquerade {
@@ -73,8 +147,51 @@ pub fn render(spec: &NodeFirewallSpec) -> String {
             m.subnet, m.bridge
         ));
     }
+    if let Some(ing) = &spec.ingress {
+        // The node itself (127.0.0.1 included) and tasks calling a published port through
+        // the node's address reach the sandbox on the bridge they would get replies from
+        // directly: source-NAT them so replies come back through this namespace.
+        out.push_str(&format!(
+            "\t\toifname \"{}\" ct status dnat fib saddr type local masquerade\n",
+            ing.gw_bridge
+        ));
+        out.push_str(&format!(
+            "\t\toifname \"{}\" ct status dnat ip saddr {} masquerade\n",
+            ing.gw_bridge,
+            ing.gw_subnet.trunc()
+        ));
+    }
     out.push_str("\t}\n}\n");
     out
+}
+
+fn dnat_rules(spec: &NodeFirewallSpec) -> Vec<String> {
+    let mut rules = Vec::new();
+    let mut host = spec.host_ports.clone();
+    host.sort();
+    for hp in host.iter().filter(|h| !h.targets.is_empty()) {
+        let mut targets = hp.targets.clone();
+        targets.sort();
+        let elems: Vec<String> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, (a, p))| format!("{i} : {a} . {p}"))
+            .collect();
+        rules.push(format!(
+            "fib daddr type local meta l4proto {} th dport {} dnat ip to numgen random mod {} map {{ {} }}",
+            hp.proto,
+            hp.port,
+            targets.len(),
+            elems.join(", ")
+        ));
+    }
+    if let Some(ing) = &spec.ingress {
+        rules.push(format!(
+            "fib daddr type local meta l4proto . th dport @{SET_INGRESS_PORTS} dnat ip to {}",
+            ing.sbox
+        ));
+    }
+    rules
 }
 
 /// Validates, renders and applies `spec` in `netns` (None: the current namespace).
@@ -163,6 +280,7 @@ mod tests {
                 masq("10.10.0.0/24", "rm-br-web"),
                 masq("172.18.0.0/16", "rm_gwbridge"),
             ],
+            ..Default::default()
         };
         let golden = "table ip routemesh {}\n\
                       delete table ip routemesh\n\
@@ -176,6 +294,55 @@ mod tests {
         assert_eq!(render(&spec), golden);
     }
 
+    pub(crate) fn mesh_spec() -> NodeFirewallSpec {
+        NodeFirewallSpec {
+            masquerade: vec![masq("172.18.0.0/16", "rm_gwbridge")],
+            ingress: Some(IngressDnat {
+                sbox: "172.18.0.2".parse().unwrap_or_else(|e| panic!("{e}")),
+                gw_bridge: "rm_gwbridge".into(),
+                gw_subnet: "172.18.0.0/16".parse().unwrap_or_else(|e| panic!("{e}")),
+                ports: vec![(L4::Udp, 9053), (L4::Tcp, 8080), (L4::Tcp, 8080)],
+            }),
+            host_ports: vec![HostPort {
+                proto: L4::Tcp,
+                port: 8081,
+                targets: vec![
+                    ("172.18.0.4".parse().unwrap_or_else(|e| panic!("{e}")), 80),
+                    ("172.18.0.3".parse().unwrap_or_else(|e| panic!("{e}")), 80),
+                ],
+            }],
+        }
+    }
+
+    #[test]
+    fn published_ports_dispatch_by_set_lookup() {
+        let golden = "table ip routemesh {}\n\
+                      delete table ip routemesh\n\
+                      table ip routemesh {\n\
+                      \tset ingress_ports {\n\
+                      \t\ttype inet_proto . inet_service\n\
+                      \t\telements = { tcp . 8080, udp . 9053 }\n\
+                      \t}\n\
+                      \tchain prerouting {\n\
+                      \t\ttype nat hook prerouting priority dstnat; policy accept;\n\
+                      \t\tfib daddr type local meta l4proto tcp th dport 8081 dnat ip to numgen random mod 2 map { 0 : 172.18.0.3 . 80, 1 : 172.18.0.4 . 80 }\n\
+                      \t\tfib daddr type local meta l4proto . th dport @ingress_ports dnat ip to 172.18.0.2\n\
+                      \t}\n\
+                      \tchain output {\n\
+                      \t\ttype nat hook output priority -100; policy accept;\n\
+                      \t\tfib daddr type local meta l4proto tcp th dport 8081 dnat ip to numgen random mod 2 map { 0 : 172.18.0.3 . 80, 1 : 172.18.0.4 . 80 }\n\
+                      \t\tfib daddr type local meta l4proto . th dport @ingress_ports dnat ip to 172.18.0.2\n\
+                      \t}\n\
+                      \tchain postrouting {\n\
+                      \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+                      \t\tip saddr 172.18.0.0/16 oifname != \"rm_gwbridge\" masquerade\n\
+                      \t\toifname \"rm_gwbridge\" ct status dnat fib saddr type local masquerade\n\
+                      \t\toifname \"rm_gwbridge\" ct status dnat ip saddr 172.18.0.0/16 masquerade\n\
+                      \t}\n\
+                      }\n";
+        assert_eq!(render(&mesh_spec()), golden);
+    }
+
     #[test]
     fn empty_spec_still_declares_the_chain() {
         let script = render(&NodeFirewallSpec::default());
@@ -186,10 +353,12 @@ mod tests {
     fn unquotable_bridge_names_are_refused() {
         let bad = NodeFirewallSpec {
             masquerade: vec![masq("10.0.0.0/24", "x\" accept")],
+            ..Default::default()
         };
         assert!(validate(&bad).is_err());
         let good = NodeFirewallSpec {
             masquerade: vec![masq("10.0.0.0/24", "rm_gwbridge")],
+            ..Default::default()
         };
         assert!(validate(&good).is_ok());
     }

@@ -289,12 +289,18 @@ impl Netlink {
 
     /// Makes `addr` the only IPv4 address on `link` (adds it, deletes any other).
     pub async fn set_only_ipv4_addr(&self, link: &LinkSummary, addr: Ipv4Net) -> Result<()> {
+        self.set_exact_ipv4_addrs(link, &[addr]).await
+    }
+
+    /// Gives `link` exactly `addrs`, in order (the first becomes the primary address):
+    /// addresses already there are left alone, others removed, missing ones added.
+    pub async fn set_exact_ipv4_addrs(&self, link: &LinkSummary, addrs: &[Ipv4Net]) -> Result<()> {
         let have = self.ipv4_addrs_of(link).await?;
-        for other in have.iter().filter(|a| **a != addr) {
+        for other in have.iter().filter(|a| !addrs.contains(a)) {
             self.delete_ipv4_addr(link, *other).await?;
         }
-        if !have.contains(&addr) {
-            self.add_ipv4_addr(link, addr).await?;
+        for addr in addrs.iter().filter(|a| !have.contains(a)) {
+            self.add_ipv4_addr(link, *addr).await?;
         }
         Ok(())
     }

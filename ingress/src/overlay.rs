@@ -20,6 +20,9 @@ pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
     check_fdb(spec)?;
     netns::create(&spec.netns)?;
     let ovl = Netlink::open(&spec.netns).await?;
+    // The overlay namespace is also the network's load balancer on this node: it forwards
+    // VIP traffic from br0 back out through br0.
+    netns::set_sysctl(Some(&spec.netns), "net/ipv4/ip_forward", "1")?;
     let lo = ovl.require_link("lo").await?;
     if !lo.up {
         ovl.set_up(&lo).await?;
@@ -86,7 +89,7 @@ async fn ensure_br0(ovl: &Netlink, spec: &OverlaySpec) -> Result<LinkSummary> {
             ovl.require_link(OVERLAY_BRIDGE).await?
         }
     };
-    ensure_bridge_state(ovl, &br0, &bridge_spec).await?;
+    ensure_bridge_state(ovl, &br0, &bridge_spec, &spec.addresses).await?;
     Ok(br0)
 }
 
@@ -198,6 +201,7 @@ mod tests {
                 (mac, Ipv4Addr::new(192, 168, 0, 3)),
             ],
             neighbours: vec![],
+            addresses: vec![],
         };
         let err = check_fdb(&spec).err().map(|e| e.to_string());
         assert_eq!(

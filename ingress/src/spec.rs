@@ -63,6 +63,10 @@ pub struct OverlaySpec {
     pub fdb: Vec<(Mac, Ipv4Addr)>,
     /// Static neighbour entries on `br0`: a remote IP has this MAC.
     pub neighbours: Vec<(Ipv4Addr, Mac)>,
+    /// Further addresses on `br0`, as /32s: this node's own address on the network (the
+    /// load balancer's source address) and the VIPs it answers.
+    #[serde(default)]
+    pub addresses: Vec<Ipv4Net>,
 }
 
 /// What a sandbox interface is plugged into.

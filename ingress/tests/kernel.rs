@@ -145,6 +145,7 @@ fn overlay_spec(netns: PathBuf, gateway: &str, local: Option<Ipv4Addr>) -> Overl
         mtu: 1450,
         fdb: vec![],
         neighbours: vec![],
+        addresses: vec![],
     }
 }
 
@@ -634,6 +635,7 @@ async fn firewall_table_is_replaced_and_removed() {
             subnet: net("172.18.0.0/16"),
             bridge: "rm_gwbridge".into(),
         }],
+        ..Default::default()
     };
     for _ in 0..2 {
         firewall::sync(Some(&node_path), &spec).unwrap_or_else(|e| panic!("{e}"));
@@ -663,4 +665,42 @@ async fn firewall_table_is_replaced_and_removed() {
     firewall::remove(Some(&node_path)).unwrap_or_else(|e| panic!("{e}"));
     firewall::remove(Some(&node_path)).unwrap_or_else(|e| panic!("{e}"));
     assert!(!ns_try(&node_path, &["nft", "list", "table", "ip", firewall::TABLE]).0);
+}
+
+#[tokio::test]
+async fn published_port_rules_are_accepted_by_the_kernel() {
+    if !is_root() {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("pub");
+    let spec = NodeFirewallSpec {
+        masquerade: vec![Masquerade {
+            subnet: net("172.18.0.0/16"),
+            bridge: "rm_gwbridge".into(),
+        }],
+        ingress: Some(firewall::IngressDnat {
+            sbox: ip("172.18.0.2"),
+            gw_bridge: "rm_gwbridge".into(),
+            gw_subnet: net("172.18.0.0/16"),
+            ports: vec![(firewall::L4::Tcp, 8080), (firewall::L4::Udp, 9053)],
+        }),
+        host_ports: vec![firewall::HostPort {
+            proto: firewall::L4::Tcp,
+            port: 8081,
+            targets: vec![(ip("172.18.0.3"), 80)],
+        }],
+    };
+    firewall::sync(Some(&node_path), &spec).unwrap_or_else(|e| panic!("{e}"));
+    let table = ns_run(&node_path, &["nft", "list", "table", "ip", firewall::TABLE]);
+    for want in [
+        "udp . 9053",
+        "tcp . 8080",
+        "fib daddr type local meta l4proto . th dport @ingress_ports dnat to 172.18.0.2",
+        "type nat hook output priority -100",
+        "tcp dport 8081 dnat ip to numgen random mod 1 map { 0 : 172.18.0.3 . 80 }",
+        "ct status dnat fib saddr type local masquerade",
+    ] {
+        assert!(table.contains(want), "missing {want:?} in\n{table}");
+    }
 }

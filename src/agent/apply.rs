@@ -20,6 +20,7 @@ pub struct Applied {
     bridges: BTreeMap<String, BridgeSpec>,
     overlays: BTreeMap<String, OverlaySpec>,
     sandboxes: BTreeMap<String, SandboxSpec>,
+    ingress_sbox: Option<SandboxSpec>,
     firewall: Option<String>,
 }
 
@@ -58,9 +59,17 @@ impl Applier {
         let netns_dir = self.ctx.netns_dir();
 
         if self.applied.gwbridge.as_ref() != Some(&plan.gwbridge) {
+            // route_localnet: the node's own 127.0.0.1 may be DNATed to the ingress sandbox.
             let ok = errs.note(
                 format!("ensuring gateway bridge {}", plan.gwbridge.ifname),
                 bridge::ensure_bridge(&self.node, &plan.gwbridge).await,
+            ) && errs.note(
+                format!("allowing local sources on {}", plan.gwbridge.ifname),
+                netns::set_sysctl(
+                    None,
+                    &format!("net/ipv4/conf/{}/route_localnet", plan.gwbridge.ifname),
+                    "1",
+                ),
             );
             self.applied.gwbridge = ok.then(|| plan.gwbridge.clone());
         }
@@ -84,6 +93,8 @@ impl Applier {
                 self.applied.overlays.insert(name.clone(), spec.clone());
             }
         }
+
+        self.apply_ingress_sbox(plan, full, &mut errs).await;
 
         // Sandboxes that should go: known ones by spec, leftovers found on disk by name.
         let gone: Vec<(String, SandboxSpec)> = self
@@ -184,6 +195,34 @@ impl Applier {
             self.applied.firewall = ok.then_some(script);
         }
         errs
+    }
+
+    async fn apply_ingress_sbox(&mut self, plan: &NodePlan, full: bool, errs: &mut PassErrors) {
+        let want = plan.mesh.ingress_sbox.as_ref();
+        if self.applied.ingress_sbox.as_ref() == want && !full {
+            return;
+        }
+        match want {
+            Some(spec) => {
+                let ok = errs.note(
+                    "ensuring the ingress sandbox".to_string(),
+                    sandbox::ensure_sandbox(&self.node, spec).await,
+                ) && errs.note(
+                    "enabling forwarding in the ingress sandbox".to_string(),
+                    netns::set_sysctl(Some(&spec.netns), "net/ipv4/ip_forward", "1"),
+                );
+                self.applied.ingress_sbox = ok.then(|| spec.clone());
+            }
+            None => {
+                let path = self.ctx.netns_dir().join(super::plan_mesh::INGRESS_SBOX);
+                if errs.note(
+                    "removing the ingress sandbox".to_string(),
+                    remove_sandbox_at(&path).await,
+                ) {
+                    self.applied.ingress_sbox = None;
+                }
+            }
+        }
     }
 
     /// Whether anything of `task` may still be on this node: a sandbox, a process, files.

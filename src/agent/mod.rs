@@ -4,6 +4,7 @@
 pub mod apply;
 pub mod files;
 pub mod plan;
+pub mod plan_mesh;
 pub mod runner;
 
 use std::sync::Arc;

@@ -65,6 +65,8 @@ pub struct NodePlan {
     pub processes: BTreeMap<String, ProcessSpec>,
     pub task_files: BTreeMap<String, TaskFiles>,
     pub firewall: NodeFirewallSpec,
+    /// Load balancers and the ingress sandbox.
+    pub mesh: super::plan_mesh::MeshPlan,
 }
 
 /// The contents of a task's resolv.conf and hosts files.
@@ -115,6 +117,7 @@ fn overlay_spec(ctx: &NodeContext, net: &Network, vni: u32) -> OverlaySpec {
         // One node: no remote VTEP yet. The multi-node agent fills these from remote tasks.
         fdb: Vec::new(),
         neighbours: Vec::new(),
+        addresses: Vec::new(),
     }
 }
 
@@ -202,11 +205,14 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         gateway: ctx.gwbridge_gateway(),
         mtu: BRIDGE_MTU,
     };
+    let mesh = super::plan_mesh::plan_mesh(st, ctx);
     let mut firewall = NodeFirewallSpec {
         masquerade: vec![Masquerade {
             subnet: ctx.gwbridge_subnet,
             bridge: GWBRIDGE.to_string(),
         }],
+        ingress: mesh.ingress_dnat.clone(),
+        host_ports: mesh.host_ports.clone(),
     };
     let mut bridges = BTreeMap::new();
     let mut overlays = BTreeMap::new();
@@ -225,7 +231,11 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
                 bridges.insert(net.name.clone(), spec);
             }
             (Driver::Overlay, Some(vni)) => {
-                overlays.insert(net.name.clone(), overlay_spec(ctx, net, vni));
+                let mut spec = overlay_spec(ctx, net, vni);
+                if let Some(addrs) = mesh.overlay_addresses.get(&net.name) {
+                    spec.addresses = addrs.clone();
+                }
+                overlays.insert(net.name.clone(), spec);
             }
             (Driver::Overlay, None) => {
                 tracing::warn!(network = %net.name, "overlay network without a VNI, skipped");
@@ -264,6 +274,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         processes,
         task_files,
         firewall,
+        mesh,
     }
 }
 
@@ -314,6 +325,7 @@ mod tests {
                 gateway: "10.0.1.1".parse().unwrap(),
                 vni: Some(4096),
                 created_at: 0,
+                ingress: false,
             },
         );
         st.networks.insert(
@@ -326,6 +338,7 @@ mod tests {
                 gateway: "10.0.2.1".parse().unwrap(),
                 vni: None,
                 created_at: 0,
+                ingress: false,
             },
         );
         st.services.insert(
@@ -339,6 +352,9 @@ mod tests {
                 command: vec!["routemesh".into(), "whoami".into()],
                 created_at: 0,
                 updated_at: 0,
+                endpoint_mode: Default::default(),
+                ports: vec![],
+                vips: vec![],
             },
         );
         for (slot, node) in [(1, "n1"), (2, "n2")] {

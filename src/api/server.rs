@@ -42,6 +42,7 @@ pub fn router(app: Arc<App>) -> Router {
             get(inspect_service).delete(remove_service),
         )
         .route("/v1/services/{name}/scale", post(scale_service))
+        .route("/v1/services/{name}/update", post(update_service))
         .route("/v1/services/{name}/logs", get(service_logs))
         .route("/v1/tasks", get(list_tasks))
         .route("/v1/tasks/{name}", get(inspect_task))
@@ -179,6 +180,7 @@ async fn create_service(
     Json(req): Json<ServiceCreate>,
 ) -> Result<(StatusCode, Json<crate::model::Service>), ApiError> {
     let req = validate::service_request(&req, &app.path_var)?;
+    check_local_listeners(&req.name, &req.ports)?;
     let svc = app.control.create_service(req).await?;
     Ok((StatusCode::CREATED, Json(svc)))
 }
@@ -190,6 +192,43 @@ async fn scale_service(
 ) -> ApiResult<crate::model::Service> {
     let replicas = validate::replicas(req.replicas)?;
     Ok(Json(app.control.scale_service(&name, replicas).await?))
+}
+
+async fn update_service(
+    State(app): Shared,
+    Path(name): Path<String>,
+    Json(req): Json<ServiceUpdate>,
+) -> ApiResult<crate::model::Service> {
+    let add = req
+        .publish_add
+        .iter()
+        .map(|p| validate::publish(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    validate::distinct_ports(&add)?;
+    let rm = req
+        .publish_rm
+        .iter()
+        .map(|p| validate::published_port(p))
+        .collect::<Result<Vec<_>, _>>()?;
+    check_local_listeners(&name, &add)?;
+    Ok(Json(app.control.update_service(&name, &add, &rm).await?))
+}
+
+/// Refuses a port that a process on this node already listens on (it would shadow or be
+/// shadowed by the routing mesh).
+fn check_local_listeners(
+    service: &str,
+    ports: &[crate::model::PortConfig],
+) -> Result<(), ApiError> {
+    for p in ports {
+        if let Some(owner) = crate::listeners::listener(p.published, p.proto) {
+            return Err(ApiError::Conflict(format!(
+                "service {service:?}: port {}/{} is in use on this node by {owner}",
+                p.published, p.proto
+            )));
+        }
+    }
+    Ok(())
 }
 
 async fn remove_service(

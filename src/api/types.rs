@@ -32,6 +32,23 @@ pub struct ServiceCreate {
     #[serde(default)]
     pub env: Vec<String>,
     pub command: Vec<String>,
+    /// `vip` (default) or `dnsrr`.
+    #[serde(default)]
+    pub endpoint_mode: Option<String>,
+    /// `[mode=ingress|host,]PUBLISHED:TARGET[/tcp|/udp]`, or Docker's long form
+    /// `published=P,target=T[,protocol=udp][,mode=host]`.
+    #[serde(default)]
+    pub publish: Vec<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServiceUpdate {
+    /// Port specs to publish, as in `ServiceCreate::publish`.
+    #[serde(default)]
+    pub publish_add: Vec<String>,
+    /// `PUBLISHED[/tcp|/udp]` to stop publishing.
+    #[serde(default)]
+    pub publish_rm: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

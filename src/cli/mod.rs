@@ -117,11 +117,29 @@ enum ServiceCmd {
         networks: Vec<String>,
         #[arg(long = "env", short = 'e')]
         env: Vec<String>,
+        /// Publish a port: [mode=ingress|host,]PUBLISHED:TARGET[/tcp|/udp] (repeatable).
+        #[arg(long = "publish", short = 'p')]
+        publish: Vec<String>,
+        /// vip (a virtual IP per network) or dnsrr (DNS round robin, no VIP).
+        #[arg(long, default_value = "vip")]
+        endpoint_mode: String,
         /// Return at once instead of waiting for the tasks to run.
         #[arg(long, short = 'd')]
         detach: bool,
         #[arg(last = true, required = true)]
         command: Vec<String>,
+    },
+    /// Change a running service's published ports.
+    Update {
+        name: String,
+        /// Publish another port (same syntax as --publish).
+        #[arg(long = "publish-add")]
+        publish_add: Vec<String>,
+        /// Stop publishing PUBLISHED[/tcp|/udp].
+        #[arg(long = "publish-rm")]
+        publish_rm: Vec<String>,
+        #[arg(long, short = 'd')]
+        detach: bool,
     },
     /// List services.
     #[command(alias = "list")]
@@ -403,6 +421,8 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             replicas,
             networks,
             env,
+            publish,
+            endpoint_mode,
             detach,
             command,
         } => {
@@ -412,9 +432,31 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 networks,
                 env,
                 command,
+                endpoint_mode: Some(endpoint_mode),
+                publish,
             };
             let svc: crate::model::Service = c.post("/v1/services", &req).await?;
             println!("{}", svc.id);
+            if !detach {
+                wait::converge(c, &name, Duration::from_secs(90))
+                    .await
+                    .map_err(|e| anyhow::anyhow!("service {name}: {e}"))?;
+            }
+        }
+        ServiceCmd::Update {
+            name,
+            publish_add,
+            publish_rm,
+            detach,
+        } => {
+            let req = ServiceUpdate {
+                publish_add,
+                publish_rm,
+            };
+            let _: crate::model::Service = c
+                .post(&format!("/v1/services/{}/update", seg(&name)), &req)
+                .await?;
+            println!("{name}");
             if !detach {
                 wait::converge(c, &name, Duration::from_secs(90))
                     .await
@@ -464,6 +506,20 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                             format!("{}/{}", s.running, s.service.replicas),
                         ],
                         vec!["Networks".into(), s.service.networks.join(", ")],
+                        vec![
+                            "Endpoint mode".into(),
+                            format!("{:?}", s.service.endpoint_mode).to_lowercase(),
+                        ],
+                        vec![
+                            "VIPs".into(),
+                            s.service
+                                .vips
+                                .iter()
+                                .map(|v| format!("{}={}", v.network, v.address.addr()))
+                                .collect::<Vec<_>>()
+                                .join(", "),
+                        ],
+                        vec!["Ports".into(), ports_text(&s.service.ports)],
                         vec!["Env".into(), env.join(" ")],
                         vec!["Command".into(), s.service.command.join(" ")],
                     ];
@@ -520,6 +576,21 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn ports_text(ports: &[crate::model::PortConfig]) -> String {
+    ports
+        .iter()
+        .map(|p| match p.mode {
+            crate::model::PublishMode::Ingress => {
+                format!("*:{}->{}/{}", p.published, p.target, p.proto)
+            }
+            crate::model::PublishMode::Host => {
+                format!("host:{}->{}/{}", p.published, p.target, p.proto)
+            }
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn print_tasks(tasks: &[TaskView], format: Format) {

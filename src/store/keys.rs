@@ -7,6 +7,7 @@ pub const TASKS: &str = "/routemesh/tasks/";
 pub const STATUS: &str = "/routemesh/status/";
 pub const NODES: &str = "/routemesh/nodes/";
 pub const CLAIMS: &str = "/routemesh/claims/";
+pub const NODE_ADDRS: &str = "/routemesh/nodeaddrs/";
 
 pub fn network(name: &str) -> String {
     format!("{NETWORKS}{name}")
@@ -22,6 +23,13 @@ pub fn status(task: &str) -> String {
 }
 pub fn node(name: &str) -> String {
     format!("{NODES}{name}")
+}
+/// A node's own address on a network (`/routemesh/nodeaddrs/NETWORK/NODE`).
+pub fn node_addr(network: &str, node: &str) -> String {
+    format!("{NODE_ADDRS}{network}/{node}")
+}
+pub fn node_addrs_of(network: &str) -> String {
+    format!("{NODE_ADDRS}{network}/")
 }
 /// A pool subnet taken by a network (networks with a `--subnet` of their own claim none).
 pub fn subnet_claim(subnet: &ipnet::Ipv4Net) -> String {

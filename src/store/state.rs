@@ -37,6 +37,10 @@ pub async fn read(store: &dyn Store) -> Result<ClusterState> {
             insert(&mut st.statuses, kv)?;
         } else if k.starts_with(keys::NODES) {
             insert(&mut st.nodes, kv)?;
+        } else if k.starts_with(keys::NODE_ADDRS) {
+            let na: crate::model::NodeAddress = decode(kv)?;
+            st.node_addrs
+                .insert((na.network.clone(), na.node.clone()), na);
         }
     }
     Ok(st)

@@ -72,6 +72,20 @@ pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<
     }
 }
 
+/// Polls `f` until it returns Some, or returns None after `timeout`.
+pub fn wait_for_or_timeout<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// A network namespace made with `ip netns add`, deleted on drop.
 pub struct Netns {
     pub name: String,
@@ -212,6 +226,18 @@ impl Node {
             let o = self.rm(&["node", "ls"]);
             o.status.success().then_some(())
         });
+        // The node is ready once its routing-mesh plumbing (ingress overlay and sandbox) is.
+        let sbox = self.netns_dir().join("ingress_sbox");
+        wait_for(
+            "the ingress sandbox and DNAT",
+            Duration::from_secs(20),
+            || {
+                let nft = text(&self.ns.sh("nft list table ip routemesh"));
+                let links = text(&self.ns.sh("ip -o link show"));
+                (sbox.exists() && nft.contains("@ingress_ports") && links.contains("rv"))
+                    .then_some(())
+            },
+        );
     }
 
     /// Stops the daemon the way an operator would (SIGTERM); tasks stay up.

@@ -1,0 +1,408 @@
+//! Planning the routing mesh on one node, pure like `plan`: which virtual services each
+//! load-balancing namespace holds (VIPs in each overlay namespace, published ports in
+//! `ingress_sbox`), the ingress sandbox itself, and the node's DNAT of published ports.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use ipnet::Ipv4Net;
+use routemesh_ingress::firewall::{HostPort, IngressDnat, L4};
+use routemesh_ingress::spec::{Attachment, InterfaceSpec, Mac, SandboxSpec};
+
+use super::plan::{outer_ifname, NodeContext, BRIDGE_MTU, GWBRIDGE, OVERLAY_MTU};
+use crate::model::{ClusterState, DesiredState, EndpointMode, Proto, PublishMode, Task, TaskState};
+
+/// Name of the per-node ingress sandbox's namespace file.
+pub const INGRESS_SBOX: &str = "ingress_sbox";
+
+/// One load-balancing namespace's virtual services.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LbPlan {
+    pub netns: PathBuf,
+    /// Connections balanced here leave with this source address, so replies come back.
+    pub snat_to: Ipv4Addr,
+    pub vips: Vec<VipLb>,
+    pub published: Vec<PublishedLb>,
+}
+
+/// A VIP forwards every port, as Docker's does: backends are addresses only.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VipLb {
+    pub service: String,
+    pub vip: Ipv4Addr,
+    pub backends: Vec<Ipv4Addr>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct PublishedLb {
+    pub service: String,
+    pub port: u16,
+    pub proto: Proto,
+    pub backends: Vec<(Ipv4Addr, u16)>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct MeshPlan {
+    /// Keyed by the namespace's name (`ov-NETWORK`, `ingress_sbox`).
+    pub lbs: BTreeMap<String, LbPlan>,
+    /// Extra /32 addresses on each overlay's `br0` (this node's own address, the VIPs).
+    pub overlay_addresses: BTreeMap<String, Vec<Ipv4Net>>,
+    pub ingress_sbox: Option<SandboxSpec>,
+    pub ingress_dnat: Option<IngressDnat>,
+    pub host_ports: Vec<HostPort>,
+}
+
+pub fn l4(p: Proto) -> L4 {
+    match p {
+        Proto::Tcp => L4::Tcp,
+        Proto::Udp => L4::Udp,
+    }
+}
+
+/// Tasks that take new connections: wanted, and reported running.
+fn serving<'a>(st: &'a ClusterState, service: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+    st.tasks.values().filter(move |t| {
+        t.service == service
+            && t.desired == DesiredState::Running
+            && st
+                .statuses
+                .get(&t.name)
+                .is_some_and(|s| s.state == TaskState::Running)
+    })
+}
+
+fn addr_on(task: &Task, network: &str) -> Option<Ipv4Addr> {
+    task.attachments
+        .iter()
+        .find(|a| a.network == network)
+        .map(|a| a.address.addr())
+}
+
+fn host32(ip: Ipv4Addr) -> Ipv4Net {
+    Ipv4Net::new(ip, 32).unwrap_or_else(|_| Ipv4Net::from(ip))
+}
+
+pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
+    let mut mesh = MeshPlan::default();
+    let ingress = crate::control::INGRESS;
+
+    // VIPs: each overlay namespace balances the VIPs of its network.
+    for net in st
+        .networks
+        .values()
+        .filter(|n| n.vni.is_some() && !n.ingress)
+    {
+        let Some(own) = st.node_addrs.get(&(net.name.clone(), ctx.node.clone())) else {
+            continue;
+        };
+        let mut addrs = vec![host32(own.address.addr())];
+        let mut vips = Vec::new();
+        for svc in st
+            .services
+            .values()
+            .filter(|s| s.endpoint_mode == EndpointMode::Vip)
+        {
+            let Some(vip) = svc.vips.iter().find(|v| v.network == net.name) else {
+                continue;
+            };
+            addrs.push(host32(vip.address.addr()));
+            let mut backends: Vec<Ipv4Addr> = serving(st, &svc.name)
+                .filter_map(|t| addr_on(t, &net.name))
+                .collect();
+            backends.sort();
+            vips.push(VipLb {
+                service: svc.name.clone(),
+                vip: vip.address.addr(),
+                backends,
+            });
+        }
+        let ns = format!("{}{}", super::plan::OVERLAY_NS_PREFIX, net.name);
+        mesh.overlay_addresses.insert(net.name.clone(), addrs);
+        mesh.lbs.insert(
+            ns,
+            LbPlan {
+                netns: ctx.overlay_netns(&net.name),
+                snat_to: own.address.addr(),
+                vips,
+                published: Vec::new(),
+            },
+        );
+    }
+
+    // Published ports, ingress mode: every node DNATs them to its ingress sandbox, which
+    // balances over the tasks' ingress addresses on any node.
+    let own_ingress = st.node_addrs.get(&(ingress.to_string(), ctx.node.clone()));
+    let sbox_gw = crate::ipam::ingress_sbox_gw_address(ctx.gwbridge_subnet);
+    if let (Some(own), Some(sbox_gw)) = (own_ingress, sbox_gw) {
+        let mut published = Vec::new();
+        let mut ports = Vec::new();
+        for svc in st.services.values() {
+            for p in svc.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
+                ports.push((l4(p.proto), p.published));
+                let mut backends: Vec<(Ipv4Addr, u16)> = serving(st, &svc.name)
+                    .filter_map(|t| addr_on(t, ingress).map(|a| (a, p.target)))
+                    .collect();
+                backends.sort();
+                published.push(PublishedLb {
+                    service: svc.name.clone(),
+                    port: p.published,
+                    proto: p.proto,
+                    backends,
+                });
+            }
+        }
+        let sbox_ns = ctx.netns_dir().join(INGRESS_SBOX);
+        mesh.ingress_sbox = Some(SandboxSpec {
+            netns: sbox_ns.clone(),
+            interfaces: vec![
+                InterfaceSpec {
+                    ifname: "eth0".into(),
+                    outer_ifname: outer_ifname(INGRESS_SBOX, 0),
+                    attach: Attachment::Overlay {
+                        netns: ctx.overlay_netns(ingress),
+                    },
+                    address: own.address,
+                    mac: Mac::from_ipv4(own.address.addr()),
+                    mtu: OVERLAY_MTU,
+                },
+                InterfaceSpec {
+                    ifname: "eth1".into(),
+                    outer_ifname: outer_ifname(INGRESS_SBOX, 1),
+                    attach: Attachment::NodeBridge {
+                        bridge: GWBRIDGE.into(),
+                    },
+                    address: Ipv4Net::new(sbox_gw, ctx.gwbridge_subnet.prefix_len())
+                        .unwrap_or(ctx.gwbridge_subnet),
+                    mac: Mac::from_ipv4(sbox_gw),
+                    mtu: BRIDGE_MTU,
+                },
+            ],
+            default_gateway: Some(ctx.gwbridge_gateway().addr()),
+        });
+        mesh.lbs.insert(
+            INGRESS_SBOX.to_string(),
+            LbPlan {
+                netns: sbox_ns,
+                snat_to: own.address.addr(),
+                vips: Vec::new(),
+                published,
+            },
+        );
+        mesh.ingress_dnat = Some(IngressDnat {
+            sbox: sbox_gw,
+            gw_bridge: GWBRIDGE.into(),
+            gw_subnet: ctx.gwbridge_subnet,
+            ports,
+        });
+    }
+
+    // Host mode: only this node's own tasks, straight through the gateway bridge.
+    for svc in st.services.values() {
+        for p in svc.ports.iter().filter(|p| p.mode == PublishMode::Host) {
+            let targets: Vec<(Ipv4Addr, u16)> = serving(st, &svc.name)
+                .filter(|t| t.node == ctx.node)
+                .map(|t| (t.gateway_address.addr(), p.target))
+                .collect();
+            mesh.host_ports.push(HostPort {
+                proto: l4(p.proto),
+                port: p.published,
+                targets,
+            });
+        }
+    }
+    mesh
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::*;
+
+    fn ctx() -> NodeContext {
+        NodeContext {
+            node: "n1".into(),
+            run_dir: "/run/rm".into(),
+            advertise_addr: None,
+            gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
+            task_path: "/bin".into(),
+        }
+    }
+
+    fn net(name: &str, subnet: &str, vni: u32, ingress: bool) -> Network {
+        let subnet: Ipv4Net = subnet.parse().unwrap();
+        Network {
+            name: name.into(),
+            id: format!("id-{name}"),
+            driver: Driver::Overlay,
+            subnet,
+            gateway: subnet.hosts().next().unwrap(),
+            vni: Some(vni),
+            created_at: 0,
+            ingress,
+        }
+    }
+
+    fn state() -> ClusterState {
+        let mut st = ClusterState::default();
+        st.networks
+            .insert("app".into(), net("app", "10.0.1.0/24", 4097, false));
+        st.networks.insert(
+            "ingress".into(),
+            net("ingress", "10.255.0.0/16", 4096, true),
+        );
+        for (n, a) in [("app", "10.0.1.2/24"), ("ingress", "10.255.0.2/16")] {
+            st.node_addrs.insert(
+                (n.into(), "n1".into()),
+                NodeAddress {
+                    network: n.into(),
+                    node: "n1".into(),
+                    address: a.parse().unwrap(),
+                },
+            );
+        }
+        st.services.insert(
+            "web".into(),
+            Service {
+                name: "web".into(),
+                id: "s".into(),
+                replicas: 3,
+                networks: vec!["app".into()],
+                env: vec![],
+                command: vec!["x".into()],
+                created_at: 0,
+                updated_at: 0,
+                endpoint_mode: EndpointMode::Vip,
+                ports: vec![
+                    PortConfig {
+                        published: 8080,
+                        target: 80,
+                        proto: Proto::Tcp,
+                        mode: PublishMode::Ingress,
+                    },
+                    PortConfig {
+                        published: 8081,
+                        target: 80,
+                        proto: Proto::Tcp,
+                        mode: PublishMode::Host,
+                    },
+                ],
+                vips: vec![ServiceVip {
+                    network: "app".into(),
+                    address: "10.0.1.3/24".parse().unwrap(),
+                }],
+            },
+        );
+        // web.1 on n1 running, web.2 on n2 running, web.3 on n1 not running yet.
+        for (slot, node, state) in [
+            (1, "n1", Some(TaskState::Running)),
+            (2, "n2", Some(TaskState::Running)),
+            (3, "n1", Some(TaskState::Failed)),
+        ] {
+            let t = Task {
+                name: format!("web.{slot}"),
+                service: "web".into(),
+                slot,
+                node: node.into(),
+                attachments: vec![
+                    TaskAttachment {
+                        network: "app".into(),
+                        address: format!("10.0.1.{}/24", 10 + slot).parse().unwrap(),
+                    },
+                    TaskAttachment {
+                        network: "ingress".into(),
+                        address: format!("10.255.0.{}/16", 10 + slot).parse().unwrap(),
+                    },
+                ],
+                gateway_address: format!("172.18.0.{}/16", 10 + slot).parse().unwrap(),
+                created_at: 0,
+                desired: DesiredState::Running,
+            };
+            if let Some(state) = state {
+                st.statuses.insert(
+                    t.name.clone(),
+                    TaskStatus {
+                        state,
+                        pid: None,
+                        message: String::new(),
+                        restarts: 0,
+                        ever_ran: true,
+                        updated_at: 0,
+                    },
+                );
+            }
+            st.tasks.insert(t.name.clone(), t);
+        }
+        st
+    }
+
+    #[test]
+    fn vip_balances_over_running_tasks_on_every_node() {
+        let m = plan_mesh(&state(), &ctx());
+        let lb = &m.lbs["ov-app"];
+        assert_eq!(lb.snat_to, "10.0.1.2".parse::<Ipv4Addr>().unwrap());
+        assert_eq!(lb.vips.len(), 1);
+        assert_eq!(lb.vips[0].vip, "10.0.1.3".parse::<Ipv4Addr>().unwrap());
+        let b: Vec<String> = lb.vips[0].backends.iter().map(|a| a.to_string()).collect();
+        assert_eq!(b, ["10.0.1.11", "10.0.1.12"], "web.3 is not running");
+        let addrs: Vec<String> = m.overlay_addresses["app"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(addrs, ["10.0.1.2/32", "10.0.1.3/32"]);
+        assert!(!m.overlay_addresses.contains_key("ingress"));
+    }
+
+    #[test]
+    fn published_ports_go_through_the_ingress_sandbox() {
+        let m = plan_mesh(&state(), &ctx());
+        let sbox = m.ingress_sbox.as_ref().unwrap();
+        assert_eq!(sbox.netns, PathBuf::from("/run/rm/netns/ingress_sbox"));
+        assert_eq!(sbox.interfaces[0].address.to_string(), "10.255.0.2/16");
+        assert_eq!(sbox.interfaces[1].address.to_string(), "172.18.0.2/16");
+        let lb = &m.lbs[INGRESS_SBOX];
+        assert_eq!(lb.published.len(), 1);
+        let p = &lb.published[0];
+        assert_eq!((p.port, p.proto), (8080, Proto::Tcp));
+        let b: Vec<String> = p
+            .backends
+            .iter()
+            .map(|(a, port)| format!("{a}:{port}"))
+            .collect();
+        assert_eq!(b, ["10.255.0.11:80", "10.255.0.12:80"]);
+        let dnat = m.ingress_dnat.as_ref().unwrap();
+        assert_eq!(dnat.ports, vec![(L4::Tcp, 8080)]);
+        assert_eq!(dnat.sbox.to_string(), "172.18.0.2");
+    }
+
+    #[test]
+    fn host_mode_targets_only_local_running_tasks() {
+        let m = plan_mesh(&state(), &ctx());
+        assert_eq!(m.host_ports.len(), 1);
+        let t: Vec<String> = m.host_ports[0]
+            .targets
+            .iter()
+            .map(|(a, p)| format!("{a}:{p}"))
+            .collect();
+        assert_eq!(t, ["172.18.0.11:80"]);
+    }
+
+    #[test]
+    fn dnsrr_services_get_no_vip() {
+        let mut st = state();
+        if let Some(s) = st.services.get_mut("web") {
+            s.endpoint_mode = EndpointMode::Dnsrr;
+        }
+        let m = plan_mesh(&st, &ctx());
+        assert!(m.lbs["ov-app"].vips.is_empty());
+        assert_eq!(m.overlay_addresses["app"].len(), 1);
+    }
+
+    #[test]
+    fn without_a_node_address_nothing_is_balanced_yet() {
+        let mut st = state();
+        st.node_addrs.clear();
+        let m = plan_mesh(&st, &ctx());
+        assert!(m.lbs.is_empty() && m.ingress_sbox.is_none() && m.ingress_dnat.is_none());
+    }
+}
