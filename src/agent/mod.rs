@@ -123,8 +123,8 @@ impl Agent {
             loop {
                 tokio::select! {
                     ev = recv_watch(&mut watch) => match ev {
-                        // Our own status reports and claims do not change the plan.
-                        Some(ev) if ev.key.starts_with(keys::STATUS) || ev.key.starts_with(keys::CLAIMS) => continue,
+                        // Claims do not change the plan; task status does (load-balancer backends).
+                        Some(ev) if ev.key.starts_with(keys::CLAIMS) => continue,
                         Some(_) => break,
                         None => { tokio::time::sleep(Duration::from_millis(200)).await; break }
                     },

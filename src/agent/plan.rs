@@ -106,7 +106,8 @@ pub fn vxlan_ifname(vni: u32) -> String {
     format!("vxlan{vni}")
 }
 
-fn overlay_spec(ctx: &NodeContext, net: &Network, vni: u32) -> OverlaySpec {
+fn overlay_spec(ctx: &NodeContext, st: &ClusterState, net: &Network, vni: u32) -> OverlaySpec {
+    let (fdb, neighbours) = remote_endpoints(ctx, st, &net.name);
     OverlaySpec {
         netns: ctx.overlay_netns(&net.name),
         vxlan_ifname: vxlan_ifname(vni),
@@ -114,11 +115,55 @@ fn overlay_spec(ctx: &NodeContext, net: &Network, vni: u32) -> OverlaySpec {
         local_vtep: ctx.advertise_addr,
         gateway: net.gateway_net(),
         mtu: OVERLAY_MTU,
-        // One node: no remote VTEP yet. The multi-node agent fills these from remote tasks.
-        fdb: Vec::new(),
-        neighbours: Vec::new(),
+        fdb,
+        neighbours,
         addresses: Vec::new(),
     }
+}
+
+/// Static forwarding and neighbour entries for everything on `network` that lives on another
+/// node: its tasks and the nodes' own (load-balancer, ingress sandbox) addresses. Learning is
+/// off, so these entries are the only way to reach them.
+#[allow(clippy::type_complexity)]
+fn remote_endpoints(
+    ctx: &NodeContext,
+    st: &ClusterState,
+    network: &str,
+) -> (Vec<(Mac, Ipv4Addr)>, Vec<(Ipv4Addr, Mac)>) {
+    let vtep = |node: &str| {
+        st.nodes
+            .get(node)
+            .filter(|n| n.state == crate::model::NodeState::Ready)
+            .and_then(|n| n.advertise_addr)
+    };
+    let tasks = st
+        .tasks
+        .values()
+        .filter(|t| t.node != ctx.node && t.desired == DesiredState::Running)
+        .flat_map(|t| {
+            t.attachments
+                .iter()
+                .filter(|a| a.network == network)
+                .map(move |a| (t.node.as_str(), a.address.addr()))
+        });
+    let nodes = st
+        .node_addrs
+        .values()
+        .filter(|na| na.network == network && na.node != ctx.node)
+        .map(|na| (na.node.as_str(), na.address.addr()));
+    let mut fdb = Vec::new();
+    let mut neighbours = Vec::new();
+    for (node, ip) in tasks.chain(nodes) {
+        let Some(remote) = vtep(node) else { continue };
+        let mac = Mac::from_ipv4(ip);
+        fdb.push((mac, remote));
+        neighbours.push((ip, mac));
+    }
+    fdb.sort();
+    fdb.dedup();
+    neighbours.sort();
+    neighbours.dedup();
+    (fdb, neighbours)
 }
 
 fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<SandboxSpec> {
@@ -231,7 +276,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
                 bridges.insert(net.name.clone(), spec);
             }
             (Driver::Overlay, Some(vni)) => {
-                let mut spec = overlay_spec(ctx, net, vni);
+                let mut spec = overlay_spec(ctx, st, net, vni);
                 if let Some(addrs) = mesh.overlay_addresses.get(&net.name) {
                     spec.addresses = addrs.clone();
                 }
@@ -472,6 +517,49 @@ mod tests {
             "nameserver 127.0.0.11\noptions ndots:0\n"
         );
         assert!(files.hosts.contains("10.0.1.2\tweb.1"));
+    }
+
+    #[test]
+    fn remote_tasks_and_node_addresses_get_static_entries() {
+        let mut st = state();
+        for (name, addr) in [("n1", "192.168.50.1"), ("n2", "192.168.50.2"), ("n3", "192.168.50.3")] {
+            st.nodes.insert(
+                name.into(),
+                crate::model::Node {
+                    name: name.into(),
+                    advertise_addr: Some(addr.parse().unwrap()),
+                    state: if name == "n3" {
+                        crate::model::NodeState::Down
+                    } else {
+                        crate::model::NodeState::Ready
+                    },
+                    api_socket: String::new(),
+                    run_dir: String::new(),
+                    updated_at: 0,
+                },
+            );
+        }
+        st.node_addrs.insert(
+            ("app".into(), "n2".into()),
+            crate::model::NodeAddress {
+                network: "app".into(),
+                node: "n2".into(),
+                address: "10.0.1.200/24".parse().unwrap(),
+            },
+        );
+        let p = plan(&st, &ctx());
+        let ov = &p.overlays["app"];
+        // web.2 (10.0.1.3) and n2's own address live on n2; web.1 is local.
+        let fdb: Vec<String> = ov.fdb.iter().map(|(m, v)| format!("{m} {v}")).collect();
+        assert_eq!(
+            fdb,
+            ["02:42:0a:00:01:03 192.168.50.2", "02:42:0a:00:01:c8 192.168.50.2"]
+        );
+        let neigh: Vec<String> = ov.neighbours.iter().map(|(i, m)| format!("{i} {m}")).collect();
+        assert_eq!(
+            neigh,
+            ["10.0.1.3 02:42:0a:00:01:03", "10.0.1.200 02:42:0a:00:01:c8"]
+        );
     }
 
     #[test]

@@ -16,7 +16,9 @@ use tokio::sync::{mpsc, watch};
 use crate::model::{now_secs, TaskState, TaskStatus};
 use crate::sandbox::{enter_on_spawn, EnterSpec};
 
-const BACKOFF_FIRST: Duration = Duration::from_millis(200);
+/// First restart delay (Docker's default is 5 s): long enough that a crashing task visibly
+/// leaves the load balancers before it comes back.
+const BACKOFF_FIRST: Duration = Duration::from_secs(1);
 const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A process that ran this long is considered healthy: its next failure starts back-off anew.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
