@@ -44,6 +44,12 @@ pub struct DaemonArgs {
     /// Subnet of the ingress overlay, used when it is first created [default: 10.255.0.0/16].
     #[arg(long)]
     pub ingress_subnet: Option<String>,
+    /// Upstream DNS server (IP or IP:PORT, repeatable) [default: the node's /etc/resolv.conf].
+    #[arg(long = "dns")]
+    pub dns: Vec<String>,
+    /// TTL of the embedded DNS's answers, in seconds [default: 5].
+    #[arg(long)]
+    pub dns_ttl: Option<u32>,
 }
 
 #[derive(Deserialize, Debug, Default, PartialEq, Eq)]
@@ -58,6 +64,8 @@ pub struct FileConfig {
     pub log_level: Option<String>,
     pub gwbridge_subnet: Option<String>,
     pub ingress_subnet: Option<String>,
+    pub dns: Option<Vec<String>>,
+    pub dns_ttl: Option<u32>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -81,6 +89,9 @@ pub struct DaemonConfig {
     pub log_level: String,
     pub gwbridge_subnet: Ipv4Net,
     pub ingress_subnet: Ipv4Net,
+    /// Empty: read the node's /etc/resolv.conf at start.
+    pub dns: Vec<std::net::SocketAddr>,
+    pub dns_ttl: u32,
 }
 
 impl DaemonConfig {
@@ -170,6 +181,28 @@ pub fn resolve(
             "--ingress-subnet {ingress_subnet} overlaps --gwbridge-subnet {gwbridge_subnet}"
         )));
     }
+    let dns_given = if args.dns.is_empty() {
+        file.dns.unwrap_or_default()
+    } else {
+        args.dns.clone()
+    };
+    let dns = dns_given
+        .iter()
+        .map(|s| {
+            s.parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<Ipv4Addr>()
+                        .map(|ip| std::net::SocketAddr::from((ip, 53)))
+                })
+                .map_err(|_| Invalid(format!("invalid --dns {s:?}: expected IP or IP:PORT")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let dns_ttl = args.dns_ttl.or(file.dns_ttl).unwrap_or(5);
+    if dns_ttl > 86_400 {
+        return Err(Invalid(format!(
+            "invalid --dns-ttl {dns_ttl}: at most 86400"
+        )));
+    }
     let dir = |a: &Option<PathBuf>, f: Option<PathBuf>, d: &str| -> Result<PathBuf, Invalid> {
         let p = a.clone().or(f).unwrap_or_else(|| PathBuf::from(d));
         if !p.is_absolute() {
@@ -187,6 +220,8 @@ pub fn resolve(
         log_level,
         gwbridge_subnet,
         ingress_subnet,
+        dns,
+        dns_ttl,
     })
 }
 
@@ -205,6 +240,14 @@ mod tests {
             (StoreSpec::Local, Dataplane::Nftables)
         );
         assert_eq!(c.gwbridge_subnet.to_string(), "172.18.0.0/16");
+        assert_eq!(c.dns_ttl, 5);
+        let a = DaemonArgs {
+            dns: vec!["10.1.1.1".into(), "10.1.1.2:5353".into()],
+            ..Default::default()
+        };
+        let c = resolve(&a, FileConfig::default(), "h").unwrap();
+        let dns: Vec<String> = c.dns.iter().map(|d| d.to_string()).collect();
+        assert_eq!(dns, ["10.1.1.1:53", "10.1.1.2:5353"]);
     }
 
     #[test]
@@ -244,5 +287,6 @@ mod tests {
         assert!(bad(|a| a.run_dir = Some("rel".into())).contains("absolute"));
         assert!(bad(|a| a.node_name = Some("a b".into())).contains("node name"));
         assert!(bad(|a| a.ingress_subnet = Some("172.18.0.0/24".into())).contains("overlaps"));
+        assert!(bad(|a| a.dns = vec!["resolver".into()]).contains("--dns"));
     }
 }

@@ -77,10 +77,18 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         .ensure_ingress_network(cfg.ingress_subnet)
         .await
         .context("creating the ingress network")?;
+    let dns_upstreams = if cfg.dns.is_empty() {
+        let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
+        routemesh_dns::ForwarderConfig::from_resolv_conf(&text).upstreams
+    } else {
+        cfg.dns.clone()
+    };
     Agent {
         store: store.clone(),
         ctx: ctx.clone(),
         api_socket: socket.display().to_string(),
+        dns_upstreams,
+        dns_ttl: cfg.dns_ttl,
     }
     .start()
     .await

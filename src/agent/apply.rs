@@ -29,6 +29,8 @@ pub struct Applier {
     pub node: Netlink,
     pub runner: Runner,
     pub applied: Applied,
+    pub dns: super::dns::DnsService,
+    pub lb: super::lb::LbDataplane,
 }
 
 /// Errors of one pass, each naming its object; the pass goes on past them.
@@ -141,6 +143,26 @@ impl Applier {
             if let Some(p) = plan.processes.get(task) {
                 self.runner.ensure(p.clone()).await;
             }
+        }
+
+        // Load balancers: the overlay namespaces and ingress_sbox exist by now.
+        let lbs = plan.mesh.lbs.clone();
+        let lb = &mut self.lb;
+        let lb_errors = tokio::task::block_in_place(|| lb.sync(&lbs, full));
+        for e in lb_errors {
+            tracing::warn!(error = %e, "load balancer");
+            errs.0.push(e);
+        }
+
+        let ready: BTreeMap<String, std::path::PathBuf> = self
+            .applied
+            .sandboxes
+            .iter()
+            .map(|(t, s)| (t.clone(), s.netns.clone()))
+            .collect();
+        for e in self.dns.sync(&plan.dns, &ready) {
+            tracing::warn!(error = %e, "dns");
+            errs.0.push(e);
         }
 
         // Networks nobody plans any more, after the sandboxes that used them are gone.

@@ -2,8 +2,11 @@
 //! node's tasks and reports their status.
 
 pub mod apply;
+pub mod dns;
 pub mod files;
+pub mod lb;
 pub mod plan;
+pub mod plan_dns;
 pub mod plan_mesh;
 pub mod runner;
 
@@ -28,6 +31,9 @@ pub struct Agent {
     pub store: Arc<dyn Store>,
     pub ctx: NodeContext,
     pub api_socket: String,
+    /// Where the embedded DNS forwards names that are not routemesh's.
+    pub dns_upstreams: Vec<std::net::SocketAddr>,
+    pub dns_ttl: u32,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,8 +72,23 @@ impl Agent {
             node: node_nl,
             runner: Runner::new(tx),
             applied: Applied::default(),
+            dns: dns::DnsService::new(self.forwarder(), self.dns_ttl),
+            lb: lb::LbDataplane::default(),
         };
         Ok(tokio::spawn(self.run(applier, rx)))
+    }
+
+    fn forwarder(&self) -> Option<routemesh_dns::Forwarder> {
+        if self.dns_upstreams.is_empty() {
+            tracing::warn!("dns: no upstream servers; names outside routemesh get SERVFAIL");
+            return None;
+        }
+        let cfg = routemesh_dns::ForwarderConfig {
+            upstreams: self.dns_upstreams.clone(),
+            ..Default::default()
+        };
+        tracing::info!(upstreams = ?cfg.upstreams, "dns: forwarding other names");
+        Some(routemesh_dns::Forwarder::new(cfg))
     }
 
     async fn register(&self) -> Result<(), AgentError> {

@@ -67,6 +67,8 @@ pub struct NodePlan {
     pub firewall: NodeFirewallSpec,
     /// Load balancers and the ingress sandbox.
     pub mesh: super::plan_mesh::MeshPlan,
+    /// The embedded DNS's names and who may see them.
+    pub dns: super::plan_dns::DnsPlan,
 }
 
 /// The contents of a task's resolv.conf and hosts files.
@@ -320,6 +322,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         task_files,
         firewall,
         mesh,
+        dns: super::plan_dns::plan_dns(st, &ctx.node),
     }
 }
 
@@ -522,7 +525,11 @@ mod tests {
     #[test]
     fn remote_tasks_and_node_addresses_get_static_entries() {
         let mut st = state();
-        for (name, addr) in [("n1", "192.168.50.1"), ("n2", "192.168.50.2"), ("n3", "192.168.50.3")] {
+        for (name, addr) in [
+            ("n1", "192.168.50.1"),
+            ("n2", "192.168.50.2"),
+            ("n3", "192.168.50.3"),
+        ] {
             st.nodes.insert(
                 name.into(),
                 crate::model::Node {
@@ -553,9 +560,16 @@ mod tests {
         let fdb: Vec<String> = ov.fdb.iter().map(|(m, v)| format!("{m} {v}")).collect();
         assert_eq!(
             fdb,
-            ["02:42:0a:00:01:03 192.168.50.2", "02:42:0a:00:01:c8 192.168.50.2"]
+            [
+                "02:42:0a:00:01:03 192.168.50.2",
+                "02:42:0a:00:01:c8 192.168.50.2"
+            ]
         );
-        let neigh: Vec<String> = ov.neighbours.iter().map(|(i, m)| format!("{i} {m}")).collect();
+        let neigh: Vec<String> = ov
+            .neighbours
+            .iter()
+            .map(|(i, m)| format!("{i} {m}"))
+            .collect();
         assert_eq!(
             neigh,
             ["10.0.1.3 02:42:0a:00:01:03", "10.0.1.200 02:42:0a:00:01:c8"]

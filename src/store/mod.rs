@@ -2,6 +2,7 @@
 //! compare-and-set transactions, prefix watches), with a local-file backend for one node.
 //! An etcd backend implements the same trait, so the orchestrator and agents never know which.
 
+pub mod etcd;
 pub mod keys;
 pub mod local;
 pub mod state;

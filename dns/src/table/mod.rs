@@ -1,0 +1,355 @@
+//! The immutable name table: built once from [`Input`], then only read. Every lookup is one
+//! hash lookup of the name (hit or miss) plus a scan of the few networks that name lives on.
+
+mod input;
+mod key;
+
+use std::collections::HashMap;
+use std::net::Ipv4Addr;
+use std::sync::Arc;
+
+use hickory_proto::rr::Name;
+
+pub use input::{EndpointMode, Input, NetInput, Proto, ServiceInput, TaskInput};
+pub use key::NameKey;
+
+/// Default TTL of every answer: short, so clients stop using dead tasks quickly.
+pub const DEFAULT_TTL: u32 = 5;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableOptions {
+    pub ttl: u32,
+}
+
+impl Default for TableOptions {
+    fn default() -> Self {
+        TableOptions { ttl: DEFAULT_TTL }
+    }
+}
+
+/// One SRV answer: `priority 0, weight, port, target`, with the target's address as glue.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SrvTarget {
+    pub weight: u16,
+    pub port: u16,
+    pub target: Name,
+    pub addr: Ipv4Addr,
+}
+
+/// The records a name has on one network.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Records {
+    pub a: Vec<Ipv4Addr>,
+    /// Answer `a` in a rotating order (dnsrr services, `tasks.SERVICE`).
+    pub rotate: bool,
+    pub ptr: Vec<Name>,
+    pub srv: Vec<SrvTarget>,
+}
+
+/// What a name means to one querier.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Lookup<'t> {
+    /// The name exists on one of the querier's networks.
+    Found(&'t Records),
+    /// The name is routemesh's but lives only on networks the querier is not on: NXDOMAIN,
+    /// never forwarded.
+    Hidden,
+    /// Not a routemesh name: forward it.
+    Absent,
+}
+
+#[derive(Debug)]
+struct Scoped {
+    network: Arc<str>,
+    records: Records,
+}
+
+#[derive(Debug, Default)]
+pub struct Table {
+    names: HashMap<Box<[u8]>, Vec<Scoped>>,
+    ttl: u32,
+    skipped: Vec<String>,
+}
+
+impl Table {
+    pub fn build(input: &Input, options: TableOptions) -> Table {
+        let mut builder = Builder::new(input, options);
+        builder.add_services();
+        builder.add_tasks();
+        builder.table
+    }
+
+    pub fn empty(options: TableOptions) -> Table {
+        Table {
+            ttl: options.ttl,
+            ..Table::default()
+        }
+    }
+
+    pub fn ttl(&self) -> u32 {
+        self.ttl
+    }
+
+    /// Inputs that could not become names (invalid DNS names, unknown networks), for logging.
+    pub fn skipped(&self) -> &[String] {
+        &self.skipped
+    }
+
+    /// Number of distinct names (over all networks).
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Looks `key` up for a querier on `networks`; the first of the querier's networks (in its
+    /// order) that carries the name wins.
+    pub fn lookup<N: AsRef<str>>(&self, key: &NameKey, networks: &[N]) -> Lookup<'_> {
+        let Some(scoped) = self.names.get(key.as_bytes()) else {
+            return Lookup::Absent;
+        };
+        for network in networks {
+            let network = network.as_ref();
+            if let Some(hit) = scoped.iter().find(|s| &*s.network == network) {
+                return Lookup::Found(&hit.records);
+            }
+        }
+        Lookup::Hidden
+    }
+}
+
+/// `d.c.b.a.in-addr.arpa` for `a.b.c.d`.
+pub fn reverse_name(addr: Ipv4Addr) -> String {
+    let [a, b, c, d] = addr.octets();
+    format!("{d}.{c}.{b}.{a}.in-addr.arpa")
+}
+
+struct Builder<'i> {
+    input: &'i Input,
+    networks: HashMap<&'i str, Arc<str>>,
+    table: Table,
+}
+
+impl<'i> Builder<'i> {
+    fn new(input: &'i Input, options: TableOptions) -> Self {
+        let networks = input
+            .networks
+            .iter()
+            .map(|n| (n.id.as_str(), Arc::from(n.id.as_str())))
+            .collect();
+        Builder {
+            input,
+            networks,
+            table: Table::empty(options),
+        }
+    }
+
+    fn add_services(&mut self) {
+        for service in &self.input.services {
+            let Some(service_fqdn) = self.fqdn(&service.name, "service") else {
+                continue;
+            };
+            let running: Vec<&TaskInput> = self
+                .input
+                .tasks
+                .iter()
+                .filter(|t| t.running && t.service == service.name)
+                .collect();
+            for network in self.service_networks(service) {
+                let task_addrs = running_addrs_on(&running, network);
+                let mut records = Records::default();
+                match service.mode {
+                    EndpointMode::Vip => {
+                        if let Some((_, vip)) = service.vips.iter().find(|(n, _)| n == network) {
+                            records.a.push(*vip);
+                            self.add(&reverse_name(*vip), network, |r| {
+                                r.ptr.push(service_fqdn.clone())
+                            });
+                        }
+                    }
+                    EndpointMode::Dnsrr => {
+                        records.a = task_addrs.iter().map(|(_, a)| *a).collect();
+                        records.rotate = true;
+                    }
+                }
+                let srv = srv_targets(service, &service_fqdn, &records.a, &task_addrs);
+                self.add(&service.name, network, |r| merge(r, &records));
+                for (port, proto) in &service.ports {
+                    let name = format!("_{port}.{}.{}", proto.srv_label(), service.name);
+                    let wanted: Vec<SrvTarget> =
+                        srv.iter().filter(|s| s.port == *port).cloned().collect();
+                    self.add(&name, network, |r| r.srv.extend(wanted));
+                }
+                let tasks_name = format!("tasks.{}", service.name);
+                self.add(&tasks_name, network, |r| {
+                    r.a.extend(task_addrs.iter().map(|(_, a)| *a));
+                    r.rotate = true;
+                });
+            }
+        }
+    }
+
+    fn add_tasks(&mut self) {
+        for task in self.input.tasks.iter().filter(|t| t.running) {
+            let Some(task_fqdn) = self.fqdn(&task.name, "task") else {
+                continue;
+            };
+            for (network, addr) in &task.addrs {
+                if !self.networks.contains_key(network.as_str()) {
+                    self.table
+                        .skipped
+                        .push(format!("task {:?}: unknown network {network:?}", task.name));
+                    continue;
+                }
+                self.add(&task.name, network, |r| {
+                    if r.a.is_empty() {
+                        r.a.push(*addr)
+                    }
+                });
+                self.add(&reverse_name(*addr), network, |r| {
+                    r.ptr.push(task_fqdn.clone())
+                });
+            }
+        }
+    }
+
+    /// The networks a service is visible on: its VIP networks (`vip`), or the networks its tasks
+    /// have addresses on (`dnsrr`, running or not, so a scaled-to-zero service stays NODATA).
+    fn service_networks(&mut self, service: &'i ServiceInput) -> Vec<&'i str> {
+        let mut out: Vec<&'i str> = Vec::new();
+        let from_tasks = self
+            .input
+            .tasks
+            .iter()
+            .filter(|t| t.service == service.name)
+            .flat_map(|t| t.addrs.iter().map(|(n, _)| n.as_str()));
+        let candidates: Vec<&'i str> = match service.mode {
+            EndpointMode::Vip => service.vips.iter().map(|(n, _)| n.as_str()).collect(),
+            EndpointMode::Dnsrr => from_tasks.collect(),
+        };
+        for network in candidates {
+            if out.contains(&network) {
+                continue;
+            }
+            if self.networks.contains_key(network) {
+                out.push(network);
+            } else {
+                self.table.skipped.push(format!(
+                    "service {:?}: unknown network {network:?}",
+                    service.name
+                ));
+            }
+        }
+        out
+    }
+
+    fn fqdn(&mut self, name: &str, what: &str) -> Option<Name> {
+        match fqdn(name) {
+            Ok(n) => Some(n),
+            Err(e) => {
+                self.table
+                    .skipped
+                    .push(format!("{what} {name:?}: not a DNS name: {e}"));
+                None
+            }
+        }
+    }
+
+    /// Adds (or updates) the records of `name` on `network`.
+    fn add(&mut self, name: &str, network: &str, update: impl FnOnce(&mut Records)) {
+        let Some(net) = self.networks.get(network).cloned() else {
+            self.table
+                .skipped
+                .push(format!("name {name:?}: unknown network {network:?}"));
+            return;
+        };
+        let Some(key) = NameKey::from_dotted(name) else {
+            self.table.skipped.push(format!(
+                "name {name:?} on network {network:?}: not a DNS name"
+            ));
+            return;
+        };
+        let scoped = self
+            .table
+            .names
+            .entry(Box::from(key.as_bytes()))
+            .or_default();
+        let idx = match scoped.iter().position(|s| s.network == net) {
+            Some(idx) => idx,
+            None => {
+                scoped.push(Scoped {
+                    network: net,
+                    records: Records::default(),
+                });
+                scoped.len() - 1
+            }
+        };
+        update(&mut scoped[idx].records);
+    }
+}
+
+/// A service name wins over a task of the same name: addresses are only added where none exist.
+fn merge(into: &mut Records, from: &Records) {
+    if into.a.is_empty() {
+        into.a.clone_from(&from.a);
+        into.rotate = from.rotate;
+    }
+    into.ptr.extend(from.ptr.iter().cloned());
+}
+
+/// SRV targets: the service name itself in `vip` mode (it resolves to the VIP; weight 0), one
+/// target per running task in `dnsrr` mode (weight 1 each).
+fn srv_targets(
+    service: &ServiceInput,
+    service_fqdn: &Name,
+    vip: &[Ipv4Addr],
+    task_addrs: &[(&str, Ipv4Addr)],
+) -> Vec<SrvTarget> {
+    let mut out = Vec::new();
+    for (port, _) in &service.ports {
+        match service.mode {
+            EndpointMode::Vip => out.extend(vip.iter().map(|addr| SrvTarget {
+                weight: 0,
+                port: *port,
+                target: service_fqdn.clone(),
+                addr: *addr,
+            })),
+            EndpointMode::Dnsrr => {
+                for (task, addr) in task_addrs {
+                    if let Ok(target) = fqdn(task) {
+                        out.push(SrvTarget {
+                            weight: 1,
+                            port: *port,
+                            target,
+                            addr: *addr,
+                        });
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn running_addrs_on<'i>(running: &[&'i TaskInput], network: &str) -> Vec<(&'i str, Ipv4Addr)> {
+    running
+        .iter()
+        .flat_map(|t| {
+            t.addrs
+                .iter()
+                .filter(move |(n, _)| n == network)
+                .map(move |(_, a)| (t.name.as_str(), *a))
+        })
+        .collect()
+}
+
+fn fqdn(name: &str) -> Result<Name, hickory_proto::ProtoError> {
+    let mut n = Name::from_ascii(name)?;
+    n.set_fqdn(true);
+    Ok(n)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,385 @@
+//! The load-balancer model: virtual services (a frontend spread over weighted backends) for one
+//! load-balancing namespace, and its validation into [`ValidLbSpec`].
+
+use std::collections::BTreeSet;
+use std::fmt;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+use crate::nftables::names::DEFAULT_TABLE;
+
+/// Longest table name accepted; nft allows more, but nobody needs it.
+pub const MAX_TABLE_NAME_LEN: usize = 64;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Proto::Tcp => "tcp",
+            Proto::Udp => "udp",
+        }
+    }
+
+    /// IP protocol number.
+    pub fn number(self) -> u8 {
+        match self {
+            Proto::Tcp => 6,
+            Proto::Udp => 17,
+        }
+    }
+}
+
+impl fmt::Display for Proto {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One destination of a virtual service. `weight` 0 means draining: the backend gets no new
+/// connections, while its existing ones finish (NAT is decided on a connection's first packet).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub struct Backend {
+    pub addr: Ipv4Addr,
+    pub port: u16,
+    pub weight: u32,
+}
+
+impl Backend {
+    pub fn new(addr: Ipv4Addr, port: u16) -> Self {
+        Backend {
+            addr,
+            port,
+            weight: 1,
+        }
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.weight == 0
+    }
+}
+
+impl fmt::Display for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.addr, self.port)
+    }
+}
+
+/// What clients connect to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum Frontend {
+    /// A virtual IP: matches that destination address, port and protocol.
+    Vip {
+        addr: Ipv4Addr,
+        port: u16,
+        proto: Proto,
+    },
+    /// A published port: matches any local destination address of the namespace.
+    Published { port: u16, proto: Proto },
+}
+
+impl Frontend {
+    pub fn port(&self) -> u16 {
+        match *self {
+            Frontend::Vip { port, .. } | Frontend::Published { port, .. } => port,
+        }
+    }
+
+    pub fn proto(&self) -> Proto {
+        match *self {
+            Frontend::Vip { proto, .. } | Frontend::Published { proto, .. } => proto,
+        }
+    }
+}
+
+impl fmt::Display for Frontend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Frontend::Vip { addr, port, proto } => write!(f, "VIP {addr}:{port}/{proto}"),
+            Frontend::Published { port, proto } => write!(f, "published port {port}/{proto}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct VirtualService {
+    pub frontend: Frontend,
+    pub backends: Vec<Backend>,
+}
+
+impl VirtualService {
+    /// Backends that take new connections.
+    pub fn active_backends(&self) -> impl Iterator<Item = &Backend> {
+        self.backends.iter().filter(|b| !b.is_draining())
+    }
+}
+
+/// How connections DNATed here are source-NATed, so replies come back through this namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Snat {
+    /// To the address of the outgoing interface.
+    Masquerade,
+    /// To this fixed address (e.g. the lb sandbox's own address on the overlay).
+    To(Ipv4Addr),
+}
+
+/// Everything one load-balancing namespace should do.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LbSpec {
+    /// Name of the nftables table (family `ip`) this spec owns.
+    pub table: String,
+    pub snat: Snat,
+    pub services: Vec<VirtualService>,
+}
+
+impl Default for LbSpec {
+    fn default() -> Self {
+        LbSpec {
+            table: DEFAULT_TABLE.to_string(),
+            snat: Snat::Masquerade,
+            services: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "table name {0:?}: must be 1-{MAX_TABLE_NAME_LEN} characters of [A-Za-z0-9_] starting with a letter"
+    )]
+    BadTableName(String),
+    #[error("SNAT address {0}: not a unicast address")]
+    BadSnatAddr(Ipv4Addr),
+    #[error("{0}: port 0 is not a usable port")]
+    FrontendPortZero(Frontend),
+    #[error("{0}: not a unicast address usable as a VIP")]
+    BadVip(Frontend),
+    #[error("{0}: declared twice")]
+    DuplicateFrontend(Frontend),
+    #[error("{frontend}: backend {backend}: port 0 is not a usable port")]
+    BackendPortZero {
+        frontend: Frontend,
+        backend: Backend,
+    },
+    #[error("{frontend}: backend {backend}: not a unicast address")]
+    BadBackendAddr {
+        frontend: Frontend,
+        backend: Backend,
+    },
+    #[error("{frontend}: backend {backend} listed twice")]
+    DuplicateBackend {
+        frontend: Frontend,
+        backend: Backend,
+    },
+}
+
+/// A spec that passed [`LbSpec::validate`]: services sorted by frontend, each service's backends
+/// sorted by address and port, so rendering is deterministic whatever order the caller used.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidLbSpec {
+    table: String,
+    snat: Snat,
+    services: Vec<VirtualService>,
+}
+
+impl ValidLbSpec {
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
+    pub fn snat(&self) -> Snat {
+        self.snat
+    }
+
+    pub fn services(&self) -> &[VirtualService] {
+        &self.services
+    }
+}
+
+impl LbSpec {
+    pub fn validate(self) -> Result<ValidLbSpec, SpecError> {
+        if !is_valid_table_name(&self.table) {
+            return Err(SpecError::BadTableName(self.table));
+        }
+        if let Snat::To(addr) = self.snat {
+            if !is_unicast(addr) {
+                return Err(SpecError::BadSnatAddr(addr));
+            }
+        }
+        let mut seen = BTreeSet::new();
+        let mut services = Vec::with_capacity(self.services.len());
+        for mut service in self.services {
+            let frontend = service.frontend;
+            validate_frontend(frontend)?;
+            if !seen.insert(frontend) {
+                return Err(SpecError::DuplicateFrontend(frontend));
+            }
+            let mut endpoints = BTreeSet::new();
+            for backend in &service.backends {
+                let backend = *backend;
+                if backend.port == 0 {
+                    return Err(SpecError::BackendPortZero { frontend, backend });
+                }
+                if !is_unicast(backend.addr) {
+                    return Err(SpecError::BadBackendAddr { frontend, backend });
+                }
+                if !endpoints.insert((backend.addr, backend.port)) {
+                    return Err(SpecError::DuplicateBackend { frontend, backend });
+                }
+            }
+            service.backends.sort();
+            services.push(service);
+        }
+        services.sort_by_key(|s| s.frontend);
+        Ok(ValidLbSpec {
+            table: self.table,
+            snat: self.snat,
+            services,
+        })
+    }
+}
+
+fn validate_frontend(frontend: Frontend) -> Result<(), SpecError> {
+    if frontend.port() == 0 {
+        return Err(SpecError::FrontendPortZero(frontend));
+    }
+    if let Frontend::Vip { addr, .. } = frontend {
+        if !is_unicast(addr) || addr.is_loopback() {
+            return Err(SpecError::BadVip(frontend));
+        }
+    }
+    Ok(())
+}
+
+fn is_unicast(addr: Ipv4Addr) -> bool {
+    !(addr.is_unspecified() || addr.is_multicast() || addr.is_broadcast())
+}
+
+fn is_valid_table_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    name.len() <= MAX_TABLE_NAME_LEN
+        && first.is_ascii_alphabetic()
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vip(last: u8, port: u16) -> Frontend {
+        Frontend::Vip {
+            addr: Ipv4Addr::new(10, 0, 0, last),
+            port,
+            proto: Proto::Tcp,
+        }
+    }
+
+    fn spec(services: Vec<VirtualService>) -> LbSpec {
+        LbSpec {
+            services,
+            ..LbSpec::default()
+        }
+    }
+
+    fn service(frontend: Frontend, backends: &[(u8, u16)]) -> VirtualService {
+        VirtualService {
+            frontend,
+            backends: backends
+                .iter()
+                .map(|&(last, port)| Backend::new(Ipv4Addr::new(10, 1, 0, last), port))
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn sorts_services_and_backends() {
+        let valid = spec(vec![
+            service(vip(9, 80), &[(3, 80), (1, 80)]),
+            service(vip(2, 80), &[(2, 80)]),
+        ])
+        .validate()
+        .unwrap();
+        assert_eq!(valid.table(), "routemesh_lb");
+        assert_eq!(valid.services()[0].frontend, vip(2, 80));
+        assert_eq!(
+            valid.services()[1].backends[0].addr,
+            Ipv4Addr::new(10, 1, 0, 1)
+        );
+    }
+
+    #[test]
+    fn refuses_bad_input() {
+        let cases: Vec<(LbSpec, &str)> = vec![
+            (
+                spec(vec![service(vip(2, 80), &[]), service(vip(2, 80), &[])]),
+                "VIP 10.0.0.2:80/tcp: declared twice",
+            ),
+            (
+                spec(vec![service(vip(2, 0), &[])]),
+                "VIP 10.0.0.2:0/tcp: port 0 is not a usable port",
+            ),
+            (
+                spec(vec![service(vip(2, 80), &[(1, 80), (1, 80)])]),
+                "VIP 10.0.0.2:80/tcp: backend 10.1.0.1:80 listed twice",
+            ),
+            (
+                spec(vec![service(vip(2, 80), &[(1, 0)])]),
+                "VIP 10.0.0.2:80/tcp: backend 10.1.0.1:0: port 0 is not a usable port",
+            ),
+            (
+                spec(vec![service(
+                    Frontend::Vip {
+                        addr: Ipv4Addr::UNSPECIFIED,
+                        port: 80,
+                        proto: Proto::Udp,
+                    },
+                    &[],
+                )]),
+                "VIP 0.0.0.0:80/udp: not a unicast address usable as a VIP",
+            ),
+            (
+                LbSpec {
+                    table: "bad name".into(),
+                    ..LbSpec::default()
+                },
+                "table name \"bad name\": must be 1-64 characters of [A-Za-z0-9_] starting with a letter",
+            ),
+            (
+                LbSpec {
+                    snat: Snat::To(Ipv4Addr::BROADCAST),
+                    ..LbSpec::default()
+                },
+                "SNAT address 255.255.255.255: not a unicast address",
+            ),
+        ];
+        for (input, want) in cases {
+            let err = input.validate().unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn vip_and_published_on_same_port_are_distinct() {
+        let published = Frontend::Published {
+            port: 80,
+            proto: Proto::Tcp,
+        };
+        assert!(spec(vec![
+            service(vip(2, 80), &[(1, 80)]),
+            service(published, &[(1, 80)])
+        ])
+        .validate()
+        .is_ok());
+    }
+}
