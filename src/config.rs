@@ -29,9 +29,21 @@ pub struct DaemonArgs {
     /// Socket, named namespaces and task logs [default: /run/routemesh].
     #[arg(long)]
     pub run_dir: Option<PathBuf>,
-    /// `local` (a file in the state dir) [default: local].
+    /// `local` (a file in the state dir) or `etcd://HOST:PORT[,HOST:PORT...]` [default: local].
     #[arg(long)]
     pub store: Option<String>,
+    /// CA certificate for etcd over TLS.
+    #[arg(long)]
+    pub etcd_cacert: Option<PathBuf>,
+    /// Client certificate for etcd over TLS.
+    #[arg(long)]
+    pub etcd_cert: Option<PathBuf>,
+    /// Client key for etcd over TLS.
+    #[arg(long)]
+    pub etcd_key: Option<PathBuf>,
+    /// Seconds a node stays registered without renewing its lease (etcd) [default: 10].
+    #[arg(long)]
+    pub lease_ttl: Option<u64>,
     /// Load-balancing dataplane: `nftables` [default: nftables].
     #[arg(long)]
     pub dataplane: Option<String>,
@@ -60,6 +72,10 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     pub run_dir: Option<PathBuf>,
     pub store: Option<String>,
+    pub etcd_cacert: Option<PathBuf>,
+    pub etcd_cert: Option<PathBuf>,
+    pub etcd_key: Option<PathBuf>,
+    pub lease_ttl: Option<u64>,
     pub dataplane: Option<String>,
     pub log_level: Option<String>,
     pub gwbridge_subnet: Option<String>,
@@ -71,6 +87,13 @@ pub struct FileConfig {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum StoreSpec {
     Local,
+    Etcd {
+        endpoints: Vec<String>,
+        cacert: Option<PathBuf>,
+        cert: Option<PathBuf>,
+        key: Option<PathBuf>,
+        lease_ttl: u64,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -136,13 +159,30 @@ pub fn resolve(
     let store = match pick(&args.store, file.store).as_deref().unwrap_or("local") {
         "local" => StoreSpec::Local,
         s if s.starts_with("etcd://") => {
-            return Err(Invalid(format!(
-                "--store {s}: the etcd store is not part of this build yet; use --store local"
-            )))
+            let endpoints = crate::store::etcd::endpoints_from_url(s)
+                .map_err(|e| Invalid(format!("invalid --store: {e}")))?;
+            let lease_ttl = args.lease_ttl.or(file.lease_ttl).unwrap_or(10);
+            if !(2..=300).contains(&lease_ttl) {
+                return Err(Invalid(format!(
+                    "invalid --lease-ttl {lease_ttl}: must be between 2 and 300 seconds"
+                )));
+            }
+            let cert = args.etcd_cert.clone().or(file.etcd_cert);
+            let key = args.etcd_key.clone().or(file.etcd_key);
+            if cert.is_some() != key.is_some() {
+                return Err(Invalid("--etcd-cert and --etcd-key go together".into()));
+            }
+            StoreSpec::Etcd {
+                endpoints,
+                cacert: args.etcd_cacert.clone().or(file.etcd_cacert),
+                cert,
+                key,
+                lease_ttl,
+            }
         }
         s => {
             return Err(Invalid(format!(
-                "invalid --store {s:?}: expected \"local\""
+                "invalid --store {s:?}: expected \"local\" or etcd://HOST:PORT[,HOST:PORT...]"
             )))
         }
     };
@@ -280,7 +320,22 @@ mod tests {
             resolve(&a, FileConfig::default(), "h").unwrap_err().0
         };
         assert!(bad(|a| a.advertise_addr = Some("x".into())).contains("--advertise-addr"));
-        assert!(bad(|a| a.store = Some("etcd://127.0.0.1:2379".into())).contains("etcd"));
+        assert!(bad(|a| a.store = Some("etcd://".into())).contains("invalid --store"));
+        assert!(bad(|a| {
+            a.store = Some("etcd://h:1".into());
+            a.lease_ttl = Some(1);
+        })
+        .contains("--lease-ttl"));
+        let ok = resolve(
+            &DaemonArgs {
+                store: Some("etcd://10.9.0.1:2379,10.9.0.2:2379".into()),
+                ..Default::default()
+            },
+            FileConfig::default(),
+            "h",
+        )
+        .unwrap();
+        assert!(matches!(ok.store, StoreSpec::Etcd { ref endpoints, lease_ttl: 10, .. } if endpoints.len() == 2));
         assert!(bad(|a| a.store = Some("zk".into())).contains("invalid --store"));
         assert!(bad(|a| a.dataplane = Some("ipvs".into())).contains("not part of this build"));
         assert!(bad(|a| a.log_level = Some("loud".into())).contains("--log-level"));

@@ -11,6 +11,9 @@ use crate::api::server::{router, App};
 use crate::config::{DaemonConfig, StoreSpec};
 use crate::control::{Control, ControlConfig};
 use crate::orchestrator::Orchestrator;
+use crate::membership::{self, Membership};
+use crate::model::{Node, NodeState};
+use crate::store::etcd::{EtcdStore, TlsFiles};
 use crate::store::local::LocalStore;
 use crate::store::Store;
 
@@ -50,12 +53,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     std::fs::set_permissions(&cfg.run_dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("securing {}", cfg.run_dir.display()))?;
     let _lock = lock_run_dir(&cfg)?;
-    let store: Arc<dyn Store> = match cfg.store {
-        StoreSpec::Local => Arc::new(
-            LocalStore::open(&cfg.state_dir.join("state.json"))
-                .context("opening the local store")?,
-        ),
-    };
+    let (store, membership) = open_store(&cfg).await?;
     let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let ctx = NodeContext {
         node: cfg.node_name.clone(),
@@ -77,6 +75,19 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         .ensure_ingress_network(cfg.ingress_subnet)
         .await
         .context("creating the ingress network")?;
+    let leading = membership::join(
+        membership,
+        Node {
+            name: cfg.node_name.clone(),
+            advertise_addr: cfg.advertise_addr,
+            state: NodeState::Ready,
+            api_socket: socket.display().to_string(),
+            run_dir: cfg.run_dir.display().to_string(),
+            updated_at: crate::model::now_secs(),
+        },
+    )
+    .await
+    .context("joining the cluster")?;
     let dns_upstreams = if cfg.dns.is_empty() {
         let text = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
         routemesh_dns::ForwarderConfig::from_resolv_conf(&text).upstreams
@@ -97,6 +108,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         Orchestrator {
             store: store.clone(),
             gwbridge_subnet: cfg.gwbridge_subnet,
+            leading,
         }
         .run(),
     );
@@ -120,6 +132,44 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     // Tasks keep running: the next daemon adopts them.
     tracing::info!("routemesh daemon stopped; tasks keep running");
     Ok(())
+}
+
+async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<(Arc<dyn Store>, Membership)> {
+    Ok(match &cfg.store {
+        StoreSpec::Local => {
+            let s: Arc<dyn Store> = Arc::new(
+                LocalStore::open(&cfg.state_dir.join("state.json"))
+                    .context("opening the local store")?,
+            );
+            (s.clone(), Membership::Local(s))
+        }
+        StoreSpec::Etcd {
+            endpoints,
+            cacert,
+            cert,
+            key,
+            lease_ttl,
+        } => {
+            let tls = cacert.as_ref().map(|ca| TlsFiles {
+                ca: ca.clone(),
+                cert: cert.clone(),
+                key: key.clone(),
+            });
+            let etcd = Arc::new(
+                EtcdStore::connect(endpoints, tls, std::time::Duration::from_secs(5))
+                    .await
+                    .context("connecting to etcd")?,
+            );
+            let s: Arc<dyn Store> = etcd.clone();
+            (
+                s,
+                Membership::Etcd {
+                    store: etcd,
+                    ttl: *lease_ttl,
+                },
+            )
+        }
+    })
 }
 
 async fn shutdown_signal() {

@@ -55,12 +55,15 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
             .nodes
             .get(&task.node)
             .is_some_and(|n| n.state == NodeState::Ready);
+        // A task on a lost node is gone with it: forget it, and its slot is placed again on a
+        // live node below (on a later pass, once the record is deleted).
+        if !node_alive {
+            actions.push(Action::Forget {
+                task: task.name.clone(),
+            });
+            continue;
+        }
         if task.desired == DesiredState::Shutdown {
-            if !node_alive {
-                actions.push(Action::Forget {
-                    task: task.name.clone(),
-                });
-            }
             continue;
         }
         // A task whose networks no longer match its service's (a port published on the
@@ -106,6 +109,13 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
     actions
 }
 
+/// Resolves when leadership changes; never, once nobody can change it any more.
+async fn leadership_changed(rx: &mut tokio::sync::watch::Receiver<bool>) {
+    if rx.changed().await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// The networks a service's tasks attach to, in interface order: the service's own, then the
 /// ingress network when it publishes a port in ingress mode.
 pub fn wanted_networks(svc: &Service) -> Vec<String> {
@@ -145,13 +155,19 @@ pub fn pick_node(st: &ClusterState, service: &str) -> Option<String> {
 pub struct Orchestrator {
     pub store: Arc<dyn Store>,
     pub gwbridge_subnet: Ipv4Net,
+    /// True while this node leads the cluster; only the leader orchestrates.
+    pub leading: tokio::sync::watch::Receiver<bool>,
 }
 
 impl Orchestrator {
     /// Follows the store until the process ends: reconcile on every change, and every few
     /// seconds in case a change was missed.
-    pub async fn run(self) {
+    pub async fn run(mut self) {
         loop {
+            if !*self.leading.borrow_and_update() {
+                leadership_changed(&mut self.leading).await;
+                continue;
+            }
             let rev = match self.reconcile().await {
                 Ok(rev) => rev,
                 Err(e) => {
@@ -178,6 +194,7 @@ impl Orchestrator {
                         _ => break,
                     },
                     _ = &mut deadline => break,
+                    _ = leadership_changed(&mut self.leading) => break,
                 }
             }
         }
@@ -430,8 +447,10 @@ mod tests {
         let mut lost = task("web", 5, "n9");
         lost.desired = DesiredState::Shutdown;
         st.tasks.insert(lost.name.clone(), lost);
+        st.nodes.insert("n0".into(), node("n0", NodeState::Down));
         for t in [
             task("web", 1, "n1"),
+            task("web", 2, "n0"),
             task("web", 3, "n1"),
             task("gone", 1, "n1"),
         ] {
@@ -439,12 +458,12 @@ mod tests {
         }
         let mut actions = plan(&st);
         actions.sort_by_key(|a| format!("{a:?}"));
+        // web.2 runs on a lost node: forgotten now, placed again once its record is gone.
         assert_eq!(
             actions,
             vec![
-                Action::Create {
-                    service: "web".into(),
-                    slot: 2
+                Action::Forget {
+                    task: "web.2".into()
                 },
                 Action::Forget {
                     task: "web.5".into()
@@ -462,6 +481,7 @@ mod tests {
     #[test]
     fn scale_to_zero_removes_everything() {
         let mut st = ClusterState::default();
+        st.nodes.insert("n1".into(), node("n1", NodeState::Ready));
         st.services.insert("web".into(), svc("web", 0));
         st.tasks.insert("web.1".into(), task("web", 1, "n1"));
         assert_eq!(

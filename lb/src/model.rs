@@ -44,6 +44,8 @@ impl fmt::Display for Proto {
 
 /// One destination of a virtual service. `weight` 0 means draining: the backend gets no new
 /// connections, while its existing ones finish (NAT is decided on a connection's first packet).
+/// Backends of a [`Frontend::VipAnyPort`] take the packet's own port: their `port` is ignored
+/// (validation sets it to 0).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 pub struct Backend {
     pub addr: Ipv4Addr,
@@ -83,19 +85,41 @@ pub enum Frontend {
     },
     /// A published port: matches any local destination address of the namespace.
     Published { port: u16, proto: Proto },
+    /// An address-only virtual IP, as Docker Swarm's VIPs behave: matches every packet to that
+    /// destination address (any protocol, any port) and rewrites the destination address only,
+    /// so a connection to `addr:P` reaches `backend:P`.
+    #[serde(rename = "vip_any_port")]
+    VipAnyPort { addr: Ipv4Addr },
 }
 
 impl Frontend {
-    pub fn port(&self) -> u16 {
+    /// The destination address matched; `None` for a published port (any local address).
+    pub fn addr(&self) -> Option<Ipv4Addr> {
         match *self {
-            Frontend::Vip { port, .. } | Frontend::Published { port, .. } => port,
+            Frontend::Vip { addr, .. } | Frontend::VipAnyPort { addr } => Some(addr),
+            Frontend::Published { .. } => None,
         }
     }
 
-    pub fn proto(&self) -> Proto {
+    /// The destination port matched; `None` for an address-only VIP (any port).
+    pub fn port(&self) -> Option<u16> {
         match *self {
-            Frontend::Vip { proto, .. } | Frontend::Published { proto, .. } => proto,
+            Frontend::Vip { port, .. } | Frontend::Published { port, .. } => Some(port),
+            Frontend::VipAnyPort { .. } => None,
         }
+    }
+
+    /// The protocol matched; `None` for an address-only VIP (any protocol).
+    pub fn proto(&self) -> Option<Proto> {
+        match *self {
+            Frontend::Vip { proto, .. } | Frontend::Published { proto, .. } => Some(proto),
+            Frontend::VipAnyPort { .. } => None,
+        }
+    }
+
+    /// Whether backends are reached on their own port (false: the packet's port is kept).
+    pub fn uses_backend_port(&self) -> bool {
+        !matches!(self, Frontend::VipAnyPort { .. })
     }
 }
 
@@ -104,6 +128,7 @@ impl fmt::Display for Frontend {
         match self {
             Frontend::Vip { addr, port, proto } => write!(f, "VIP {addr}:{port}/{proto}"),
             Frontend::Published { port, proto } => write!(f, "published port {port}/{proto}"),
+            Frontend::VipAnyPort { addr } => write!(f, "address-only VIP {addr}"),
         }
     }
 }
@@ -164,6 +189,8 @@ pub enum SpecError {
     BadVip(Frontend),
     #[error("{0}: declared twice")]
     DuplicateFrontend(Frontend),
+    #[error("{0}: its address is also an address-only VIP")]
+    VipAddrTaken(Frontend),
     #[error("{frontend}: backend {backend}: port 0 is not a usable port")]
     BackendPortZero {
         frontend: Frontend,
@@ -222,10 +249,16 @@ impl LbSpec {
             if !seen.insert(frontend) {
                 return Err(SpecError::DuplicateFrontend(frontend));
             }
+            if !frontend.uses_backend_port() {
+                // The packet's port is kept: a backend is an address.
+                for backend in &mut service.backends {
+                    backend.port = 0;
+                }
+            }
             let mut endpoints = BTreeSet::new();
             for backend in &service.backends {
                 let backend = *backend;
-                if backend.port == 0 {
+                if backend.port == 0 && frontend.uses_backend_port() {
                     return Err(SpecError::BackendPortZero { frontend, backend });
                 }
                 if !is_unicast(backend.addr) {
@@ -238,6 +271,21 @@ impl LbSpec {
             service.backends.sort();
             services.push(service);
         }
+        // An address is either address-only (every port) or per port, never both: the two
+        // would both claim its packets.
+        let any_port: BTreeSet<Ipv4Addr> = services
+            .iter()
+            .filter_map(|s| match s.frontend {
+                Frontend::VipAnyPort { addr } => Some(addr),
+                _ => None,
+            })
+            .collect();
+        if let Some(service) = services
+            .iter()
+            .find(|s| matches!(s.frontend, Frontend::Vip { addr, .. } if any_port.contains(&addr)))
+        {
+            return Err(SpecError::VipAddrTaken(service.frontend));
+        }
         services.sort_by_key(|s| s.frontend);
         Ok(ValidLbSpec {
             table: self.table,
@@ -248,10 +296,10 @@ impl LbSpec {
 }
 
 fn validate_frontend(frontend: Frontend) -> Result<(), SpecError> {
-    if frontend.port() == 0 {
+    if frontend.port() == Some(0) {
         return Err(SpecError::FrontendPortZero(frontend));
     }
-    if let Frontend::Vip { addr, .. } = frontend {
+    if let Some(addr) = frontend.addr() {
         if !is_unicast(addr) || addr.is_loopback() {
             return Err(SpecError::BadVip(frontend));
         }
@@ -367,6 +415,82 @@ mod tests {
             let err = input.validate().unwrap_err();
             assert_eq!(err.to_string(), want);
         }
+    }
+
+    fn any_port(a: u8, b: u8, c: u8, d: u8) -> Frontend {
+        Frontend::VipAnyPort {
+            addr: Ipv4Addr::new(a, b, c, d),
+        }
+    }
+
+    #[test]
+    fn refuses_bad_address_only_vips() {
+        let cases: Vec<(Vec<VirtualService>, &str)> = vec![
+            (
+                vec![
+                    service(any_port(10, 0, 0, 2), &[(1, 0)]),
+                    service(any_port(10, 0, 0, 2), &[(2, 0)]),
+                ],
+                "address-only VIP 10.0.0.2: declared twice",
+            ),
+            (
+                vec![
+                    service(vip(2, 80), &[(1, 80)]),
+                    service(any_port(10, 0, 0, 2), &[(1, 0)]),
+                ],
+                "VIP 10.0.0.2:80/tcp: its address is also an address-only VIP",
+            ),
+            (
+                vec![
+                    service(any_port(10, 0, 0, 2), &[(1, 0)]),
+                    service(vip(3, 80), &[(1, 80)]),
+                    service(vip(2, 443), &[(1, 443)]),
+                ],
+                "VIP 10.0.0.2:443/tcp: its address is also an address-only VIP",
+            ),
+            (
+                vec![service(any_port(127, 0, 0, 5), &[(1, 0)])],
+                "address-only VIP 127.0.0.5: not a unicast address usable as a VIP",
+            ),
+            (
+                vec![service(any_port(239, 1, 2, 3), &[(1, 0)])],
+                "address-only VIP 239.1.2.3: not a unicast address usable as a VIP",
+            ),
+            (
+                vec![service(any_port(0, 0, 0, 0), &[])],
+                "address-only VIP 0.0.0.0: not a unicast address usable as a VIP",
+            ),
+            (
+                vec![service(any_port(10, 0, 0, 2), &[(1, 0), (1, 80)])],
+                "address-only VIP 10.0.0.2: backend 10.1.0.1:0 listed twice",
+            ),
+        ];
+        for (services, want) in cases {
+            let err = spec(services).validate().unwrap_err();
+            assert_eq!(err.to_string(), want);
+        }
+    }
+
+    #[test]
+    fn address_only_vip_backends_take_no_port() {
+        let published = Frontend::Published {
+            port: 80,
+            proto: Proto::Tcp,
+        };
+        let valid = spec(vec![
+            service(any_port(10, 0, 0, 9), &[(2, 8080), (1, 0)]),
+            service(vip(2, 80), &[(1, 80)]),
+            service(published, &[(1, 80)]),
+        ])
+        .validate()
+        .unwrap();
+        let any = &valid.services()[2];
+        assert_eq!(any.frontend, any_port(10, 0, 0, 9));
+        assert_eq!(any.frontend.port(), None);
+        assert_eq!(any.frontend.proto(), None);
+        assert_eq!(any.frontend.addr(), Some(Ipv4Addr::new(10, 0, 0, 9)));
+        let ends: Vec<String> = any.backends.iter().map(|b| b.to_string()).collect();
+        assert_eq!(ends, vec!["10.1.0.1:0", "10.1.0.2:0"]);
     }
 
     #[test]

@@ -307,6 +307,56 @@ mod tests {
         );
     }
 
+    fn any_port(last: u8, backends: Vec<Backend>) -> VirtualService {
+        VirtualService {
+            frontend: Frontend::VipAnyPort {
+                addr: Ipv4Addr::new(10, 0, 0, last),
+            },
+            backends,
+        }
+    }
+
+    #[test]
+    fn address_only_vip_changes_send_only_elements() {
+        let mut backend = NftBackend::new(RecordingRunner::new());
+        backend
+            .sync(&spec(vec![
+                any_port(9, vec![be(1, 1), be(2, 1), be(3, 1)]),
+                any_port(10, vec![be(1, 1)]),
+            ]))
+            .unwrap();
+        let full = backend.runner().last_script().unwrap();
+        for needle in [
+            "\t\ttypeof ip daddr . numgen random mod 3 : ip daddr\n",
+            "\t\tip daddr @vipa_fe_3 dnat ip to ip daddr . numgen random mod 3 map @vipa_be_3\n",
+            "\t\tct state new ip daddr @no_backend_vipa goto reject_no_backend\n",
+            "\t\t\t10.0.0.9 . 2 : 10.1.0.3\n",
+        ] {
+            assert!(full.contains(needle), "{needle:?} not in\n{full}");
+        }
+        let report = backend
+            .sync(&spec(vec![
+                any_port(9, vec![be(1, 1), be(2, 1), be(4, 1)]),
+                any_port(10, vec![be(1, 0)]),
+            ]))
+            .unwrap();
+        assert_eq!(report.mode, SyncMode::Incremental);
+        assert_eq!(
+            lines(&backend.runner().last_script().unwrap()),
+            vec![
+                "flush chain ip routemesh_lb services",
+                "flush chain ip routemesh_lb vipa_1",
+                "delete element ip routemesh_lb vipa_be_3 { 10.0.0.9 . 2 }",
+                "delete chain ip routemesh_lb vipa_1",
+                "delete set ip routemesh_lb vipa_fe_1",
+                "delete map ip routemesh_lb vipa_be_1",
+                "add element ip routemesh_lb no_backend_vipa { 10.0.0.10 }",
+                "add element ip routemesh_lb vipa_be_3 { 10.0.0.9 . 2 : 10.1.0.4 }",
+                "add rule ip routemesh_lb services jump vipa_3",
+            ]
+        );
+    }
+
     #[test]
     fn failed_incremental_sync_falls_back_to_full() {
         let mut backend = NftBackend::new(RecordingRunner::new());

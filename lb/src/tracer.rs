@@ -43,6 +43,7 @@ pub enum RejectKind {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DnatTarget {
     pub addr: Ipv4Addr,
+    /// The backend's port, or the packet's own when the map yields an address only.
     pub port: u16,
     /// How many of the `numgen` slots pick this target.
     pub slots: u32,
@@ -381,9 +382,16 @@ impl<'a> Walk<'a> {
             .sets
             .get(map_name)
             .ok_or_else(|| eval(format!("dnat through missing map @{map_name}")))?;
-        if map.data.as_deref() != Some(&[Field::Addr, Field::Port][..]) {
-            return Err(eval(format!("@{map_name} does not map to address . port")));
-        }
+        // `address . port`, or `address` alone (address-only VIPs: the packet keeps its port).
+        let keeps_port = match map.data.as_deref() {
+            Some([Field::Addr, Field::Port]) => false,
+            Some([Field::Addr]) => true,
+            _ => {
+                return Err(eval(format!(
+                    "@{map_name} does not map to address . port or address"
+                )))
+            }
+        };
         let mut numgens = expr.iter().filter_map(|s| match s {
             Sel::Numgen(n) => Some(*n),
             _ => None,
@@ -402,7 +410,8 @@ impl<'a> Walk<'a> {
                 ))
             })?;
             let (addr, port) = match data[..] {
-                [Value::Addr(addr), Value::Port(port)] => (addr, port),
+                [Value::Addr(addr), Value::Port(port)] if !keeps_port => (addr, port),
+                [Value::Addr(addr)] if keeps_port => (addr, self.ctx.dport),
                 _ => return Err(eval(format!("@{map_name}: bad data {data:?}"))),
             };
             match targets

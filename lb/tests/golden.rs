@@ -46,6 +46,25 @@ fn small_vip_table() {
 }
 
 #[test]
+fn address_only_vip_table() {
+    let spec = valid(
+        Snat::To(ip("10.0.1.250")),
+        vec![
+            any_port(
+                "10.0.1.20",
+                vec![
+                    be("10.0.1.5", 0, 1),
+                    be("10.0.1.6", 0, 1),
+                    be("10.0.1.7", 0, 1),
+                ],
+            ),
+            any_port("10.0.1.21", vec![be("10.0.1.5", 0, 0)]),
+        ],
+    );
+    check("address_only_vip.nft", &plan(&spec).full_sync_script());
+}
+
+#[test]
 fn incremental_scripts() {
     let mut backend = NftBackend::new(RecordingRunner::new());
     backend.sync(&fixture()).unwrap();

@@ -11,13 +11,16 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use common::*;
-use routemesh_lb::{Backend, NftBackend, Proto, Snat, SyncMode, VirtualService};
+use routemesh_lb::{Backend, NftBackend, Proto, Snat, SyncMode, ValidLbSpec, VirtualService};
 use support::{is_root, veth, ChildGuard, Netns, NsRunner};
 
 const VIP: &str = "10.97.0.10";
 const OTHER_VIP: &str = "10.97.0.11";
 const THIRD_VIP: &str = "10.97.0.12";
+/// Address-only VIP (any protocol, any port).
+const ANY_VIP: &str = "10.97.0.20";
 const PORT: u16 = 8080;
+const UDP_PORT: u16 = 5300;
 
 const SERVER: &str = r#"
 import socket, sys
@@ -50,10 +53,35 @@ fn backend_addr(i: usize) -> String {
     format!("10.98.0.{}", 11 + i)
 }
 
-fn topology() -> Topology {
+/// UDP echo: answers `NAME@PORT:` + the datagram, so the client sees which backend and port.
+const UDP_ECHO: &str = r#"
+import socket, sys
+port = int(sys.argv[2])
+prefix = ("%s@%d:" % (sys.argv[1], port)).encode()
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", port))
+print("ready", flush=True)
+while True:
+    data, peer = s.recvfrom(2048)
+    s.sendto(prefix + data, peer)
+"#;
+
+/// Waits for a server's "ready" line.
+fn started(mut server: ChildGuard) -> ChildGuard {
+    let mut line = String::new();
+    let stdout = server.0.stdout.take().unwrap();
+    BufReader::new(stdout).read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    server
+}
+
+/// The client, lb and three backend namespaces (names carry `tag`, so tests can run in
+/// parallel). Each backend `i` serves HTTP on every port of `http_ports` (answering `be{i}` on
+/// the first, `be{i}@PORT` on the others) and, with `udp_echo`, UDP echo on that port.
+fn topology(tag: &str, http_ports: &[u16], udp_echo: Option<u16>) -> Topology {
     let pid = std::process::id();
-    let client = Netns::new(format!("rmlb-client-{pid}")).unwrap();
-    let lb = Netns::new(format!("rmlb-lb-{pid}")).unwrap();
+    let client = Netns::new(format!("rmlb-{tag}client-{pid}")).unwrap();
+    let lb = Netns::new(format!("rmlb-{tag}lb-{pid}")).unwrap();
     let mut backends = Vec::new();
     let mut servers = Vec::new();
 
@@ -73,6 +101,8 @@ fn topology() -> Topology {
         .unwrap();
     lb.ip(&["addr", "add", &format!("{THIRD_VIP}/32"), "dev", "l0"])
         .unwrap();
+    lb.ip(&["addr", "add", &format!("{ANY_VIP}/32"), "dev", "l0"])
+        .unwrap();
     lb.ip(&["link", "add", "br0", "type", "bridge"]).unwrap();
     lb.ip(&["addr", "add", "10.98.0.1/24", "dev", "br0"])
         .unwrap();
@@ -80,7 +110,7 @@ fn topology() -> Topology {
     lb.sysctl("net.ipv4.ip_forward=1").unwrap();
 
     for i in 0..3 {
-        let ns = Netns::new(format!("rmlb-be{i}-{pid}")).unwrap();
+        let ns = Netns::new(format!("rmlb-{tag}be{i}-{pid}")).unwrap();
         let port_name = format!("b{i}");
         veth(&lb, &port_name, &ns, "e0").unwrap();
         lb.ip(&["link", "set", &port_name, "master", "br0"])
@@ -94,17 +124,26 @@ fn topology() -> Topology {
             "e0",
         ])
         .unwrap();
-        let mut server = ns
-            .spawn(
-                "python3",
-                &["-u", "-c", SERVER, &format!("be{i}"), &PORT.to_string()],
-            )
-            .unwrap();
-        let mut line = String::new();
-        let stdout = server.0.stdout.take().unwrap();
-        BufReader::new(stdout).read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        servers.push(server);
+        for (k, port) in http_ports.iter().enumerate() {
+            let name = if k == 0 {
+                format!("be{i}")
+            } else {
+                format!("be{i}@{port}")
+            };
+            let server = ns
+                .spawn("python3", &["-u", "-c", SERVER, &name, &port.to_string()])
+                .unwrap();
+            servers.push(started(server));
+        }
+        if let Some(port) = udp_echo {
+            let server = ns
+                .spawn(
+                    "python3",
+                    &["-u", "-c", UDP_ECHO, &format!("be{i}"), &port.to_string()],
+                )
+                .unwrap();
+            servers.push(started(server));
+        }
         backends.push(ns);
     }
     Topology {
@@ -137,7 +176,12 @@ fn spec(main: Vec<Backend>, with_main: bool) -> routemesh_lb::ValidLbSpec {
 
 /// `n` new connections from the client to VIP:80; answers counted by backend name.
 fn spread(client: &Netns, n: usize) -> BTreeMap<String, usize> {
-    let target: SocketAddr = format!("{VIP}:80").parse().unwrap();
+    spread_to(client, VIP, 80, n)
+}
+
+/// `n` new connections from the client to `addr:port`; answers counted by body.
+fn spread_to(client: &Netns, addr: &str, port: u16, n: usize) -> BTreeMap<String, usize> {
+    let target: SocketAddr = format!("{addr}:{port}").parse().unwrap();
     client
         .run_in(|| {
             let mut counts = BTreeMap::new();
@@ -162,7 +206,7 @@ fn vip_spreads_drains_rejects_and_cleans_up() {
         eprintln!("SKIPPED: needs root");
         return;
     }
-    let topo = topology();
+    let topo = topology("", &[PORT], None);
     let mut nft = NftBackend::new(NsRunner::new(&topo.lb));
 
     // All three backends get a share.
@@ -317,4 +361,139 @@ while True:
     assert_eq!(answer.0, "udp-be:hello");
     assert_eq!(answer.1, Err(std::io::ErrorKind::ConnectionRefused));
     drop(server);
+}
+
+/// Address-only backends: the port is ignored (0), the packet keeps its own.
+fn any_port_spec(weights: &[u32]) -> ValidLbSpec {
+    let backends = weights
+        .iter()
+        .enumerate()
+        .map(|(i, &w)| be(&backend_addr(i), 0, w))
+        .collect();
+    valid(Snat::Masquerade, vec![any_port(ANY_VIP, backends)])
+}
+
+/// One UDP datagram from a fresh socket (so a new conntrack entry) to `ANY_VIP:port`: the
+/// answer and the address it came from, or the error kind.
+fn udp_exchange(client: &Netns, port: u16) -> Result<(String, SocketAddr), std::io::ErrorKind> {
+    client
+        .run_in(|| {
+            let sock = std::net::UdpSocket::bind("0.0.0.0:0").unwrap();
+            sock.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+            sock.connect(format!("{ANY_VIP}:{port}")).unwrap();
+            sock.send(b"hello").unwrap();
+            let mut buf = [0u8; 128];
+            // ICMP port unreachable surfaces as ECONNREFUSED on a connected socket.
+            let n = sock.recv(&mut buf).map_err(|e| e.kind())?;
+            let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+            Ok((text, sock.peer_addr().unwrap()))
+        })
+        .unwrap()
+}
+
+fn tcp_connect(client: &Netns, port: u16) -> Result<(), std::io::ErrorKind> {
+    let target: SocketAddr = format!("{ANY_VIP}:{port}").parse().unwrap();
+    client
+        .run_in(|| {
+            TcpStream::connect_timeout(&target, Duration::from_secs(2))
+                .map(|_| ())
+                .map_err(|e| e.kind())
+        })
+        .unwrap()
+}
+
+#[test]
+fn address_only_vip_through_the_kernel() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let topo = topology("a", &[80, PORT], Some(UDP_PORT));
+    let mut nft = NftBackend::new(NsRunner::new(&topo.lb));
+
+    // TCP to port 80 spreads over the three backends, each reached on port 80.
+    assert_eq!(
+        nft.sync(&any_port_spec(&[1, 1, 1])).unwrap().mode,
+        SyncMode::Full
+    );
+    let counts = spread_to(&topo.client, ANY_VIP, 80, 300);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["be0", "be1", "be2"],
+        "{counts:?}"
+    );
+    for (name, &n) in &counts {
+        assert!((60..=141).contains(&n), "{name} got {n} of 300: {counts:?}");
+    }
+
+    // One set, one map and one rule; the map yields an address only.
+    let listing = topo.lb.exec("nft", &["list", "ruleset"]).unwrap();
+    for needle in [
+        "typeof ip daddr . numgen random mod 3 : ip daddr",
+        "ip daddr @vipa_fe_3 dnat to ip daddr . numgen random mod 3 map @vipa_be_3",
+        "ct state new ip daddr @no_backend_vipa goto reject_no_backend",
+    ] {
+        assert!(listing.contains(needle), "missing {needle:?} in\n{listing}");
+    }
+    assert_eq!(listing.matches("dnat to").count(), 1, "{listing}");
+
+    // Another TCP port reaches a backend on that same port.
+    let counts = spread_to(&topo.client, ANY_VIP, PORT, 30);
+    assert!(
+        counts
+            .keys()
+            .all(|k| ["be0@8080", "be1@8080", "be2@8080"].contains(&k.as_str())),
+        "{counts:?}"
+    );
+    assert_eq!(counts.values().sum::<usize>(), 30);
+
+    // UDP too, port kept, answered from the VIP.
+    let mut udp_backends = BTreeMap::new();
+    for _ in 0..30 {
+        let (text, from) = udp_exchange(&topo.client, UDP_PORT).unwrap();
+        assert_eq!(from, format!("{ANY_VIP}:{UDP_PORT}").parse().unwrap());
+        let backend = text
+            .strip_suffix(&format!("@{UDP_PORT}:hello"))
+            .unwrap_or_else(|| panic!("unexpected answer {text:?}"))
+            .to_string();
+        *udp_backends.entry(backend).or_insert(0) += 1;
+    }
+    assert!(udp_backends.len() >= 2, "{udp_backends:?}");
+
+    // Draining backend 2: incremental (3-slot group out, 2-slot group in), be2 gets none.
+    let report = nft.sync(&any_port_spec(&[1, 1, 0])).unwrap();
+    assert_eq!(report.mode, SyncMode::Incremental);
+    let counts = spread_to(&topo.client, ANY_VIP, 80, 100);
+    assert_eq!(
+        counts.keys().collect::<Vec<_>>(),
+        ["be0", "be1"],
+        "{counts:?}"
+    );
+
+    // No usable backend: TCP on any port reset, UDP answered by ICMP port unreachable.
+    let report = nft.sync(&any_port_spec(&[])).unwrap();
+    assert_eq!(report.mode, SyncMode::Incremental);
+    let start = Instant::now();
+    for port in [80, PORT, 12345] {
+        assert_eq!(
+            tcp_connect(&topo.client, port),
+            Err(std::io::ErrorKind::ConnectionRefused),
+            "port {port}"
+        );
+    }
+    assert_eq!(
+        udp_exchange(&topo.client, UDP_PORT).map(|_| ()),
+        Err(std::io::ErrorKind::ConnectionRefused)
+    );
+    assert!(
+        start.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        start.elapsed()
+    );
+
+    // Removing it leaves nothing of it.
+    nft.sync(&valid(Snat::Masquerade, vec![])).unwrap();
+    let listing = topo.lb.exec("nft", &["list", "ruleset"]).unwrap();
+    assert!(!listing.contains(ANY_VIP), "{listing}");
+    assert!(!listing.contains("vipa_"), "{listing}");
 }

@@ -169,6 +169,104 @@ fn packet_paths() {
     }
 }
 
+/// Address-only VIPs: any protocol and port to the address, DNAT of the address only.
+#[test]
+fn address_only_vip_paths() {
+    use Proto::{Tcp, Udp};
+    let masq = Some(SourceNat::Masquerade);
+    // The packet's port is kept: each target carries the port the packet was sent to.
+    let three = |port| {
+        dnat(&[
+            ("10.2.0.1", port, 1),
+            ("10.2.0.2", port, 1),
+            ("10.2.0.3", port, 1),
+        ])
+    };
+    let cases: Vec<(&str, Packet, Verdict, Option<SourceNat>)> = vec![
+        ("tcp 80", pkt("10.0.0.20", Tcp, 80, true), three(80), masq),
+        (
+            "tcp 443",
+            pkt("10.0.0.20", Tcp, 443, true),
+            three(443),
+            masq,
+        ),
+        (
+            "tcp high port",
+            pkt("10.0.0.20", Tcp, 65535, false),
+            three(65535),
+            masq,
+        ),
+        ("udp 53", pkt("10.0.0.20", Udp, 53, true), three(53), masq),
+        ("udp 1", pkt("10.0.0.20", Udp, 1, true), three(1), masq),
+        (
+            "weights and a draining backend, port kept",
+            pkt("10.0.0.21", Udp, 5353, true),
+            dnat(&[("10.2.0.1", 5353, 1), ("10.2.0.3", 5353, 2)]),
+            masq,
+        ),
+        (
+            "all backends draining, tcp",
+            pkt("10.0.0.22", Tcp, 8443, true),
+            Verdict::Reject(RejectKind::TcpReset),
+            None,
+        ),
+        (
+            "all backends draining, udp",
+            pkt("10.0.0.22", Udp, 53, true),
+            Verdict::Reject(RejectKind::PortUnreachable),
+            None,
+        ),
+        (
+            "no backend tcp, any port",
+            pkt("10.0.0.23", Tcp, 22, true),
+            Verdict::Reject(RejectKind::TcpReset),
+            None,
+        ),
+        (
+            "no backend udp, any port",
+            pkt("10.0.0.23", Udp, 4789, true),
+            Verdict::Reject(RejectKind::PortUnreachable),
+            None,
+        ),
+        (
+            "address-only VIP wins over a published port on its address",
+            pkt("10.0.0.24", Tcp, 8080, true),
+            dnat(&[("10.2.0.4", 8080, 1)]),
+            masq,
+        ),
+        (
+            "neighbouring address untouched",
+            pkt("10.0.0.25", Tcp, 80, false),
+            Verdict::Accept,
+            None,
+        ),
+        (
+            "locally generated",
+            Packet {
+                locally_generated: true,
+                ..pkt("10.0.0.20", Udp, 9000, false)
+            },
+            three(9000),
+            masq,
+        ),
+        (
+            "locally generated without backend",
+            Packet {
+                locally_generated: true,
+                ..pkt("10.0.0.23", Tcp, 80, false)
+            },
+            Verdict::Reject(RejectKind::TcpReset),
+            None,
+        ),
+    ];
+    let rs = ruleset(&fixture());
+    for (name, packet, verdict, snat) in cases {
+        let trace = rs.trace(&packet).unwrap_or_else(|e| panic!("{name}: {e}"));
+        assert_eq!(trace.verdict, verdict, "{name}: {trace:?}");
+        assert_eq!(trace.snat, snat, "{name}: {trace:?}");
+    }
+}
+
 #[test]
 fn chains_walked_for_a_vip_hit() {
     let trace: Trace = ruleset(&fixture())
@@ -182,6 +280,26 @@ fn chains_walked_for_a_vip_hit() {
             "services",
             "vip_2",
             "vip_3",
+            "nat_postrouting"
+        ]
+    );
+}
+
+#[test]
+fn chains_walked_for_an_address_only_vip_hit() {
+    let trace: Trace = ruleset(&fixture())
+        .trace(&pkt("10.0.0.20", Proto::Udp, 53, true))
+        .unwrap();
+    assert_eq!(
+        trace.chains,
+        vec![
+            "filter_prerouting",
+            "nat_prerouting",
+            "services",
+            "vip_2",
+            "vip_3",
+            "vipa_1",
+            "vipa_3",
             "nat_postrouting"
         ]
     );
@@ -292,6 +410,25 @@ fn incremental_syncs_converge_to_full() {
             s
         }),
         valid(Snat::Masquerade, vec![]),
+        fixture(),
+        // address-only VIP: one backend swapped (elements only)
+        valid(Snat::Masquerade, {
+            let mut s = services();
+            let i = s.len() - 5;
+            s[i].backends[1] = be("10.2.0.9", 0, 1);
+            s
+        }),
+        // address-only VIP scaled 3 -> 4 (new group), the 1-slot one gone (group emptied),
+        // the backendless one given a backend (out of no_backend_vipa)
+        valid(Snat::Masquerade, {
+            let mut s = services();
+            let i = s.len() - 5;
+            s[i].backends.push(be("10.2.0.10", 0, 1));
+            s.pop();
+            let last = s.len() - 1;
+            s[last].backends.push(be("10.2.0.11", 0, 1));
+            s
+        }),
         fixture(),
     ];
     let mut backend = NftBackend::new(RecordingRunner::new());

@@ -32,16 +32,10 @@ fn lb_proto(p: Proto) -> routemesh_lb::Proto {
 pub fn lb_spec(plan: &LbPlan) -> LbSpec {
     let mut services = Vec::new();
     for v in &plan.vips {
-        for (port, proto) in &v.ports {
-            services.push(VirtualService {
-                frontend: Frontend::Vip {
-                    addr: v.vip,
-                    port: *port,
-                    proto: lb_proto(*proto),
-                },
-                backends: v.backends.iter().map(|a| Backend::new(*a, *port)).collect(),
-            });
-        }
+        services.push(VirtualService {
+            frontend: Frontend::VipAnyPort { addr: v.vip },
+            backends: v.backends.iter().map(|a| Backend::new(*a, 0)).collect(),
+        });
     }
     for p in &plan.published {
         services.push(VirtualService {

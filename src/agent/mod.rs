@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::model::{now_secs, Node, NodeState};
 use crate::store::{keys, state, Store, Txn};
 use apply::{Applied, Applier};
 use plan::NodeContext;
@@ -47,11 +46,6 @@ pub enum AgentError {
     Forwarding(routemesh_ingress::error::Error),
     #[error("opening netlink in the node namespace: {0}")]
     Netlink(routemesh_ingress::error::Error),
-    #[error("registering node {node}: {source}")]
-    Register {
-        node: String,
-        source: crate::store::StoreError,
-    },
 }
 
 impl Agent {
@@ -65,7 +59,6 @@ impl Agent {
         routemesh_ingress::netns::set_sysctl(None, "net/ipv4/ip_forward", "1")
             .map_err(AgentError::Forwarding)?;
         let node_nl = Netlink::current().map_err(AgentError::Netlink)?;
-        self.register().await?;
         let (tx, rx) = mpsc::unbounded_channel();
         let applier = Applier {
             ctx: self.ctx.clone(),
@@ -89,25 +82,6 @@ impl Agent {
         };
         tracing::info!(upstreams = ?cfg.upstreams, "dns: forwarding other names");
         Some(routemesh_dns::Forwarder::new(cfg))
-    }
-
-    async fn register(&self) -> Result<(), AgentError> {
-        let node = Node {
-            name: self.ctx.node.clone(),
-            advertise_addr: self.ctx.advertise_addr,
-            state: NodeState::Ready,
-            api_socket: self.api_socket.clone(),
-            run_dir: self.ctx.run_dir.display().to_string(),
-            updated_at: now_secs(),
-        };
-        self.store
-            .txn(Txn::new().put_json(keys::node(&node.name), &node))
-            .await
-            .map_err(|source| AgentError::Register {
-                node: node.name.clone(),
-                source,
-            })?;
-        Ok(())
     }
 
     async fn run(self, mut applier: Applier, mut status_rx: mpsc::UnboundedReceiver<StatusEvent>) {

@@ -32,8 +32,6 @@ pub struct VipLb {
     pub service: String,
     pub vip: Ipv4Addr,
     pub backends: Vec<Ipv4Addr>,
-    /// The service's target ports (interim, until the address-only VIP frontend lands).
-    pub ports: Vec<(u16, Proto)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -113,15 +111,10 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                 .filter_map(|t| addr_on(t, &net.name))
                 .collect();
             backends.sort();
-            let mut ports: Vec<(u16, Proto)> =
-                svc.ports.iter().map(|p| (p.target, p.proto)).collect();
-            ports.sort();
-            ports.dedup();
             vips.push(VipLb {
                 service: svc.name.clone(),
                 vip: vip.address.addr(),
                 backends,
-                ports,
             });
         }
         let ns = format!("{}{}", super::plan::OVERLAY_NS_PREFIX, net.name);

@@ -487,7 +487,16 @@ fn describe(err: &etcd::Error) -> String {
     let etcd::Error::GRpcStatus(status) = err else {
         return err.to_string();
     };
-    let mut text = format!("{:?}: {}", status.code(), status.message()).to_lowercase();
+    // `InvalidArgument` -> `invalid argument`
+    let code: String = format!("{:?}", status.code())
+        .chars()
+        .enumerate()
+        .flat_map(|(i, c)| {
+            let space = (i > 0 && c.is_uppercase()).then_some(' ');
+            space.into_iter().chain(c.to_lowercase())
+        })
+        .collect();
+    let mut text = format!("{code}: {}", status.message());
     let mut cause: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
     let mut innermost = None;
     while let Some(c) = cause {

@@ -8,6 +8,14 @@ pub const STATUS: &str = "/routemesh/status/";
 pub const NODES: &str = "/routemesh/nodes/";
 pub const CLAIMS: &str = "/routemesh/claims/";
 pub const NODE_ADDRS: &str = "/routemesh/nodeaddrs/";
+/// `/routemesh/alive/NODE` exists while the node lives (on its lease, with etcd).
+pub const ALIVE: &str = "/routemesh/alive/";
+/// Held (on its lease) by the node that runs the orchestrator.
+pub const LEADER: &str = "/routemesh/leader";
+
+pub fn alive(node: &str) -> String {
+    format!("{ALIVE}{node}")
+}
 
 pub fn network(name: &str) -> String {
     format!("{NETWORKS}{name}")

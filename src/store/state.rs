@@ -25,8 +25,13 @@ pub async fn read(store: &dyn Store) -> Result<ClusterState> {
         revision,
         ..ClusterState::default()
     };
+    let mut alive = std::collections::BTreeSet::new();
     for kv in &kvs {
         let k = kv.key.as_str();
+        if let Some(node) = k.strip_prefix(keys::ALIVE) {
+            alive.insert(node.to_string());
+            continue;
+        }
         if k.starts_with(keys::NETWORKS) {
             insert(&mut st.networks, kv)?;
         } else if k.starts_with(keys::SERVICES) {
@@ -42,6 +47,14 @@ pub async fn read(store: &dyn Store) -> Result<ClusterState> {
             st.node_addrs
                 .insert((na.network.clone(), na.node.clone()), na);
         }
+    }
+    // A node is ready while its alive key exists, whatever its record last said.
+    for (name, node) in st.nodes.iter_mut() {
+        node.state = if alive.contains(name) {
+            crate::model::NodeState::Ready
+        } else {
+            crate::model::NodeState::Down
+        };
     }
     Ok(st)
 }

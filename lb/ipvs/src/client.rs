@@ -5,20 +5,17 @@ use std::fs::File;
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 
-use netlink_packet_core::{
-    Emitable, ParseableParametrized, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST,
-};
+use netlink_packet_core::{Emitable, ParseableParametrized};
 use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
-use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
+use netlink_packet_generic::ctrl::GenlCtrl;
 use netlink_packet_generic::{GenlFamily, GenlHeader};
 use netlink_sys::{protocols::NETLINK_GENERIC, Socket};
 
-use crate::consts::*;
 use crate::decode;
 use crate::encode;
 use crate::error::{IpvsError, Operation};
 use crate::exchange::{Exchange, ExchangeError, Progress};
-use crate::message::{Attr, IpvsReply};
+use crate::message::{IpvsReply, IpvsRequest};
 use crate::types::*;
 
 const GENL_ID_CTRL: u16 = 0x10;
@@ -56,7 +53,10 @@ impl IpvsClient {
             seq: 0,
         };
         client.family_id = client.resolve_family()?;
-        tracing::debug!(family_id = client.family_id, "opened IPVS generic netlink socket");
+        tracing::debug!(
+            family_id = client.family_id,
+            "opened IPVS generic netlink socket"
+        );
         Ok(client)
     }
 
@@ -92,8 +92,7 @@ impl IpvsClient {
     pub fn add_service(&mut self, service: &Service) -> Result<(), IpvsError> {
         self.command(
             Operation::AddService(service.key),
-            IPVS_CMD_NEW_SERVICE,
-            vec![encode::service_attr(service)],
+            encode::new_service(service),
         )
     }
 
@@ -101,29 +100,24 @@ impl IpvsClient {
     pub fn update_service(&mut self, service: &Service) -> Result<(), IpvsError> {
         self.command(
             Operation::UpdateService(service.key),
-            IPVS_CMD_SET_SERVICE,
-            vec![encode::service_attr(service)],
+            encode::set_service(service),
         )
     }
 
     /// Deletes a service with all its destinations.
     pub fn delete_service(&mut self, key: &ServiceKey) -> Result<(), IpvsError> {
-        self.command(
-            Operation::DeleteService(*key),
-            IPVS_CMD_DEL_SERVICE,
-            vec![encode::service_key_attr(key)],
-        )
+        self.command(Operation::DeleteService(*key), encode::del_service(key))
     }
 
     /// One service, or `None` if the kernel has no such service.
     pub fn service(&mut self, key: &ServiceKey) -> Result<Option<ServiceEntry>, IpvsError> {
         let op = Operation::GetService(*key);
-        let request = encode::request(IPVS_CMD_GET_SERVICE, vec![encode::service_key_attr(key)]);
-        let replies = match self.exchange::<_, IpvsReply>(&op, request, false) {
-            Ok(replies) => replies,
-            Err(e) if e.is_not_found() => return Ok(None),
-            Err(e) => return Err(e),
-        };
+        let replies =
+            match self.exchange::<_, IpvsReply>(&op, encode::get_service(Some(key)), false) {
+                Ok(replies) => replies,
+                Err(e) if e.is_not_found() => return Ok(None),
+                Err(e) => return Err(e),
+            };
         match replies.first() {
             Some(reply) => decode::service(reply)
                 .map(Some)
@@ -135,7 +129,7 @@ impl IpvsClient {
     /// Every service of this namespace (a multipart dump).
     pub fn services(&mut self) -> Result<Vec<ServiceEntry>, IpvsError> {
         let op = Operation::ListServices;
-        let replies = self.dump(&op, IPVS_CMD_GET_SERVICE, vec![])?;
+        let replies = self.exchange::<_, IpvsReply>(&op, encode::get_service(None), true)?;
         replies
             .iter()
             .map(decode::service)
@@ -150,8 +144,7 @@ impl IpvsClient {
     ) -> Result<(), IpvsError> {
         self.command(
             Operation::AddDestination(*service, dest.socket_addr()),
-            IPVS_CMD_NEW_DEST,
-            vec![encode::service_key_attr(service), encode::dest_attr(dest)],
+            encode::new_dest(service, dest),
         )
     }
 
@@ -163,8 +156,7 @@ impl IpvsClient {
     ) -> Result<(), IpvsError> {
         self.command(
             Operation::UpdateDestination(*service, dest.socket_addr()),
-            IPVS_CMD_SET_DEST,
-            vec![encode::service_key_attr(service), encode::dest_attr(dest)],
+            encode::set_dest(service, dest),
         )
     }
 
@@ -176,11 +168,7 @@ impl IpvsClient {
     ) -> Result<(), IpvsError> {
         self.command(
             Operation::DeleteDestination(*service, SocketAddr::new(addr, port)),
-            IPVS_CMD_DEL_DEST,
-            vec![
-                encode::service_key_attr(service),
-                encode::dest_key_attr(&addr, port),
-            ],
+            encode::del_dest(service, &addr, port),
         )
     }
 
@@ -190,11 +178,7 @@ impl IpvsClient {
         service: &ServiceKey,
     ) -> Result<Vec<DestinationEntry>, IpvsError> {
         let op = Operation::ListDestinations(*service);
-        let replies = self.dump(
-            &op,
-            IPVS_CMD_GET_DEST,
-            vec![encode::service_key_attr(service)],
-        )?;
+        let replies = self.exchange::<_, IpvsReply>(&op, encode::get_dests(service), true)?;
         replies
             .iter()
             .map(|reply| decode::destination(reply, service.family()))
@@ -204,38 +188,30 @@ impl IpvsClient {
 
     /// Deletes every service and destination of this namespace.
     pub fn flush(&mut self) -> Result<(), IpvsError> {
-        self.command(Operation::Flush, IPVS_CMD_FLUSH, vec![])
+        self.command(Operation::Flush, encode::flush())
     }
 
     pub fn timeouts(&mut self) -> Result<Timeouts, IpvsError> {
         let op = Operation::GetTimeouts;
-        let reply = self.single(&op, IPVS_CMD_GET_CONFIG)?;
+        let reply = self.single(&op, encode::get_config())?;
         decode::timeouts(&reply).map_err(|detail| IpvsError::Decode { op, detail })
     }
 
     /// Sets the TCP, TCP FIN and UDP timeouts; a 0 leaves that one unchanged.
     pub fn set_timeouts(&mut self, timeouts: &Timeouts) -> Result<(), IpvsError> {
-        self.command(
-            Operation::SetTimeouts,
-            IPVS_CMD_SET_CONFIG,
-            encode::timeout_attrs(timeouts),
-        )
+        self.command(Operation::SetTimeouts, encode::set_config(timeouts))
     }
 
     pub fn info(&mut self) -> Result<Info, IpvsError> {
         let op = Operation::GetInfo;
-        let reply = self.single(&op, IPVS_CMD_GET_INFO)?;
+        let reply = self.single(&op, encode::get_info())?;
         decode::info(&reply).map_err(|detail| IpvsError::Decode { op, detail })
     }
 
     fn resolve_family(&mut self) -> Result<u16, IpvsError> {
         let op = Operation::ResolveFamily;
-        let request = GenlCtrl {
-            cmd: GenlCtrlCmd::GetFamily,
-            nlas: vec![GenlCtrlAttrs::FamilyName(IPVS_GENL_NAME.to_string())],
-        };
-        let replies = match self.exchange_with::<_, GenlCtrl>(&op, GENL_ID_CTRL, request, false)
-        {
+        let request = encode::get_family();
+        let replies = match self.exchange_with::<_, GenlCtrl>(&op, GENL_ID_CTRL, request, false) {
             Ok(replies) => replies,
             Err(IpvsError::Kernel { errno, .. }) if errno == libc::ENOENT => {
                 return Err(IpvsError::Unavailable)
@@ -255,30 +231,17 @@ impl IpvsClient {
             })
     }
 
-    fn command(&mut self, op: Operation, cmd: u8, attrs: Vec<Attr>) -> Result<(), IpvsError> {
+    fn command(&mut self, op: Operation, request: IpvsRequest) -> Result<(), IpvsError> {
         tracing::debug!(%op, "ipvs");
-        self.exchange::<_, IpvsReply>(&op, encode::request(cmd, attrs), false)
-            .map(drop)
+        self.exchange::<_, IpvsReply>(&op, request, false).map(drop)
     }
 
-    fn single(&mut self, op: &Operation, cmd: u8) -> Result<IpvsReply, IpvsError> {
-        let replies = self.exchange::<_, IpvsReply>(op, encode::request(cmd, vec![]), false)?;
-        replies
-            .into_iter()
-            .next()
-            .ok_or_else(|| IpvsError::Decode {
-                op: op.clone(),
-                detail: "the kernel acknowledged without answering".to_string(),
-            })
-    }
-
-    fn dump(
-        &mut self,
-        op: &Operation,
-        cmd: u8,
-        attrs: Vec<Attr>,
-    ) -> Result<Vec<IpvsReply>, IpvsError> {
-        self.exchange::<_, IpvsReply>(op, encode::request(cmd, attrs), true)
+    fn single(&mut self, op: &Operation, request: IpvsRequest) -> Result<IpvsReply, IpvsError> {
+        let replies = self.exchange::<_, IpvsReply>(op, request, false)?;
+        replies.into_iter().next().ok_or_else(|| IpvsError::Decode {
+            op: op.clone(),
+            detail: "the kernel acknowledged without answering".to_string(),
+        })
     }
 
     fn exchange<Req, Rep>(
@@ -311,12 +274,7 @@ impl IpvsClient {
             source,
         };
         self.seq = self.seq.wrapping_add(1);
-        let flags = if dump {
-            NLM_F_REQUEST | NLM_F_DUMP
-        } else {
-            NLM_F_REQUEST | NLM_F_ACK
-        };
-        let bytes = encode::frame(family_id, self.seq, flags, request);
+        let bytes = encode::frame(family_id, self.seq, encode::flags(dump), request);
         self.socket.send(&bytes, 0).map_err(io)?;
 
         let mut exchange = Exchange::<Rep>::new(self.seq, dump);

@@ -35,7 +35,11 @@ pub(crate) fn parse_attrs(buf: &[u8]) -> Result<Attrs<'_>, DecodeFailure> {
 
 impl<'a> Attrs<'a> {
     fn get(&self, kind: u16) -> Option<&'a [u8]> {
-        self.0.iter().rev().find(|(k, _)| *k == kind).map(|(_, v)| *v)
+        self.0
+            .iter()
+            .rev()
+            .find(|(k, _)| *k == kind)
+            .map(|(_, v)| *v)
     }
 
     fn require(&self, kind: u16, what: &str) -> Result<&'a [u8], DecodeFailure> {

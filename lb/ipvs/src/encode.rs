@@ -4,7 +4,9 @@
 use std::fmt::Debug;
 use std::net::IpAddr;
 
-use netlink_packet_core::{Emitable, NetlinkMessage};
+use netlink_packet_core::{Emitable, NetlinkMessage, NLM_F_ACK, NLM_F_DUMP, NLM_F_REQUEST};
+use netlink_packet_generic::ctrl::nlas::GenlCtrlAttrs;
+use netlink_packet_generic::ctrl::{GenlCtrl, GenlCtrlCmd};
 use netlink_packet_generic::{GenlFamily, GenlMessage};
 
 use crate::consts::*;
@@ -27,8 +29,88 @@ where
     bytes
 }
 
-pub(crate) fn request(cmd: u8, attrs: Vec<Attr>) -> IpvsRequest {
+/// A dump ends with `NLMSG_DONE`; anything else asks for an acknowledgement, so that success
+/// is confirmed and not just assumed.
+pub(crate) fn flags(dump: bool) -> u16 {
+    if dump {
+        NLM_F_REQUEST | NLM_F_DUMP
+    } else {
+        NLM_F_REQUEST | NLM_F_ACK
+    }
+}
+
+fn request(cmd: u8, attrs: Vec<Attr>) -> IpvsRequest {
     IpvsRequest { cmd, attrs }
+}
+
+/// `CTRL_CMD_GETFAMILY` for "IPVS", to the generic netlink controller.
+pub(crate) fn get_family() -> GenlCtrl {
+    GenlCtrl {
+        cmd: GenlCtrlCmd::GetFamily,
+        nlas: vec![GenlCtrlAttrs::FamilyName(IPVS_GENL_NAME.to_string())],
+    }
+}
+
+pub(crate) fn new_service(service: &Service) -> IpvsRequest {
+    request(IPVS_CMD_NEW_SERVICE, vec![service_attr(service)])
+}
+
+pub(crate) fn set_service(service: &Service) -> IpvsRequest {
+    request(IPVS_CMD_SET_SERVICE, vec![service_attr(service)])
+}
+
+pub(crate) fn del_service(key: &ServiceKey) -> IpvsRequest {
+    request(IPVS_CMD_DEL_SERVICE, vec![service_key_attr(key)])
+}
+
+/// With a key: that one service. Without: all services (sent as a dump).
+pub(crate) fn get_service(key: Option<&ServiceKey>) -> IpvsRequest {
+    request(
+        IPVS_CMD_GET_SERVICE,
+        key.map(service_key_attr).into_iter().collect(),
+    )
+}
+
+pub(crate) fn new_dest(key: &ServiceKey, dest: &Destination) -> IpvsRequest {
+    request(
+        IPVS_CMD_NEW_DEST,
+        vec![service_key_attr(key), dest_attr(dest)],
+    )
+}
+
+pub(crate) fn set_dest(key: &ServiceKey, dest: &Destination) -> IpvsRequest {
+    request(
+        IPVS_CMD_SET_DEST,
+        vec![service_key_attr(key), dest_attr(dest)],
+    )
+}
+
+pub(crate) fn del_dest(key: &ServiceKey, addr: &IpAddr, port: u16) -> IpvsRequest {
+    request(
+        IPVS_CMD_DEL_DEST,
+        vec![service_key_attr(key), dest_key_attr(addr, port)],
+    )
+}
+
+/// Sent as a dump: the kernel lists the destinations of the named service.
+pub(crate) fn get_dests(key: &ServiceKey) -> IpvsRequest {
+    request(IPVS_CMD_GET_DEST, vec![service_key_attr(key)])
+}
+
+pub(crate) fn flush() -> IpvsRequest {
+    request(IPVS_CMD_FLUSH, vec![])
+}
+
+pub(crate) fn get_config() -> IpvsRequest {
+    request(IPVS_CMD_GET_CONFIG, vec![])
+}
+
+pub(crate) fn set_config(timeouts: &Timeouts) -> IpvsRequest {
+    request(IPVS_CMD_SET_CONFIG, timeout_attrs(timeouts))
+}
+
+pub(crate) fn get_info() -> IpvsRequest {
+    request(IPVS_CMD_GET_INFO, vec![])
 }
 
 /// `union nf_inet_addr`: 16 bytes, an IPv4 address in the first 4, in network order.
@@ -59,16 +141,13 @@ fn service_key_attrs(key: &ServiceKey) -> Vec<Attr> {
 }
 
 /// `IPVS_CMD_ATTR_SERVICE` naming a service (for delete, and for destination commands).
-pub(crate) fn service_key_attr(key: &ServiceKey) -> Attr {
-    Attr::new(
-        IPVS_CMD_ATTR_SERVICE,
-        Value::Nested(service_key_attrs(key)),
-    )
+fn service_key_attr(key: &ServiceKey) -> Attr {
+    Attr::new(IPVS_CMD_ATTR_SERVICE, Value::Nested(service_key_attrs(key)))
 }
 
 /// `IPVS_CMD_ATTR_SERVICE` for new/set: the kernel's `full_entry` also requires
 /// `SCHED_NAME`, `FLAGS`, `TIMEOUT` and `NETMASK`.
-pub(crate) fn service_attr(service: &Service) -> Attr {
+fn service_attr(service: &Service) -> Attr {
     let mut attrs = service_key_attrs(&service.key);
     // struct ip_vs_flags { __u32 flags; __u32 mask; }: a full mask makes these flags the
     // service's flags, instead of merging with what an existing service has.
@@ -101,13 +180,16 @@ fn dest_key_attrs(addr: &IpAddr, port: u16) -> Vec<Attr> {
 }
 
 /// `IPVS_CMD_ATTR_DEST` naming a destination (for delete).
-pub(crate) fn dest_key_attr(addr: &IpAddr, port: u16) -> Attr {
-    Attr::new(IPVS_CMD_ATTR_DEST, Value::Nested(dest_key_attrs(addr, port)))
+fn dest_key_attr(addr: &IpAddr, port: u16) -> Attr {
+    Attr::new(
+        IPVS_CMD_ATTR_DEST,
+        Value::Nested(dest_key_attrs(addr, port)),
+    )
 }
 
 /// `IPVS_CMD_ATTR_DEST` for new/set: `full_entry` requires `FWD_METHOD`, `WEIGHT`,
 /// `U_THRESH` and `L_THRESH`.
-pub(crate) fn dest_attr(dest: &Destination) -> Attr {
+fn dest_attr(dest: &Destination) -> Attr {
     let mut attrs = dest_key_attrs(&dest.addr, dest.port);
     attrs.extend([
         Attr::new(IPVS_DEST_ATTR_FWD_METHOD, Value::U32(dest.fwd.raw())),
@@ -118,7 +200,7 @@ pub(crate) fn dest_attr(dest: &Destination) -> Attr {
     Attr::new(IPVS_CMD_ATTR_DEST, Value::Nested(attrs))
 }
 
-pub(crate) fn timeout_attrs(timeouts: &Timeouts) -> Vec<Attr> {
+fn timeout_attrs(timeouts: &Timeouts) -> Vec<Attr> {
     vec![
         Attr::new(IPVS_CMD_ATTR_TIMEOUT_TCP, Value::U32(timeouts.tcp)),
         Attr::new(IPVS_CMD_ATTR_TIMEOUT_TCP_FIN, Value::U32(timeouts.tcp_fin)),

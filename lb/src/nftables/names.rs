@@ -26,11 +26,15 @@ pub const CHAIN_REJECT: &str = "reject_no_backend";
 
 /// `ip daddr . meta l4proto . th dport` of VIP frontends that have no usable backend.
 pub const SET_NO_BACKEND_VIP: &str = "no_backend_vip";
+/// `ip daddr` of address-only VIP frontends that have no usable backend.
+pub const SET_NO_BACKEND_VIP_ADDR: &str = "no_backend_vipa";
 /// `meta l4proto . th dport` of published frontends that have no usable backend.
 pub const SET_NO_BACKEND_PUBLISHED: &str = "no_backend_pub";
 
 /// Prefix of VIP group objects (`vip_fe_N`, `vip_be_N`, chain `vip_N`).
 pub const VIP_PREFIX: &str = "vip";
+/// Prefix of address-only VIP group objects (`vipa_fe_N`, `vipa_be_N`, chain `vipa_N`).
+pub const VIP_ADDR_PREFIX: &str = "vipa";
 /// Prefix of published-port group objects (`pub_fe_N`, `pub_be_N`, chain `pub_N`).
 pub const PUBLISHED_PREFIX: &str = "pub";
 
@@ -47,6 +51,7 @@ pub const MAX_SLOTS: u32 = 64;
 fn prefix(kind: KeyKind) -> &'static str {
     match kind {
         KeyKind::Vip => VIP_PREFIX,
+        KeyKind::VipAddr => VIP_ADDR_PREFIX,
         KeyKind::Published => PUBLISHED_PREFIX,
     }
 }
@@ -56,7 +61,7 @@ pub fn frontend_set(kind: KeyKind, slots: u32) -> String {
     format!("{}_fe_{slots}", prefix(kind))
 }
 
-/// Map from frontend . slot to backend address . port.
+/// Map from frontend . slot to backend address . port (address only for address-only VIPs).
 pub fn backend_map(kind: KeyKind, slots: u32) -> String {
     format!("{}_be_{slots}", prefix(kind))
 }
@@ -69,6 +74,7 @@ pub fn group_chain(kind: KeyKind, slots: u32) -> String {
 pub fn no_backend_set(kind: KeyKind) -> &'static str {
     match kind {
         KeyKind::Vip => SET_NO_BACKEND_VIP,
+        KeyKind::VipAddr => SET_NO_BACKEND_VIP_ADDR,
         KeyKind::Published => SET_NO_BACKEND_PUBLISHED,
     }
 }

@@ -23,7 +23,12 @@ pub fn plan(spec: &ValidLbSpec) -> Table {
     let mut groups: BTreeMap<(KeyKind, u32), Group> = BTreeMap::new();
     for service in spec.services() {
         let frontend = FrontendKey::from(service.frontend);
-        let targets = slot_targets(&service.backends);
+        let mut targets = slot_targets(&service.backends);
+        if !frontend.kind().has_target_port() {
+            for target in &mut targets {
+                target.port = None;
+            }
+        }
         if targets.is_empty() {
             no_backend
                 .entry(frontend.kind())
@@ -42,7 +47,7 @@ pub fn plan(spec: &ValidLbSpec) -> Table {
     let mut sets = BTreeMap::new();
     let mut maps = BTreeMap::new();
     let mut chains = Vec::new();
-    for kind in [KeyKind::Vip, KeyKind::Published] {
+    for kind in KeyKind::ALL {
         let name = names::no_backend_set(kind).to_string();
         let elements = no_backend.remove(&kind).unwrap_or_default();
         sets.insert(
@@ -93,10 +98,7 @@ pub fn plan(spec: &ValidLbSpec) -> Table {
         base: None,
         rules: vec![Rule::RejectTcpReset, Rule::RejectPortUnreachable],
     });
-    let reject_rules = vec![
-        Rule::RejectNoBackend(KeyKind::Vip),
-        Rule::RejectNoBackend(KeyKind::Published),
-    ];
+    let reject_rules: Vec<Rule> = KeyKind::ALL.map(Rule::RejectNoBackend).to_vec();
     chains.push(base_chain(
         names::CHAIN_FILTER_PREROUTING,
         ChainType::Filter,
@@ -171,7 +173,7 @@ pub fn slot_targets(backends: &[Backend]) -> Vec<Target> {
             std::iter::repeat_n(
                 Target {
                     addr: b.addr,
-                    port: b.port,
+                    port: Some(b.port),
                 },
                 n as usize,
             )

@@ -9,18 +9,26 @@ use std::net::Ipv4Addr;
 use super::names;
 use crate::model::{Frontend, Proto, Snat};
 
-/// The shape of a lookup key: VIPs match the destination address, published ports do not.
+/// The shape of a lookup key: VIPs match the destination address and port, address-only VIPs
+/// the destination address alone, published ports the port on any local address.
+///
+/// The order is the order of the groups' jumps in `services`: VIP:port, then address-only VIP,
+/// then published ports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum KeyKind {
     Vip,
+    VipAddr,
     Published,
 }
 
 impl KeyKind {
+    pub const ALL: [KeyKind; 3] = [KeyKind::Vip, KeyKind::VipAddr, KeyKind::Published];
+
     /// The packet expression the key is built from.
     pub fn key_expr(self) -> &'static str {
         match self {
             KeyKind::Vip => "ip daddr . meta l4proto . th dport",
+            KeyKind::VipAddr => "ip daddr",
             KeyKind::Published => "meta l4proto . th dport",
         }
     }
@@ -29,32 +37,54 @@ impl KeyKind {
     pub fn set_type(self) -> &'static str {
         match self {
             KeyKind::Vip => "ipv4_addr . inet_proto . inet_service",
+            KeyKind::VipAddr => "ipv4_addr",
             KeyKind::Published => "inet_proto . inet_service",
         }
+    }
+
+    /// What a backend map of this kind yields: address-only VIPs keep the packet's port.
+    pub fn target_expr(self) -> &'static str {
+        match self {
+            KeyKind::Vip | KeyKind::Published => "ip daddr . th dport",
+            KeyKind::VipAddr => "ip daddr",
+        }
+    }
+
+    /// Whether DNAT targets carry a port.
+    pub fn has_target_port(self) -> bool {
+        !matches!(self, KeyKind::VipAddr)
     }
 
     /// Guard in front of the key: published ports only match local destinations.
     fn guard(self) -> &'static str {
         match self {
-            KeyKind::Vip => "",
+            KeyKind::Vip | KeyKind::VipAddr => "",
             KeyKind::Published => "fib daddr type local ",
         }
     }
 }
 
-/// A frontend as a set element: `10.0.0.2 . tcp . 80` or `tcp . 8080`.
+/// A frontend as a set element: `10.0.0.2 . tcp . 80`, `10.0.0.2` or `tcp . 8080`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct FrontendKey {
-    pub addr: Option<Ipv4Addr>,
-    pub proto: Proto,
-    pub port: u16,
+pub enum FrontendKey {
+    Vip {
+        addr: Ipv4Addr,
+        proto: Proto,
+        port: u16,
+    },
+    VipAddr(Ipv4Addr),
+    Published {
+        proto: Proto,
+        port: u16,
+    },
 }
 
 impl FrontendKey {
     pub fn kind(&self) -> KeyKind {
-        match self.addr {
-            Some(_) => KeyKind::Vip,
-            None => KeyKind::Published,
+        match self {
+            FrontendKey::Vip { .. } => KeyKind::Vip,
+            FrontendKey::VipAddr(_) => KeyKind::VipAddr,
+            FrontendKey::Published { .. } => KeyKind::Published,
         }
     }
 }
@@ -62,26 +92,20 @@ impl FrontendKey {
 impl From<Frontend> for FrontendKey {
     fn from(frontend: Frontend) -> Self {
         match frontend {
-            Frontend::Vip { addr, port, proto } => FrontendKey {
-                addr: Some(addr),
-                proto,
-                port,
-            },
-            Frontend::Published { port, proto } => FrontendKey {
-                addr: None,
-                proto,
-                port,
-            },
+            Frontend::Vip { addr, port, proto } => FrontendKey::Vip { addr, proto, port },
+            Frontend::VipAnyPort { addr } => FrontendKey::VipAddr(addr),
+            Frontend::Published { port, proto } => FrontendKey::Published { proto, port },
         }
     }
 }
 
 impl fmt::Display for FrontendKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if let Some(addr) = self.addr {
-            write!(f, "{addr} . ")?;
+        match self {
+            FrontendKey::Vip { addr, proto, port } => write!(f, "{addr} . {proto} . {port}"),
+            FrontendKey::VipAddr(addr) => write!(f, "{addr}"),
+            FrontendKey::Published { proto, port } => write!(f, "{proto} . {port}"),
         }
-        write!(f, "{} . {}", self.proto, self.port)
     }
 }
 
@@ -98,16 +122,20 @@ impl fmt::Display for SlotKey {
     }
 }
 
-/// A DNAT target: `10.1.0.5 . 80`.
+/// A DNAT target: `10.1.0.5 . 80`, or `10.1.0.5` when the packet keeps its port (address-only
+/// VIPs).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct Target {
     pub addr: Ipv4Addr,
-    pub port: u16,
+    pub port: Option<u16>,
 }
 
 impl fmt::Display for Target {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{} . {}", self.addr, self.port)
+        match self.port {
+            Some(port) => write!(f, "{} . {port}", self.addr),
+            None => write!(f, "{}", self.addr),
+        }
     }
 }
 
@@ -124,7 +152,8 @@ impl Set {
     }
 }
 
-/// A data map `frontend . slot : address . port`, one per (kind, slot count).
+/// A data map `frontend . slot : address . port` (`: address` for address-only VIPs), one per
+/// (kind, slot count).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Map {
     pub name: String,
@@ -137,9 +166,10 @@ impl Map {
     /// `typeof`, because `numgen` yields a plain integer no `type` name matches.
     pub fn type_decl(&self) -> String {
         format!(
-            "typeof {} . numgen random mod {} : ip daddr . th dport",
+            "typeof {} . numgen random mod {} : {}",
             self.kind.key_expr(),
-            self.slots
+            self.slots,
+            self.kind.target_expr()
         )
     }
 }

@@ -28,6 +28,13 @@ pub fn vip(addr: &str, port: u16, proto: Proto, backends: Vec<Backend>) -> Virtu
     }
 }
 
+pub fn any_port(addr: &str, backends: Vec<Backend>) -> VirtualService {
+    VirtualService {
+        frontend: Frontend::VipAnyPort { addr: ip(addr) },
+        backends,
+    }
+}
+
 pub fn published(port: u16, proto: Proto, backends: Vec<Backend>) -> VirtualService {
     VirtualService {
         frontend: Frontend::Published { port, proto },
@@ -85,6 +92,26 @@ pub fn services() -> Vec<VirtualService> {
         ),
         published(9053, Udp, vec![be("10.255.0.9", 53, 1)]),
         published(9999, Tcp, vec![]),
+        // Address-only VIPs: backend ports are ignored.
+        any_port(
+            "10.0.0.20",
+            vec![
+                be("10.2.0.1", 0, 1),
+                be("10.2.0.2", 0, 1),
+                be("10.2.0.3", 0, 1),
+            ],
+        ),
+        any_port(
+            "10.0.0.21",
+            vec![
+                be("10.2.0.1", 0, 1),
+                be("10.2.0.2", 0, 0),
+                be("10.2.0.3", 0, 2),
+            ],
+        ),
+        any_port("10.0.0.22", vec![be("10.2.0.1", 0, 0)]),
+        any_port("10.0.0.23", vec![]),
+        any_port("10.0.0.24", vec![be("10.2.0.4", 0, 1)]),
     ]
 }
 
