@@ -200,36 +200,34 @@ impl Orchestrator {
         }
     }
 
-    /// Applies the plan; returns the revision the last decisions were based on. A transaction
-    /// that lost a race makes it read and decide again.
+    /// Applies the plan one action at a time, reading the state again after each, so every
+    /// placement sees the tasks placed just before it (spread needs that) and a transaction
+    /// that lost a race is simply decided again. Returns the revision of the last read.
     pub async fn reconcile(&self) -> Result<u64, OrchestratorError> {
-        'again: for _ in 0..16 {
+        let mut unplaceable: Vec<Action> = Vec::new();
+        loop {
             let st = state::read(self.store.as_ref()).await?;
-            for action in plan(&st) {
-                let applied = match &action {
-                    Action::Shutdown { task } => self.shutdown_task(task).await?,
-                    Action::Forget { task } => self.forget_task(&st, task).await?,
-                    Action::NodeAddress { network, node } => {
-                        self.node_address(&st, network, node).await?
-                    }
-                    Action::Create { service, slot } => match st.services.get(service) {
-                        Some(svc) => match self.create_task(&st, svc, *slot).await {
-                            Err(OrchestratorError::Placement { task, detail }) => {
-                                tracing::warn!(task, detail, "cannot place task");
-                                true
-                            }
-                            other => other?,
-                        },
-                        None => true,
-                    },
-                };
-                if !applied {
-                    continue 'again;
+            let Some(action) = plan(&st).into_iter().find(|a| !unplaceable.contains(a)) else {
+                return Ok(st.revision);
+            };
+            let result = match &action {
+                Action::Shutdown { task } => self.shutdown_task(task).await,
+                Action::Forget { task } => self.forget_task(&st, task).await,
+                Action::NodeAddress { network, node } => self.node_address(&st, network, node).await,
+                Action::Create { service, slot } => match st.services.get(service) {
+                    Some(svc) => self.create_task(&st, svc, *slot).await,
+                    None => Ok(true),
+                },
+            };
+            match result {
+                Ok(_) => {}
+                Err(OrchestratorError::Placement { task, detail }) => {
+                    tracing::warn!(task, detail, "cannot place task");
+                    unplaceable.push(action);
                 }
+                Err(e) => return Err(e),
             }
-            return Ok(st.revision);
         }
-        Err(StoreError::Unavailable("kept changing during orchestration".into()).into())
     }
 
     async fn shutdown_task(&self, name: &str) -> Result<bool, OrchestratorError> {
@@ -278,12 +276,10 @@ impl Orchestrator {
         };
         let taken = crate::control::taken_addresses(self.store.as_ref(), net).await?;
         let Some(ip) = ipam::next_host(net.subnet, &taken) else {
-            tracing::warn!(
-                network,
-                node,
-                "no free address for the node's load balancer"
-            );
-            return Ok(true);
+            return Err(OrchestratorError::Placement {
+                task: format!("{node}'s address on {network}"),
+                detail: format!("network {network:?} ({}) has no free address", net.subnet),
+            });
         };
         let claim = keys::addr_claim(&net.id, ip);
         let na = crate::model::NodeAddress {

@@ -225,6 +225,7 @@ impl Topology {
             // The embedded DNS forwards nowhere in the demo: the fabric has no resolver.
             .arg("--dns")
             .arg(format!("{ETCD_ADDR}:53"))
+            .env("PATH", path_with(&self.bin))
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log);
@@ -279,17 +280,42 @@ impl Topology {
         for i in 0..self.nodes.len() {
             self.stop_daemon(i);
         }
-        for i in 0..self.nodes.len() {
-            self.kill_node(i);
-        }
         self.stop_etcd();
-        for ns in [&self.client, &self.fabric] {
-            kill_processes_in(ns);
-            let _ = netns::remove(ns);
-        }
-        let _ = netns::remove(&self.dir.join("netns"));
-        let _ = std::fs::remove_dir_all(&self.dir);
+        teardown_dir(&self.dir);
     }
+}
+
+/// Removes a topology left running (`routemesh demo --keep`) knowing only its directory:
+/// every process in its namespaces, the namespaces, the files.
+pub fn teardown_dir(dir: &Path) {
+    let mut nsdirs = vec![dir.join("netns")];
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let nested = e.path().join("run/netns");
+            if nested.is_dir() {
+                nsdirs.insert(0, nested);
+            }
+        }
+    }
+    // Sandboxes first (their processes), then the nodes (daemons), the client and the
+    // fabric (etcd).
+    for d in &nsdirs {
+        for ns in list_ns(d) {
+            kill_processes_in(&ns);
+        }
+    }
+    for d in &nsdirs {
+        for ns in list_ns(d) {
+            let _ = netns::remove(&ns);
+        }
+        let _ = netns::remove(d);
+    }
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+fn path_with(bin: &Path) -> String {
+    let dir = bin.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
 /// One HTTP/1.0 GET from inside `ns`, with a short timeout.

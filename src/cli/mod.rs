@@ -52,6 +52,23 @@ enum Cmd {
         #[arg(last = true, required = true)]
         command: Vec<String>,
     },
+    /// A routing mesh of 3 nodes and etcd on this machine, a service and a curl loop.
+    Demo {
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Leave it running and print how to reach it.
+        #[arg(long)]
+        keep: bool,
+        /// Where the demo keeps its namespaces and state.
+        #[arg(long, default_value = "/tmp/routemesh-demo")]
+        dir: PathBuf,
+        /// Rounds of the curl loop (one request to every node per round).
+        #[arg(long, default_value_t = 3)]
+        rounds: usize,
+        /// Tear down the demo left running (with --keep) in DIR, then exit.
+        #[arg(long, value_name = "DIR")]
+        down: Option<PathBuf>,
+    },
     /// The demo workload: answers with who answered.
     Whoami {
         #[arg(long, default_value_t = 80)]
@@ -201,11 +218,39 @@ pub fn main() -> i32 {
             report(runtime().and_then(|rt| rt.block_on(crate::whoami::run(port, udp))))
         }
         Cmd::Exec { task, command } => exec(&socket_path(&cli.host), &task, &command),
+        Cmd::Demo {
+            nodes,
+            keep,
+            dir,
+            rounds,
+            down,
+        } => {
+            if let Some(dir) = down {
+                return report(crate::demo::down(&dir));
+            }
+            if !(1..=9).contains(&nodes) {
+                return report(Err(anyhow::anyhow!("--nodes must be between 1 and 9")));
+            }
+            let opts = crate::demo::DemoOptions {
+                nodes,
+                keep,
+                dir,
+                rounds,
+            };
+            report(runtime().and_then(|rt| rt.block_on(crate::demo::run(opts))))
+        }
         cmd => {
             let client = Client::new(&socket_path(&cli.host));
             report(runtime().and_then(|rt| rt.block_on(dispatch(&client, cmd))))
         }
     }
+}
+
+/// Waits until `service` runs all its tasks (for other commands that create services).
+pub async fn wait_converged(c: &Client, service: &str, timeout: Duration) -> anyhow::Result<()> {
+    wait::converge(c, service, timeout)
+        .await
+        .map_err(|e| anyhow::anyhow!("service {service}: {e}"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -324,7 +369,7 @@ async fn dispatch(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Daemon(_) | Cmd::Exec { .. } | Cmd::Whoami { .. } => Ok(()),
+        Cmd::Daemon(_) | Cmd::Exec { .. } | Cmd::Whoami { .. } | Cmd::Demo { .. } => Ok(()),
     }
 }
 

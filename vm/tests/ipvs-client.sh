@@ -9,22 +9,24 @@ IPVSADM=/usr/sbin/ipvsadm
 IP=/usr/sbin/ip
 NS=ipvs-smoke
 MARK=260
+passed=0
 
 fail() {
     echo "FAIL: $*"
+    echo "ipvs-client: $passed passed, 1 failed"
     exit 1
 }
 
 # has DESCRIPTION REGEX TEXT: TEXT has a line matching REGEX.
 has() {
-    printf '%s\n' "$3" | grep -Eq -- "$2" && return 0
+    printf '%s\n' "$3" | grep -Eq -- "$2" && passed=$((passed + 1)) && return 0
     printf '%s\n' "$3"
     fail "$1: no line matches /$2/"
 }
 
 # lacks DESCRIPTION REGEX TEXT: no line of TEXT matches REGEX.
 lacks() {
-    printf '%s\n' "$3" | grep -Eq -- "$2" || return 0
+    printf '%s\n' "$3" | grep -Eq -- "$2" || { passed=$((passed + 1)) && return 0; }
     printf '%s\n' "$3"
     fail "$1: a line matches /$2/"
 }
@@ -94,9 +96,15 @@ out=$($IPVSADM -Ln) || fail "ipvsadm -Ln"
 lacks "the initial namespace does not see it" '^FWM +77 ' "$out"
 $IP netns del $NS
 
+step "400 more services: dumps that span many datagrams"
+$SMOKE many 400 || fail "ipvs_smoke many"
+count=$($IPVSADM -Ln | grep -c '^FWM ')
+[ "$count" = 401 ] || fail "ipvsadm lists $count fwmark services, expected 401"
+passed=$((passed + 1))
+
 step "flush"
 $SMOKE flush || fail "ipvs_smoke flush"
 out=$($IPVSADM -Ln) || fail "ipvsadm -Ln"
 lacks "no services after flush" '^(TCP|UDP|FWM|SCTP) ' "$out"
 
-echo "ipvs-client: all checks passed"
+echo "ipvs-client: $passed passed, 0 failed"

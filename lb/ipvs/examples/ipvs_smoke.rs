@@ -10,6 +10,8 @@
 //! ipvs_smoke delete-dest MARK IP:PORT   delete, check the dump, delete again must be ENOENT
 //! ipvs_smoke dump                one line per service and destination
 //! ipvs_smoke netns PATH MARK     add fwmark MARK rr inside the namespace at PATH
+//! ipvs_smoke many N              add N fwmark services (10000..) with 2 destinations each and
+//!                                check that the (multi-datagram) dumps return them all
 //! ipvs_smoke flush
 //! ```
 
@@ -78,6 +80,10 @@ fn main() -> Result<()> {
             let mut ipvs = IpvsClient::open_in_netns(Path::new(path))?;
             ipvs.add_service(&Service::new(key, Scheduler::Rr))?;
             dump(&mut ipvs)
+        }
+        "many" => {
+            let count: u32 = args.get(1).ok_or("missing N")?.parse()?;
+            many(count)
         }
         "flush" => {
             let mut ipvs = IpvsClient::open()?;
@@ -183,6 +189,48 @@ fn delete_dest(key: ServiceKey, addr: SocketAddr) -> Result<()> {
         other => return Err(format!("deleting {addr} twice gave {other:?}").into()),
     }
     dump(&mut ipvs)
+}
+
+fn many(count: u32) -> Result<()> {
+    let mut ipvs = IpvsClient::open()?;
+    let before = ipvs.services()?.len();
+    let mut last = None;
+    for mark in 10_000..10_000 + count {
+        let key = ServiceKey::Fwmark {
+            mark,
+            family: Family::Inet,
+        };
+        ipvs.add_service(&Service::new(key, Scheduler::Wrr))?;
+        for host in [1u8, 2] {
+            let addr = std::net::Ipv4Addr::new(10, 9, (mark % 250) as u8, host);
+            ipvs.add_destination(&key, &Destination::new(addr.into(), 80))?;
+        }
+        last = Some(key);
+    }
+    let services = ipvs.services()?;
+    let marks: std::collections::BTreeSet<u32> = services
+        .iter()
+        .filter_map(|entry| match entry.service.key {
+            ServiceKey::Fwmark { mark, .. } if mark >= 10_000 => Some(mark),
+            _ => None,
+        })
+        .collect();
+    println!("dumped {} services ({} added)", services.len(), count);
+    if services.len() != before + count as usize || marks.len() != count as usize {
+        return Err(format!(
+            "dump has {} services, expected {}",
+            services.len(),
+            before + count as usize
+        )
+        .into());
+    }
+    if let Some(key) = last {
+        let dests = ipvs.destinations(&key)?;
+        if dests.len() != 2 {
+            return Err(format!("{key} has {} destinations, expected 2", dests.len()).into());
+        }
+    }
+    Ok(())
 }
 
 fn dump(ipvs: &mut IpvsClient) -> Result<()> {

@@ -276,7 +276,10 @@ fn set_config_timeouts() {
         8, 0, 5, 0, 120, 0, 0, 0, //     IPVS_CMD_ATTR_TIMEOUT_TCP_FIN 120
         8, 0, 6, 0, 0x2c, 0x01, 0, 0, // IPVS_CMD_ATTR_TIMEOUT_UDP 300
     ];
-    assert_eq!(frame(FAMILY, 10, ACK, encode::set_config(&timeouts)), golden);
+    assert_eq!(
+        frame(FAMILY, 10, ACK, encode::set_config(&timeouts)),
+        golden
+    );
 }
 
 #[test]
@@ -296,12 +299,15 @@ fn dumps_and_bare_commands() {
         6, 0, 1, 0, 2, 0, 0, 0,
         8, 0, 5, 0, 0x04, 0x01, 0, 0,
     ];
-    assert_eq!(frame(FAMILY, 12, DUMP, encode::get_dests(&fwmark260())), dests);
+    assert_eq!(
+        frame(FAMILY, 12, DUMP, encode::get_dests(&fwmark260())),
+        dests
+    );
 
     for (request, cmd) in [
-        (encode::flush(), 17u8), // IPVS_CMD_FLUSH
+        (encode::flush(), 17u8),    // IPVS_CMD_FLUSH
         (encode::get_config(), 13), // IPVS_CMD_GET_CONFIG
-        (encode::get_info(), 15), // IPVS_CMD_GET_INFO
+        (encode::get_info(), 15),   // IPVS_CMD_GET_INFO
     ] {
         #[rustfmt::skip]
         let golden: &[u8] = &[
