@@ -335,7 +335,9 @@ mod tests {
             "h",
         )
         .unwrap();
-        assert!(matches!(ok.store, StoreSpec::Etcd { ref endpoints, lease_ttl: 10, .. } if endpoints.len() == 2));
+        assert!(
+            matches!(ok.store, StoreSpec::Etcd { ref endpoints, lease_ttl: 10, .. } if endpoints.len() == 2)
+        );
         assert!(bad(|a| a.store = Some("zk".into())).contains("invalid --store"));
         assert!(bad(|a| a.dataplane = Some("ipvs".into())).contains("not part of this build"));
         assert!(bad(|a| a.log_level = Some("loud".into())).contains("--log-level"));

@@ -44,7 +44,10 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
     let result = show(&topo, &opts).await;
     if opts.keep && result.is_ok() {
         println!("\nleft running:");
-        println!("  export ROUTEMESH_HOST={}", topo.nodes[0].socket().display());
+        println!(
+            "  export ROUTEMESH_HOST={}",
+            topo.nodes[0].socket().display()
+        );
         println!("  routemesh task ls");
         println!(
             "  nsenter --net={} curl http://{}:8080/",
@@ -80,7 +83,12 @@ async fn show(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<()> {
                 replicas: Some(opts.nodes as i64),
                 networks: vec!["app".into()],
                 env: vec![],
-                command: vec!["routemesh".into(), "whoami".into(), "--port".into(), "80".into()],
+                command: vec![
+                    "routemesh".into(),
+                    "whoami".into(),
+                    "--port".into(),
+                    "80".into(),
+                ],
                 endpoint_mode: None,
                 publish: vec!["8080:80".into()],
             },
@@ -92,7 +100,10 @@ async fn show(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<()> {
     );
     crate::cli::wait_converged(&c, "web", Duration::from_secs(90)).await?;
     let tasks: Vec<TaskView> = c.get("/v1/tasks?service=web").await?;
-    let on: BTreeMap<String, String> = tasks.iter().map(|t| (t.name.clone(), t.node.clone())).collect();
+    let on: BTreeMap<String, String> = tasks
+        .iter()
+        .map(|t| (t.name.clone(), t.node.clone()))
+        .collect();
     for t in &tasks {
         println!("  {} runs on {}", t.name, t.node);
     }
@@ -123,7 +134,10 @@ async fn show(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<()> {
                 answered += 1;
             }
             let node = on.get(&who).map(String::as_str).unwrap_or("?");
-            println!("  round {round}: http://{}:8080/ ({}) -> {who} on {node}", n.addr, n.name);
+            println!(
+                "  round {round}: http://{}:8080/ ({}) -> {who} on {node}",
+                n.addr, n.name
+            );
         }
     }
     println!("{answered} answered, {failed} failed");

@@ -48,7 +48,11 @@ async fn register(store: &EtcdStore, node: &Node, ttl: u64) -> Result<LeaseId, S
         .txn(Txn::new().put_json(keys::node(&node.name), node))
         .await?;
     store
-        .put_with_lease(&keys::alive(&node.name), node.name.clone().into_bytes(), lease)
+        .put_with_lease(
+            &keys::alive(&node.name),
+            node.name.clone().into_bytes(),
+            lease,
+        )
         .await?;
     tracing::info!(node = %node.name, %lease, ttl, "node registered");
     Ok(lease)

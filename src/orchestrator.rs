@@ -213,7 +213,9 @@ impl Orchestrator {
             let result = match &action {
                 Action::Shutdown { task } => self.shutdown_task(task).await,
                 Action::Forget { task } => self.forget_task(&st, task).await,
-                Action::NodeAddress { network, node } => self.node_address(&st, network, node).await,
+                Action::NodeAddress { network, node } => {
+                    self.node_address(&st, network, node).await
+                }
                 Action::Create { service, slot } => match st.services.get(service) {
                     Some(svc) => self.create_task(&st, svc, *slot).await,
                     None => Ok(true),

@@ -314,7 +314,10 @@ pub fn teardown_dir(dir: &Path) {
 }
 
 fn path_with(bin: &Path) -> String {
-    let dir = bin.parent().map(|d| d.display().to_string()).unwrap_or_default();
+    let dir = bin
+        .parent()
+        .map(|d| d.display().to_string())
+        .unwrap_or_default();
     format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
@@ -322,7 +325,8 @@ fn path_with(bin: &Path) -> String {
 pub fn http_get_in(ns: &Path, addr: Ipv4Addr, port: u16) -> anyhow::Result<String> {
     let r = netns::run_in(ns, move || -> std::io::Result<String> {
         use std::io::{Read, Write};
-        let mut s = TcpStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_secs(2))?;
+        let mut s =
+            TcpStream::connect_timeout(&SocketAddr::from((addr, port)), Duration::from_secs(2))?;
         s.set_read_timeout(Some(Duration::from_secs(3)))?;
         s.write_all(format!("GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())?;
         let mut out = String::new();
@@ -330,7 +334,11 @@ pub fn http_get_in(ns: &Path, addr: Ipv4Addr, port: u16) -> anyhow::Result<Strin
         Ok(out)
     })?;
     let text = r.with_context(|| format!("GET http://{addr}:{port}/"))?;
-    Ok(text.split("\r\n\r\n").nth(1).unwrap_or_default().to_string())
+    Ok(text
+        .split("\r\n\r\n")
+        .nth(1)
+        .unwrap_or_default()
+        .to_string())
 }
 
 fn list_ns(dir: &Path) -> Vec<PathBuf> {
@@ -357,8 +365,13 @@ pub fn kill_processes_in(ns: &Path) {
         if pid as u32 == me {
             continue;
         }
-        if std::fs::read_link(format!("/proc/{pid}/ns/net")).is_ok_and(|l| l.to_string_lossy() == want) {
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        if std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|l| l.to_string_lossy() == want)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
         }
     }
 }

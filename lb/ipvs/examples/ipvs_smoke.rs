@@ -37,7 +37,17 @@ fn socket_addr(arg: Option<&String>) -> Result<SocketAddr> {
     Ok(arg.ok_or("missing IP:PORT")?.parse()?)
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    match run() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("ipvs_smoke: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let step = args.first().map(String::as_str).unwrap_or("");
     match step {

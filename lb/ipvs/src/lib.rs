@@ -12,7 +12,7 @@
 //! let mut ipvs = IpvsClient::open()?;
 //! let key = ServiceKey::Fwmark { mark: 260, family: Family::Inet };
 //! ipvs.add_service(&Service::new(key, Scheduler::Rr))?;
-//! ipvs.add_destination(&key, &Destination::new("10.0.1.5".parse().unwrap(), 80))?;
+//! ipvs.add_destination(&key, &Destination::new([10, 0, 1, 5].into(), 80))?;
 //! # Ok(()) }
 //! ```
 

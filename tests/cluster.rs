@@ -1,0 +1,435 @@
+//! Cluster tests: several nodes on an underlay bridge with etcd, built by the same topology
+//! helper `routemesh demo` uses, checked from a client namespace outside the cluster and with
+//! `dig`, `bridge fdb` and `ip neigh` inside the nodes.
+
+mod common;
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::*;
+use routemesh::topology::Topology;
+
+struct Cluster {
+    topo: Topology,
+    /// The netlink connections the topology opened are driven by this runtime.
+    _rt: tokio::runtime::Runtime,
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            for n in &self.topo.nodes {
+                let log = std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default();
+                eprintln!("--- {} ---\n{}", n.name, tail(&log, 25));
+            }
+        }
+        self.topo.down();
+    }
+}
+
+fn cluster(label: &str, nodes: usize, ttl: u64) -> Option<Cluster> {
+    if !root_or_skip(label) {
+        return None;
+    }
+    let have_etcd = Command::new("sh").args(["-c", "command -v etcd"]).output();
+    if !have_etcd.is_ok_and(|o| o.status.success()) {
+        // CI installs etcd-server (scripts/install-deps.sh); a machine without it is not CI.
+        panic!("etcd is not installed: run scripts/install-deps.sh");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = std::env::temp_dir().join(unique(label));
+    let topo = rt
+        .block_on(Topology::up(&dir, nodes, &bin(), ttl))
+        .unwrap_or_else(|e| {
+            routemesh::topology::teardown_dir(&dir);
+            panic!("topology: {e:#}")
+        });
+    Some(Cluster { topo, _rt: rt })
+}
+
+impl Cluster {
+    fn rm(&self, node: usize, args: &[&str]) -> std::process::Output {
+        run(Command::new(bin())
+            .arg("--host")
+            .arg(self.topo.nodes[node].socket())
+            .args(args)
+            .env("PATH", path_with_bin()))
+    }
+
+    fn ok(&self, node: usize, args: &[&str]) -> String {
+        let o = self.rm(node, args);
+        assert!(
+            o.status.success(),
+            "routemesh {args:?} on node {node}: {}{}",
+            text(&o),
+            errtext(&o)
+        );
+        text(&o)
+    }
+
+    fn json(&self, node: usize, args: &[&str]) -> serde_json::Value {
+        let mut a = args.to_vec();
+        a.extend(["--format", "json"]);
+        serde_json::from_str(&self.ok(node, &a)).expect("json")
+    }
+
+    fn who(&self, node: usize) -> Option<String> {
+        let body = self
+            .topo
+            .client_get(self.topo.nodes[node].addr, 8080)
+            .ok()?;
+        body.lines()
+            .find_map(|l| l.strip_prefix("Task: "))
+            .map(String::from)
+    }
+
+    fn tasks(&self) -> Vec<serde_json::Value> {
+        self.json(0, &["task", "ls", "--service", "web"])
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn task_nodes(&self) -> BTreeMap<String, String> {
+        self.tasks()
+            .iter()
+            .filter(|t| t["desired"] == "running")
+            .map(|t| {
+                (
+                    t["name"].as_str().unwrap_or("").to_string(),
+                    t["node"].as_str().unwrap_or("").to_string(),
+                )
+            })
+            .collect()
+    }
+
+    fn ns_sh(&self, ns: &Path, script: &str) -> String {
+        let o = run(Command::new("nsenter")
+            .arg(format!("--net={}", ns.display()))
+            .args(["sh", "-c", script]));
+        text(&o)
+    }
+
+    fn web_everywhere(&self) {
+        self.ok(0, &["network", "create", "app"]);
+        self.ok(
+            0,
+            &[
+                "service",
+                "create",
+                "--name",
+                "web",
+                "--replicas",
+                "3",
+                "--network",
+                "app",
+                "--publish",
+                "8080:80",
+                "--",
+                "routemesh",
+                "whoami",
+                "--port",
+                "80",
+            ],
+        );
+        let nodes: BTreeSet<String> = self.task_nodes().values().cloned().collect();
+        assert_eq!(nodes.len(), 3, "one task per node: {:?}", self.task_nodes());
+        // Every node's load balancer follows the tasks within moments.
+        for i in 0..self.topo.nodes.len() {
+            wait_for("every node answering 8080", Duration::from_secs(10), || {
+                self.who(i)
+            });
+        }
+    }
+}
+
+#[test]
+fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
+    let Some(c) = cluster("mesh3", 3, 10) else {
+        return;
+    };
+    c.web_everywhere();
+
+    // 300 connections to each node's address are answered by all 3 tasks.
+    for i in 0..3 {
+        let mut counts: BTreeMap<String, usize> = BTreeMap::new();
+        for _ in 0..300 {
+            let who = c
+                .who(i)
+                .unwrap_or_else(|| panic!("a request to node{} failed", i + 1));
+            *counts.entry(who).or_default() += 1;
+        }
+        assert_eq!(counts.len(), 3, "node{}: {counts:?}", i + 1);
+    }
+
+    // From a task on node 1: DNS lists all three tasks, the VIP reaches tasks on 2 and 3.
+    c.ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "client",
+            "--network",
+            "app",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let client_node = c.json(0, &["task", "ls", "--service", "client"])[0]["node"].clone();
+    assert_eq!(
+        client_node, "node1",
+        "the client lands on the node with the fewest tasks"
+    );
+    let exec = |args: &[&str]| {
+        let mut a = vec!["exec", "client.1", "--"];
+        a.extend_from_slice(args);
+        text(&c.rm(0, &a))
+    };
+    let want: BTreeSet<String> = c
+        .tasks()
+        .iter()
+        .map(|t| {
+            t["addresses"][0]["address"]
+                .as_str()
+                .unwrap_or("")
+                .split('/')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let got: BTreeSet<String> = exec(&["dig", "+short", "+time=2", "tasks.web"])
+        .lines()
+        .map(String::from)
+        .collect();
+    assert_eq!(got, want);
+    let vip = c.json(0, &["service", "inspect", "web"])["vips"][0]["address"]
+        .as_str()
+        .unwrap_or("")
+        .split('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    let urls = vec![format!("http://{vip}/"); 60].join(" ");
+    let out = exec(&[
+        "sh",
+        "-c",
+        &format!("curl -s --max-time 20 -H 'Connection: close' {urls}"),
+    ]);
+    let answered: BTreeSet<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("Task: "))
+        .collect();
+    let nodes = c.task_nodes();
+    let remote: BTreeSet<&str> = answered
+        .iter()
+        .filter(|t| nodes.get(**t).is_some_and(|n| n != "node1"))
+        .copied()
+        .collect();
+    assert_eq!(
+        remote.len(),
+        2,
+        "tasks on nodes 2 and 3 answer the VIP: {answered:?}"
+    );
+
+    // node1's overlay namespace has static entries for exactly the remote endpoints.
+    let ov = c.topo.nodes[0].run_dir().join("netns/ov-app");
+    let expect_remote = || -> BTreeSet<String> {
+        let mut ips: BTreeSet<String> = c
+            .tasks()
+            .iter()
+            .filter(|t| t["node"] != "node1" && t["desired"] == "running")
+            .map(|t| {
+                t["addresses"][0]["address"]
+                    .as_str()
+                    .unwrap_or("")
+                    .split('/')
+                    .next()
+                    .unwrap_or("")
+                    .to_string()
+            })
+            .collect();
+        ips.retain(|s| !s.is_empty());
+        ips
+    };
+    let neigh_ips = || -> BTreeSet<String> {
+        c.ns_sh(&ov, "ip neigh show dev br0 nud permanent")
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    };
+    let fdb_macs = || -> BTreeSet<String> {
+        c.ns_sh(&ov, "bridge fdb show | grep ' dst '")
+            .lines()
+            .filter_map(|l| l.split_whitespace().next().map(String::from))
+            .collect()
+    };
+    let check = |what: &str| {
+        wait_for(what, Duration::from_secs(10), || {
+            let tasks = expect_remote();
+            let neigh = neigh_ips();
+            let fdb = fdb_macs();
+            // Remote tasks plus the two other nodes' own addresses.
+            let ok = tasks.is_subset(&neigh)
+                && neigh.len() == tasks.len() + 2
+                && fdb.len() == neigh.len();
+            ok.then_some(())
+        })
+    };
+    check("static entries for the remote tasks");
+    c.ok(0, &["service", "scale", "web=1"]);
+    check("no stale entries after scaling down");
+    c.ok(0, &["service", "scale", "web=3"]);
+    check("entries for the new remote tasks after scaling up");
+}
+
+#[test]
+fn a_dead_node_and_an_etcd_outage() {
+    let ttl = 4;
+    let Some(mut c) = cluster("fault3", 3, ttl) else {
+        return;
+    };
+    c.web_everywhere();
+    let before = c.task_nodes();
+    let (victim_task, _) = before
+        .iter()
+        .find(|(_, n)| n.as_str() == "node3")
+        .expect("a task on node3");
+    let victim_task = victim_task.clone();
+
+    // Kill node 3: within TTL + 2 s nodes 1 and 2 answer every request, and the task moved.
+    c.topo.kill_node(2);
+    let killed = Instant::now();
+    wait_for(
+        "node3's task placed again",
+        Duration::from_secs(ttl + 2),
+        || {
+            let nodes = c.task_nodes();
+            nodes
+                .get(&victim_task)
+                .is_some_and(|n| n != "node3")
+                .then_some(())
+        },
+    );
+    wait_for(
+        "the replacement answering",
+        Duration::from_secs(ttl + 2),
+        || {
+            let all_ok = (0..20).all(|k| c.who(k % 2).is_some());
+            all_ok.then_some(())
+        },
+    );
+    eprintln!("recovered {:?} after node3 died", killed.elapsed());
+    assert!(killed.elapsed() <= Duration::from_secs(ttl + 2) + Duration::from_secs(2));
+    for k in 0..100 {
+        assert!(
+            c.who(k % 2).is_some(),
+            "request {k} to node{} failed",
+            k % 2 + 1
+        );
+    }
+    let ls = c.ok(0, &["node", "ls"]);
+    assert!(
+        ls.lines()
+            .any(|l| l.starts_with("node3") && l.contains("down")),
+        "{ls}"
+    );
+
+    // etcd away for 20 s: no request fails meanwhile; scaling works once it is back.
+    c.topo.stop_etcd();
+    let outage = Instant::now();
+    let mut n = 0;
+    while outage.elapsed() < Duration::from_secs(20) {
+        assert!(
+            c.who(n % 2).is_some(),
+            "request {n} failed during the etcd outage"
+        );
+        n += 1;
+    }
+    c.topo.start_etcd().expect("etcd back");
+    wait_for(
+        "scaling after etcd is back",
+        Duration::from_secs(30),
+        || {
+            c.rm(0, &["service", "scale", "web=4"])
+                .status
+                .success()
+                .then_some(())
+        },
+    );
+    let running = c
+        .tasks()
+        .iter()
+        .filter(|t| t["state"] == "running" && t["desired"] == "running")
+        .count();
+    assert_eq!(running, 4);
+}
+
+#[test]
+fn two_daemons_starting_together_elect_one_leader_and_share_no_address() {
+    let Some(c) = cluster("pair", 2, 10) else {
+        return;
+    };
+    let ls = c.ok(1, &["node", "ls"]);
+    assert_eq!(
+        ls.lines().filter(|l| l.contains("ready")).count(),
+        2,
+        "{ls}"
+    );
+    let leaders: usize = c
+        .topo
+        .nodes
+        .iter()
+        .map(|n| std::fs::read_to_string(n.dir.join("daemon.log")).unwrap_or_default())
+        .filter(|log| log.contains("this node now runs the orchestrator"))
+        .count();
+    assert_eq!(leaders, 1, "exactly one orchestrator");
+    c.ok(1, &["network", "create", "app"]);
+    c.ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "many",
+            "--replicas",
+            "8",
+            "--network",
+            "app",
+            "--",
+            "sleep",
+            "1000",
+        ],
+    );
+    let tasks = c.json(1, &["task", "ls"]);
+    let addrs: Vec<String> = tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| {
+            t["addresses"][0]["address"]
+                .as_str()
+                .unwrap_or("")
+                .to_string()
+        })
+        .collect();
+    let unique: BTreeSet<&String> = addrs.iter().collect();
+    assert_eq!(addrs.len(), 8);
+    assert_eq!(unique.len(), 8, "duplicate address: {addrs:?}");
+    let per_node: BTreeSet<String> = tasks
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t["node"].as_str().unwrap_or("").to_string())
+        .collect();
+    assert_eq!(per_node.len(), 2, "spread over both nodes");
+}
