@@ -44,9 +44,19 @@ pub struct DaemonArgs {
     /// Seconds a node stays registered without renewing its lease (etcd) [default: 10].
     #[arg(long)]
     pub lease_ttl: Option<u64>,
-    /// Load-balancing dataplane: `nftables` [default: nftables].
+    /// Load-balancing dataplane: `auto` (IPVS where the kernel has it, else nftables),
+    /// `ipvs` or `nftables` [default: auto].
     #[arg(long)]
     pub dataplane: Option<String>,
+    /// IPVS idle timeout of TCP connections, seconds [default: 86400].
+    #[arg(long)]
+    pub ipvs_tcp_timeout: Option<u32>,
+    /// IPVS timeout of TCP connections after FIN, seconds [default: 120].
+    #[arg(long)]
+    pub ipvs_tcpfin_timeout: Option<u32>,
+    /// IPVS timeout of UDP flows, seconds [default: 300].
+    #[arg(long)]
+    pub ipvs_udp_timeout: Option<u32>,
     /// trace, debug, info, warn or error [default: info].
     #[arg(long)]
     pub log_level: Option<String>,
@@ -77,6 +87,9 @@ pub struct FileConfig {
     pub etcd_key: Option<PathBuf>,
     pub lease_ttl: Option<u64>,
     pub dataplane: Option<String>,
+    pub ipvs_tcp_timeout: Option<u32>,
+    pub ipvs_tcpfin_timeout: Option<u32>,
+    pub ipvs_udp_timeout: Option<u32>,
     pub log_level: Option<String>,
     pub gwbridge_subnet: Option<String>,
     pub ingress_subnet: Option<String>,
@@ -96,9 +109,32 @@ pub enum StoreSpec {
     },
 }
 
+/// Which load-balancing dataplane was asked for; `Auto` is settled at start by probing the
+/// kernel for IPVS.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Dataplane {
+    Auto,
     Nftables,
+    Ipvs,
+}
+
+/// IPVS connection timeouts, in seconds. The TCP idle default is a day, far above Docker's
+/// 900 s, so long-lived idle connections (a client's 7200 s keepalive) survive.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct IpvsTimeouts {
+    pub tcp: u32,
+    pub tcp_fin: u32,
+    pub udp: u32,
+}
+
+impl Default for IpvsTimeouts {
+    fn default() -> Self {
+        IpvsTimeouts {
+            tcp: 86_400,
+            tcp_fin: 120,
+            udp: 300,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -109,6 +145,7 @@ pub struct DaemonConfig {
     pub run_dir: PathBuf,
     pub store: StoreSpec,
     pub dataplane: Dataplane,
+    pub ipvs_timeouts: IpvsTimeouts,
     pub log_level: String,
     pub gwbridge_subnet: Ipv4Net,
     pub ingress_subnet: Ipv4Net,
@@ -188,19 +225,46 @@ pub fn resolve(
     };
     let dataplane = match pick(&args.dataplane, file.dataplane)
         .as_deref()
-        .unwrap_or("nftables")
+        .unwrap_or("auto")
     {
+        "auto" => Dataplane::Auto,
         "nftables" => Dataplane::Nftables,
-        s @ ("ipvs" | "auto") => {
-            return Err(Invalid(format!(
-                "--dataplane {s}: not part of this build yet; use --dataplane nftables"
-            )))
-        }
+        "ipvs" => Dataplane::Ipvs,
         s => {
             return Err(Invalid(format!(
-                "invalid --dataplane {s:?}: expected \"nftables\""
+                "invalid --dataplane {s:?}: expected auto, ipvs or nftables"
             )))
         }
+    };
+    let defaults = IpvsTimeouts::default();
+    let timeout = |flag: &str, a: Option<u32>, f: Option<u32>, d: u32| -> Result<u32, Invalid> {
+        let v = a.or(f).unwrap_or(d);
+        if v == 0 || v > 30 * 86_400 {
+            return Err(Invalid(format!(
+                "invalid {flag} {v}: must be between 1 and 2592000 seconds"
+            )));
+        }
+        Ok(v)
+    };
+    let ipvs_timeouts = IpvsTimeouts {
+        tcp: timeout(
+            "--ipvs-tcp-timeout",
+            args.ipvs_tcp_timeout,
+            file.ipvs_tcp_timeout,
+            defaults.tcp,
+        )?,
+        tcp_fin: timeout(
+            "--ipvs-tcpfin-timeout",
+            args.ipvs_tcpfin_timeout,
+            file.ipvs_tcpfin_timeout,
+            defaults.tcp_fin,
+        )?,
+        udp: timeout(
+            "--ipvs-udp-timeout",
+            args.ipvs_udp_timeout,
+            file.ipvs_udp_timeout,
+            defaults.udp,
+        )?,
     };
     let log_level = pick(&args.log_level, file.log_level).unwrap_or_else(|| "info".into());
     if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
@@ -257,6 +321,7 @@ pub fn resolve(
         run_dir: dir(&args.run_dir, file.run_dir, "/run/routemesh")?,
         store,
         dataplane,
+        ipvs_timeouts,
         log_level,
         gwbridge_subnet,
         ingress_subnet,
@@ -275,10 +340,7 @@ mod tests {
         assert_eq!(c.node_name, "host1");
         assert_eq!(c.state_dir, PathBuf::from("/var/lib/routemesh"));
         assert_eq!(c.socket(), PathBuf::from("/run/routemesh/routemesh.sock"));
-        assert_eq!(
-            (c.store, c.dataplane),
-            (StoreSpec::Local, Dataplane::Nftables)
-        );
+        assert_eq!((c.store, c.dataplane), (StoreSpec::Local, Dataplane::Auto));
         assert_eq!(c.gwbridge_subnet.to_string(), "172.18.0.0/16");
         assert_eq!(c.dns_ttl, 5);
         let a = DaemonArgs {
@@ -339,7 +401,8 @@ mod tests {
             matches!(ok.store, StoreSpec::Etcd { ref endpoints, lease_ttl: 10, .. } if endpoints.len() == 2)
         );
         assert!(bad(|a| a.store = Some("zk".into())).contains("invalid --store"));
-        assert!(bad(|a| a.dataplane = Some("ipvs".into())).contains("not part of this build"));
+        assert!(bad(|a| a.dataplane = Some("lvs".into())).contains("invalid --dataplane"));
+        assert!(bad(|a| a.ipvs_tcp_timeout = Some(0)).contains("--ipvs-tcp-timeout"));
         assert!(bad(|a| a.log_level = Some("loud".into())).contains("--log-level"));
         assert!(bad(|a| a.run_dir = Some("rel".into())).contains("absolute"));
         assert!(bad(|a| a.node_name = Some("a b".into())).contains("node name"));

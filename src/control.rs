@@ -265,6 +265,7 @@ impl Control {
                 endpoint_mode: req.endpoint_mode,
                 ports: req.ports.clone(),
                 vips: Vec::new(),
+                lb_scheduler: req.lb_scheduler,
             };
             let mut txn = Txn::new().when_absent(keys::service(&svc.name));
             if svc.endpoint_mode == EndpointMode::Vip {

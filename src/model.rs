@@ -141,6 +141,22 @@ pub struct Service {
     /// Allocated when the service is created (endpoint mode `vip`), released with it.
     #[serde(default)]
     pub vips: Vec<ServiceVip>,
+    /// How the IPVS dataplane picks a task (nftables picks at random, weighted).
+    #[serde(default)]
+    pub lb_scheduler: LbScheduler,
+}
+
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum LbScheduler {
+    #[default]
+    Rr,
+    Wrr,
+    Lc,
+    Sh,
+    Mh,
 }
 
 impl Service {

@@ -407,6 +407,7 @@ mod tests {
             endpoint_mode: Default::default(),
             ports: vec![],
             vips: vec![],
+            lb_scheduler: Default::default(),
         }
     }
 

@@ -8,7 +8,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 
 use crate::api::types::{NetworkCreate, ServiceCreate};
-use crate::model::{Driver, EndpointMode, PortConfig, Proto, PublishMode};
+use crate::model::{Driver, EndpointMode, LbScheduler, PortConfig, Proto, PublishMode};
 
 /// A bad request, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -300,6 +300,21 @@ pub fn distinct_ports(ports: &[PortConfig]) -> Result<(), Invalid> {
     Ok(())
 }
 
+pub fn lb_scheduler(s: Option<&str>) -> Result<LbScheduler, Invalid> {
+    Ok(match s.unwrap_or("rr") {
+        "rr" => LbScheduler::Rr,
+        "wrr" => LbScheduler::Wrr,
+        "lc" => LbScheduler::Lc,
+        "sh" => LbScheduler::Sh,
+        "mh" => LbScheduler::Mh,
+        other => {
+            return invalid(format!(
+                "invalid --lb-scheduler {other:?}: expected rr, wrr, lc, sh or mh"
+            ))
+        }
+    })
+}
+
 pub fn endpoint_mode(s: Option<&str>) -> Result<EndpointMode, Invalid> {
     match s.unwrap_or("vip") {
         "vip" => Ok(EndpointMode::Vip),
@@ -319,6 +334,7 @@ pub struct ServiceRequest {
     pub command: Vec<String>,
     pub endpoint_mode: EndpointMode,
     pub ports: Vec<PortConfig>,
+    pub lb_scheduler: LbScheduler,
 }
 
 pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceRequest, Invalid> {
@@ -344,7 +360,9 @@ pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceReq
         .map(|p| publish(p))
         .collect::<Result<Vec<_>, _>>()?;
     distinct_ports(&ports)?;
+    let lb_scheduler = lb_scheduler(req.lb_scheduler.as_deref())?;
     Ok(ServiceRequest {
+        lb_scheduler,
         name: req.name.clone(),
         replicas,
         networks,
@@ -368,6 +386,7 @@ mod tests {
             command: cmd.iter().map(|s| s.to_string()).collect(),
             endpoint_mode: None,
             publish: vec![],
+            lb_scheduler: None,
         }
     }
 
@@ -412,6 +431,9 @@ mod tests {
         );
         assert_eq!(endpoint_mode(Some("dnsrr")), Ok(EndpointMode::Dnsrr));
         assert!(endpoint_mode(Some("rr")).is_err());
+        assert_eq!(lb_scheduler(None), Ok(LbScheduler::Rr));
+        assert_eq!(lb_scheduler(Some("mh")), Ok(LbScheduler::Mh));
+        assert!(lb_scheduler(Some("random")).is_err());
     }
 
     #[test]

@@ -5,10 +5,11 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use routemesh_lb::model::Scheduler;
 use routemesh_lb::{Backend, Frontend, LbSpec, NftBackend, NftRunner, Snat, VirtualService};
 
 use super::plan_mesh::LbPlan;
-use crate::model::Proto;
+use crate::model::{LbScheduler, Proto};
 
 /// Runs `nft -f -` inside one namespace.
 pub struct NsRunner {
@@ -28,13 +29,32 @@ fn lb_proto(p: Proto) -> routemesh_lb::Proto {
     }
 }
 
+fn scheduler(s: LbScheduler) -> Scheduler {
+    match s {
+        LbScheduler::Rr => Scheduler::Rr,
+        LbScheduler::Wrr => Scheduler::Wrr,
+        LbScheduler::Lc => Scheduler::Lc,
+        LbScheduler::Sh => Scheduler::Sh,
+        LbScheduler::Mh => Scheduler::Mh,
+    }
+}
+
 /// The lb crate's spec for one namespace's plan.
 pub fn lb_spec(plan: &LbPlan) -> LbSpec {
     let mut services = Vec::new();
     for v in &plan.vips {
         services.push(VirtualService {
             frontend: Frontend::VipAnyPort { addr: v.vip },
-            backends: v.backends.iter().map(|a| Backend::new(*a, 0)).collect(),
+            backends: v
+                .backends
+                .iter()
+                .map(|(a, w)| Backend {
+                    addr: *a,
+                    port: 0,
+                    weight: *w,
+                })
+                .collect(),
+            scheduler: scheduler(v.scheduler),
         });
     }
     for p in &plan.published {
@@ -46,8 +66,13 @@ pub fn lb_spec(plan: &LbPlan) -> LbSpec {
             backends: p
                 .backends
                 .iter()
-                .map(|(a, port)| Backend::new(*a, *port))
+                .map(|(a, port, w)| Backend {
+                    addr: *a,
+                    port: *port,
+                    weight: *w,
+                })
                 .collect(),
+            scheduler: scheduler(p.scheduler),
         });
     }
     LbSpec {

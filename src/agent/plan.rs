@@ -403,6 +403,7 @@ mod tests {
                 endpoint_mode: Default::default(),
                 ports: vec![],
                 vips: vec![],
+                lb_scheduler: Default::default(),
             },
         );
         for (slot, node) in [(1, "n1"), (2, "n2")] {

@@ -11,7 +11,9 @@ use routemesh_ingress::firewall::{HostPort, IngressDnat, L4};
 use routemesh_ingress::spec::{Attachment, InterfaceSpec, Mac, SandboxSpec};
 
 use super::plan::{outer_ifname, NodeContext, BRIDGE_MTU, GWBRIDGE, OVERLAY_MTU};
-use crate::model::{ClusterState, DesiredState, EndpointMode, Proto, PublishMode, Task, TaskState};
+use crate::model::{
+    ClusterState, DesiredState, EndpointMode, LbScheduler, Proto, PublishMode, Task, TaskState,
+};
 
 /// Name of the per-node ingress sandbox's namespace file.
 pub const INGRESS_SBOX: &str = "ingress_sbox";
@@ -31,7 +33,9 @@ pub struct LbPlan {
 pub struct VipLb {
     pub service: String,
     pub vip: Ipv4Addr,
-    pub backends: Vec<Ipv4Addr>,
+    /// Address and weight (0: draining).
+    pub backends: Vec<(Ipv4Addr, u32)>,
+    pub scheduler: LbScheduler,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -39,7 +43,9 @@ pub struct PublishedLb {
     pub service: String,
     pub port: u16,
     pub proto: Proto,
-    pub backends: Vec<(Ipv4Addr, u16)>,
+    /// Address, target port and weight (0: draining).
+    pub backends: Vec<(Ipv4Addr, u16, u32)>,
+    pub scheduler: LbScheduler,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -58,6 +64,27 @@ pub fn l4(p: Proto) -> L4 {
         Proto::Tcp => L4::Tcp,
         Proto::Udp => L4::Udp,
     }
+}
+
+/// A service's tasks that belong in its load balancers, with their weight: 1 while wanted
+/// and running; 0 (draining: no new connections, existing ones finish) while exited and
+/// waiting to restart or shutting down. A task that never ran is not a backend yet.
+fn members<'a>(
+    st: &'a ClusterState,
+    service: &'a str,
+) -> impl Iterator<Item = (&'a Task, u32)> + 'a {
+    st.tasks.values().filter_map(move |t| {
+        if t.service != service {
+            return None;
+        }
+        let status = st.statuses.get(&t.name)?;
+        let running = status.state == TaskState::Running;
+        match (t.desired, running) {
+            (DesiredState::Running, true) => Some((t, 1)),
+            _ if status.ever_ran => Some((t, 0)),
+            _ => None,
+        }
+    })
 }
 
 /// Tasks that take new connections: wanted, and reported running.
@@ -107,14 +134,15 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                 continue;
             };
             addrs.push(host32(vip.address.addr()));
-            let mut backends: Vec<Ipv4Addr> = serving(st, &svc.name)
-                .filter_map(|t| addr_on(t, &net.name))
+            let mut backends: Vec<(Ipv4Addr, u32)> = members(st, &svc.name)
+                .filter_map(|(t, w)| addr_on(t, &net.name).map(|a| (a, w)))
                 .collect();
             backends.sort();
             vips.push(VipLb {
                 service: svc.name.clone(),
                 vip: vip.address.addr(),
                 backends,
+                scheduler: svc.lb_scheduler,
             });
         }
         let ns = format!("{}{}", super::plan::OVERLAY_NS_PREFIX, net.name);
@@ -140,8 +168,8 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
         for svc in st.services.values() {
             for p in svc.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
                 ports.push((l4(p.proto), p.published));
-                let mut backends: Vec<(Ipv4Addr, u16)> = serving(st, &svc.name)
-                    .filter_map(|t| addr_on(t, ingress).map(|a| (a, p.target)))
+                let mut backends: Vec<(Ipv4Addr, u16, u32)> = members(st, &svc.name)
+                    .filter_map(|(t, w)| addr_on(t, ingress).map(|a| (a, p.target, w)))
                     .collect();
                 backends.sort();
                 published.push(PublishedLb {
@@ -149,6 +177,7 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                     port: p.published,
                     proto: p.proto,
                     backends,
+                    scheduler: svc.lb_scheduler,
                 });
             }
         }
@@ -291,6 +320,7 @@ mod tests {
                     network: "app".into(),
                     address: "10.0.1.3/24".parse().unwrap(),
                 }],
+                lb_scheduler: Default::default(),
             },
         );
         // web.1 on n1 running, web.2 on n2 running, web.3 on n1 not running yet.
@@ -343,8 +373,16 @@ mod tests {
         assert_eq!(lb.snat_to, "10.0.1.2".parse::<Ipv4Addr>().unwrap());
         assert_eq!(lb.vips.len(), 1);
         assert_eq!(lb.vips[0].vip, "10.0.1.3".parse::<Ipv4Addr>().unwrap());
-        let b: Vec<String> = lb.vips[0].backends.iter().map(|a| a.to_string()).collect();
-        assert_eq!(b, ["10.0.1.11", "10.0.1.12"], "web.3 is not running");
+        let b: Vec<String> = lb.vips[0]
+            .backends
+            .iter()
+            .map(|(a, w)| format!("{a} w{w}"))
+            .collect();
+        assert_eq!(
+            b,
+            ["10.0.1.11 w1", "10.0.1.12 w1", "10.0.1.13 w0"],
+            "web.3 exited: draining"
+        );
         let addrs: Vec<String> = m.overlay_addresses["app"]
             .iter()
             .map(|a| a.to_string())
@@ -367,9 +405,16 @@ mod tests {
         let b: Vec<String> = p
             .backends
             .iter()
-            .map(|(a, port)| format!("{a}:{port}"))
+            .map(|(a, port, w)| format!("{a}:{port} w{w}"))
             .collect();
-        assert_eq!(b, ["10.255.0.11:80", "10.255.0.12:80"]);
+        assert_eq!(
+            b,
+            [
+                "10.255.0.11:80 w1",
+                "10.255.0.12:80 w1",
+                "10.255.0.13:80 w0"
+            ]
+        );
         let dnat = m.ingress_dnat.as_ref().unwrap();
         assert_eq!(dnat.ports, vec![(L4::Tcp, 8080)]);
         assert_eq!(dnat.sbox.to_string(), "172.18.0.2");

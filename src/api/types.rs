@@ -39,6 +39,9 @@ pub struct ServiceCreate {
     /// `published=P,target=T[,protocol=udp][,mode=host]`.
     #[serde(default)]
     pub publish: Vec<String>,
+    /// IPVS scheduler: rr (default), wrr, lc, sh or mh.
+    #[serde(default)]
+    pub lb_scheduler: Option<String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -140,6 +140,9 @@ enum ServiceCmd {
         /// vip (a virtual IP per network) or dnsrr (DNS round robin, no VIP).
         #[arg(long, default_value = "vip")]
         endpoint_mode: String,
+        /// IPVS scheduler: rr, wrr, lc, sh or mh (the nftables dataplane picks at random).
+        #[arg(long, default_value = "rr")]
+        lb_scheduler: String,
         /// Return at once instead of waiting for the tasks to run.
         #[arg(long, short = 'd')]
         detach: bool,
@@ -468,6 +471,7 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             env,
             publish,
             endpoint_mode,
+            lb_scheduler,
             detach,
             command,
         } => {
@@ -479,6 +483,7 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 command,
                 endpoint_mode: Some(endpoint_mode),
                 publish,
+                lb_scheduler: Some(lb_scheduler),
             };
             let svc: crate::model::Service = c.post("/v1/services", &req).await?;
             println!("{}", svc.id);
