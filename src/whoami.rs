@@ -50,7 +50,7 @@ pub async fn run(port: u16, udp: bool) -> anyhow::Result<()> {
             // Read the request head (bounded), then answer and close.
             let mut head = Vec::new();
             let mut buf = [0u8; 1024];
-            let read = tokio::time::timeout(std::time::Duration::from_secs(5), async {
+            let read = tokio::time::timeout(std::time::Duration::from_secs(30), async {
                 while head.len() < 16 * 1024 && !head.windows(4).any(|w| w == b"\r\n\r\n") {
                     match conn.read(&mut buf).await {
                         Ok(0) | Err(_) => break,
