@@ -239,9 +239,9 @@ pub fn resolve(
     let defaults = IpvsTimeouts::default();
     let timeout = |flag: &str, a: Option<u32>, f: Option<u32>, d: u32| -> Result<u32, Invalid> {
         let v = a.or(f).unwrap_or(d);
-        if v == 0 || v > 30 * 86_400 {
+        if v == 0 || v > 2_000_000 {
             return Err(Invalid(format!(
-                "invalid {flag} {v}: must be between 1 and 2592000 seconds"
+                "invalid {flag} {v}: must be between 1 and 2000000 seconds"
             )));
         }
         Ok(v)

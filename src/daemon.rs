@@ -47,6 +47,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("routemesh daemon must run as root (it creates namespaces and links)");
     }
+    let dataplane = choose_dataplane(&cfg)?;
     for dir in [&cfg.state_dir, &cfg.run_dir] {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
@@ -100,6 +101,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         api_socket: socket.display().to_string(),
         dns_upstreams,
         dns_ttl: cfg.dns_ttl,
+        dataplane,
     }
     .start()
     .await
@@ -132,6 +134,38 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     // Tasks keep running: the next daemon adopts them.
     tracing::info!("routemesh daemon stopped; tasks keep running");
     Ok(())
+}
+
+/// Settles `--dataplane`: `auto` takes IPVS where the kernel has it; `ipvs` on a kernel
+/// without it refuses to start (Docker fails quietly there).
+fn choose_dataplane(cfg: &DaemonConfig) -> anyhow::Result<crate::agent::lb::Kind> {
+    use crate::agent::lb::Kind;
+    use crate::config::Dataplane;
+    let ipvs = Kind::Ipvs(cfg.ipvs_timeouts);
+    let kind = match cfg.dataplane {
+        Dataplane::Nftables => {
+            tracing::info!("dataplane: nftables (asked for with --dataplane nftables)");
+            Kind::Nftables
+        }
+        Dataplane::Ipvs => match routemesh_lb::ipvs::ipvs_available() {
+            Ok(()) => {
+                tracing::info!("dataplane: ipvs (asked for with --dataplane ipvs)");
+                ipvs
+            }
+            Err(why) => bail!("--dataplane ipvs refused: {why}; use --dataplane nftables or auto"),
+        },
+        Dataplane::Auto => match routemesh_lb::ipvs::ipvs_available() {
+            Ok(()) => {
+                tracing::info!("dataplane: ipvs (auto: the kernel has IPVS)");
+                ipvs
+            }
+            Err(why) => {
+                tracing::info!("dataplane: nftables (auto: no IPVS in this kernel: {why})");
+                Kind::Nftables
+            }
+        },
+    };
+    Ok(kind)
 }
 
 async fn open_store(cfg: &DaemonConfig) -> anyhow::Result<(Arc<dyn Store>, Membership)> {

@@ -504,3 +504,43 @@ fn address_pool_exhaustion_is_a_clear_error() {
         .fails(&["service", "inspect", "big"])
         .contains("not found"));
 }
+
+#[test]
+fn dataplane_choice_follows_the_kernel() {
+    if !root_or_skip("dataplane_choice_follows_the_kernel") {
+        return;
+    }
+    let has_ipvs = routemesh_lb::ipvs::ipvs_available().is_ok();
+    let ns = Netns::new(&unique("dp"));
+    let dir = std::env::temp_dir().join(&ns.name);
+    let out = run(ns
+        .cmd(bin().to_str().unwrap_or("routemesh"))
+        .args(["daemon", "--dataplane", "ipvs", "--run-dir"])
+        .arg(dir.join("run"))
+        .arg("--state-dir")
+        .arg(dir.join("state"))
+        .env("PATH", path_with_bin()));
+    if has_ipvs {
+        eprintln!("this kernel has IPVS: the VM tests cover --dataplane ipvs");
+    } else {
+        assert!(
+            !out.status.success(),
+            "--dataplane ipvs must refuse to start"
+        );
+        let err = errtext(&out);
+        assert!(
+            err.contains("--dataplane ipvs refused") && err.contains("IPVS"),
+            "{err}"
+        );
+        assert!(!dir.exists(), "a refused start changes nothing");
+    }
+    // auto runs, and says which dataplane it took and why.
+    let node = Node::start("auto");
+    let log = node.daemon_log();
+    let want = if has_ipvs {
+        "dataplane: ipvs (auto"
+    } else {
+        "dataplane: nftables (auto: no IPVS"
+    };
+    assert!(log.contains(want), "{}", tail(&log, 20));
+}

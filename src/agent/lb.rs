@@ -1,14 +1,16 @@
-//! Applying the load-balancer plans: one nftables backend per load-balancing namespace,
-//! each syncing only the elements that changed and doing a full, atomic resync at start,
-//! periodically and after any failure.
+//! Applying the load-balancer plans: one backend per load-balancing namespace (nftables, or
+//! IPVS with nftables marking), each syncing only what changed and doing a full resync at
+//! start, periodically and after any failure.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use routemesh_lb::ipvs::IpvsBackend;
 use routemesh_lb::model::Scheduler;
 use routemesh_lb::{Backend, Frontend, LbSpec, NftBackend, NftRunner, Snat, VirtualService};
 
 use super::plan_mesh::LbPlan;
+use crate::config::IpvsTimeouts;
 use crate::model::{LbScheduler, Proto};
 
 /// Runs `nft -f -` inside one namespace.
@@ -82,27 +84,107 @@ pub fn lb_spec(plan: &LbPlan) -> LbSpec {
     }
 }
 
-#[derive(Default)]
+/// The dataplane this node load-balances with, settled at start.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    Nftables,
+    Ipvs(IpvsTimeouts),
+}
+
+enum DataplaneBackend {
+    Nft(NftBackend<NsRunner>),
+    Ipvs(Box<IpvsBackend<NsRunner>>),
+}
+
+impl DataplaneBackend {
+    /// A backend for the namespace at `netns`; removes the other dataplane's table, left if
+    /// the node ran with the other dataplane before.
+    fn open(kind: Kind, netns: &std::path::Path) -> Result<DataplaneBackend, String> {
+        let runner = || NsRunner {
+            netns: netns.to_path_buf(),
+        };
+        match kind {
+            Kind::Nftables => {
+                let r = runner();
+                r.run(&routemesh_lb::ipvs::delete_marking(
+                    routemesh_lb::ipvs::DEFAULT_TABLE,
+                ))?;
+                Ok(DataplaneBackend::Nft(NftBackend::new(r)))
+            }
+            Kind::Ipvs(t) => {
+                let timeouts = routemesh_lb::ipvs::Timeouts {
+                    tcp: t.tcp,
+                    tcp_fin: t.tcp_fin,
+                    udp: t.udp,
+                };
+                routemesh_lb::ipvs::prepare_namespace(netns, timeouts)
+                    .map_err(|e| e.to_string())?;
+                let r = runner();
+                r.run(&routemesh_lb::ipvs::delete_marking(
+                    routemesh_lb::names::DEFAULT_TABLE,
+                ))?;
+                let b = IpvsBackend::open(netns, r).map_err(|e| e.to_string())?;
+                Ok(DataplaneBackend::Ipvs(Box::new(b)))
+            }
+        }
+    }
+
+    fn sync(&mut self, spec: &routemesh_lb::ValidLbSpec, full: bool) -> Result<String, String> {
+        match self {
+            DataplaneBackend::Nft(b) => {
+                let r = if full {
+                    b.full_sync(spec)
+                } else {
+                    b.sync(spec)
+                };
+                r.map(|r| format!("{r:?}")).map_err(|e| e.to_string())
+            }
+            DataplaneBackend::Ipvs(b) => {
+                let r = if full {
+                    b.full_sync(spec)
+                } else {
+                    b.sync(spec)
+                };
+                r.map(|r| format!("{r:?}")).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
 pub struct LbDataplane {
-    backends: BTreeMap<String, (LbPlan, NftBackend<NsRunner>)>,
+    kind: Kind,
+    backends: BTreeMap<String, (Option<LbPlan>, DataplaneBackend)>,
 }
 
 impl LbDataplane {
-    /// Syncs every namespace's table to `plans`; returns one message per failure. Namespaces
-    /// no longer planned are forgotten (their namespace goes, and the table with it).
+    pub fn new(kind: Kind) -> LbDataplane {
+        LbDataplane {
+            kind,
+            backends: BTreeMap::new(),
+        }
+    }
+
+    /// Syncs every namespace's tables to `plans`; returns one message per failure. Namespaces
+    /// no longer planned are forgotten (their namespace goes, and its tables with it).
     pub fn sync(&mut self, plans: &BTreeMap<String, LbPlan>, full: bool) -> Vec<String> {
         let mut errors = Vec::new();
         self.backends.retain(|ns, _| plans.contains_key(ns));
         for (ns, plan) in plans {
-            let entry = self.backends.entry(ns.clone()).or_insert_with(|| {
-                (
-                    plan.clone(),
-                    NftBackend::new(NsRunner {
-                        netns: plan.netns.clone(),
-                    }),
-                )
-            });
-            if !full && entry.0 == *plan && entry.1.applied().is_some() {
+            if !self.backends.contains_key(ns) {
+                match DataplaneBackend::open(self.kind, &plan.netns) {
+                    Ok(b) => {
+                        self.backends.insert(ns.clone(), (None, b));
+                    }
+                    Err(e) => {
+                        errors.push(format!("load balancer in {ns}: {e}"));
+                        continue;
+                    }
+                }
+            }
+            let Some(entry) = self.backends.get_mut(ns) else {
+                continue;
+            };
+            if !full && entry.0.as_ref() == Some(plan) {
                 continue;
             }
             let spec = match lb_spec(plan).validate() {
@@ -112,17 +194,15 @@ impl LbDataplane {
                     continue;
                 }
             };
-            let result = if full {
-                entry.1.full_sync(&spec)
-            } else {
-                entry.1.sync(&spec)
-            };
-            match result {
+            match entry.1.sync(&spec, full || entry.0.is_none()) {
                 Ok(report) => {
-                    tracing::debug!(netns = %ns, ?report, "load balancer synced");
-                    entry.0 = plan.clone();
+                    tracing::debug!(netns = %ns, report, "load balancer synced");
+                    entry.0 = Some(plan.clone());
                 }
-                Err(e) => errors.push(format!("syncing the load balancer in {ns}: {e}")),
+                Err(e) => {
+                    entry.0 = None;
+                    errors.push(format!("syncing the load balancer in {ns}: {e}"));
+                }
             }
         }
         errors

@@ -33,6 +33,7 @@ pub struct Agent {
     /// Where the embedded DNS forwards names that are not routemesh's.
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     pub dns_ttl: u32,
+    pub dataplane: lb::Kind,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -66,7 +67,7 @@ impl Agent {
             runner: Runner::new(tx),
             applied: Applied::default(),
             dns: dns::DnsService::new(self.forwarder(), self.dns_ttl),
-            lb: lb::LbDataplane::default(),
+            lb: lb::LbDataplane::new(self.dataplane),
         };
         Ok(tokio::spawn(self.run(applier, rx)))
     }
