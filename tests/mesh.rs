@@ -167,6 +167,24 @@ fn published_port_spreads_over_tasks_from_everywhere() {
         "{err}"
     );
 
+    // A port a process on the node listens on is refused, naming the process.
+    let mut listener = node
+        .ns
+        .cmd("nc")
+        .args(["-l", "-p", "9999"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("nc");
+    wait_for("the local listener", Duration::from_secs(5), || {
+        node.ns.sh_ok("ss -ltn").contains(":9999").then_some(())
+    });
+    let err = node.fails(&[
+        "service", "create", "--name", "clash", "--publish", "9999:80", "--", "routemesh", "whoami",
+    ]);
+    assert!(err.contains("port 9999/tcp is in use on this node by pid") && err.contains("(nc"), "{err}");
+    let _ = listener.kill();
+    let _ = listener.wait();
+
     // After rm, nothing of web is left in either namespace.
     node.ok(&["service", "rm", "web"]);
     wait_for("web's rules gone", Duration::from_secs(10), || {
@@ -256,6 +274,20 @@ fn vip_spreads_and_follows_the_tasks() {
         "refused at once, took {:?}",
         t.elapsed()
     );
+
+    // After rm, web's VIP is gone from the overlay namespace's addresses and rules.
+    node.ok(&["service", "rm", "web"]);
+    let ov = node.netns_dir().join("ov-app");
+    wait_for("web's VIP gone", Duration::from_secs(10), || {
+        let sh = |c: &str| {
+            text(&run(std::process::Command::new("nsenter")
+                .arg(format!("--net={}", ov.display()))
+                .args(["sh", "-c", c])))
+        };
+        let addrs = sh("ip -o addr show dev br0");
+        let rules = sh("nft list ruleset");
+        (!addrs.contains(&format!("{vip}/32")) && !rules.contains(&vip)).then_some(())
+    });
 }
 
 #[test]

@@ -130,6 +130,13 @@ for key in conn_reuse_mode expire_nodest_conn expire_quiescent_template conntrac
     [ "$v" = "$want" ] && ok "vs/$key=$v" || fail "vs/$key is $v, want $want"
 done
 
+step "per-service scheduler"
+$RM $H service create --name lcsvc --lb-scheduler lc --network app --publish 8081:80 \
+    -- routemesh whoami --port 80 >/dev/null || fail "service create lcsvc"
+wait_for 10 "an lc fwmark service" sh -c \
+    "nsenter --net=$RUN/netns/ingress_sbox $IPVSADM -Ln | grep -Eq '^FWM +[0-9]+ lc'"
+ok "--lb-scheduler lc reached IPVS"
+
 step "restart with --ipvs-tcp-timeout 5: an idle connection is dropped"
 kill $DAEMON
 wait $DAEMON 2>/dev/null
