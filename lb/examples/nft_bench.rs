@@ -45,6 +45,7 @@ fn spec(extra_services: u32, change: bool) -> Result<ValidLbSpec, String> {
             proto: Proto::Tcp,
         },
         backends: PORTS.iter().map(|&p| Backend::new(BACKEND, p)).collect(),
+        scheduler: Default::default(),
     }];
     for i in 0..extra_services {
         let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i + 1);
@@ -59,6 +60,7 @@ fn spec(extra_services: u32, change: bool) -> Result<ValidLbSpec, String> {
                 proto: Proto::Tcp,
             },
             backends,
+            scheduler: Default::default(),
         });
     }
     if change {

@@ -2,16 +2,27 @@
 //!
 //! - [`model`]: what to load-balance ([`LbSpec`]), validated once into [`ValidLbSpec`].
 //! - [`nftables`]: the nftables backend; one [`NftBackend`] programs one namespace's table.
+//! - [`ipvs`]: the IPVS backend; one [`IpvsBackend`] programs one namespace's IPVS table and
+//!   its nft marking table.
 //! - [`tracer`]: walks a packet through a rendered nftables ruleset without a kernel.
 //!
-//! The crate does no namespace handling: effects go through [`NftRunner`], which the caller
-//! implements to run `nft -f -` in the right namespace.
+//! nft scripts go through [`NftRunner`], which the caller implements to run `nft -f -` in the
+//! right namespace. The only namespace handling is IPVS's: its socket is opened inside the
+//! namespace it programs ([`IpvsBackend::open`]), and [`prepare_namespace`] writes IPVS sysctls
+//! there.
 
+pub mod ipvs;
 pub mod model;
 pub mod nftables;
 pub mod tracer;
 
-pub use model::{Backend, Frontend, LbSpec, Proto, Snat, SpecError, ValidLbSpec, VirtualService};
+pub use ipvs::{
+    ipvs_available, prepare_namespace, FakeIpvs, IpvsBackend, IpvsBackendError, IpvsSyncReport,
+    IpvsTable, PrepareError, Timeouts as IpvsTimeouts,
+};
+pub use model::{
+    Backend, Frontend, LbSpec, Proto, Scheduler, Snat, SpecError, ValidLbSpec, VirtualService,
+};
 pub use nftables::names;
 pub use nftables::{
     plan, CommandRunner, NftBackend, NftError, NftRunner, RecordingRunner, SyncMode, SyncReport,

@@ -133,10 +133,69 @@ impl fmt::Display for Frontend {
     }
 }
 
+/// How the IPVS backend picks a destination for a new connection (`ipvsadm -s`). The nftables
+/// backend ignores it: it always picks at random, in proportion to the weights.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum Scheduler {
+    /// Round robin over the destinations with a non-zero weight (weights otherwise ignored).
+    #[default]
+    Rr,
+    /// Weighted round robin.
+    Wrr,
+    /// Least connections.
+    Lc,
+    /// Source hashing (a client address sticks to one backend).
+    Sh,
+    /// Maglev hashing.
+    Mh,
+}
+
+impl Scheduler {
+    /// The kernel's name of the scheduler module (`ip_vs_<name>`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheduler::Rr => "rr",
+            Scheduler::Wrr => "wrr",
+            Scheduler::Lc => "lc",
+            Scheduler::Sh => "sh",
+            Scheduler::Mh => "mh",
+        }
+    }
+}
+
+impl fmt::Display for Scheduler {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Scheduler {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "rr" => Ok(Scheduler::Rr),
+            "wrr" => Ok(Scheduler::Wrr),
+            "lc" => Ok(Scheduler::Lc),
+            "sh" => Ok(Scheduler::Sh),
+            "mh" => Ok(Scheduler::Mh),
+            other => Err(format!(
+                "unknown scheduler {other:?}: expected one of rr, wrr, lc, sh, mh"
+            )),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VirtualService {
     pub frontend: Frontend,
     pub backends: Vec<Backend>,
+    /// Used by the IPVS backend only; `rr` when absent.
+    #[serde(default)]
+    pub scheduler: Scheduler,
 }
 
 impl VirtualService {
@@ -347,6 +406,7 @@ mod tests {
                 .iter()
                 .map(|&(last, port)| Backend::new(Ipv4Addr::new(10, 1, 0, last), port))
                 .collect(),
+            scheduler: Scheduler::default(),
         }
     }
 

@@ -212,6 +212,7 @@ mod tests {
                 proto: Proto::Tcp,
             },
             backends,
+            scheduler: Default::default(),
         }
     }
 
@@ -313,6 +314,7 @@ mod tests {
                 addr: Ipv4Addr::new(10, 0, 0, last),
             },
             backends,
+            scheduler: Default::default(),
         }
     }
 

@@ -25,6 +25,7 @@ pub fn vip(addr: &str, port: u16, proto: Proto, backends: Vec<Backend>) -> Virtu
             proto,
         },
         backends,
+        scheduler: Default::default(),
     }
 }
 
@@ -32,6 +33,7 @@ pub fn any_port(addr: &str, backends: Vec<Backend>) -> VirtualService {
     VirtualService {
         frontend: Frontend::VipAnyPort { addr: ip(addr) },
         backends,
+        scheduler: Default::default(),
     }
 }
 
@@ -39,6 +41,7 @@ pub fn published(port: u16, proto: Proto, backends: Vec<Backend>) -> VirtualServ
     VirtualService {
         frontend: Frontend::Published { port, proto },
         backends,
+        scheduler: Default::default(),
     }
 }
 
