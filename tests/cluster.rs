@@ -294,26 +294,57 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
 
 #[test]
 fn a_daemon_restart_keeps_serving() {
-    let Some(mut c) = cluster("restart", 2, 10) else { return };
+    let Some(mut c) = cluster("restart", 2, 10) else {
+        return;
+    };
     c.ok(0, &["network", "create", "app"]);
-    c.ok(0, &[
-        "service", "create", "--name", "web", "--replicas", "2", "--network", "app", "--publish",
-        "8080:80", "--", "routemesh", "whoami", "--port", "80",
-    ]);
+    c.ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--replicas",
+            "2",
+            "--network",
+            "app",
+            "--publish",
+            "8080:80",
+            "--",
+            "routemesh",
+            "whoami",
+            "--port",
+            "80",
+        ],
+    );
     wait_for("node1 answering", Duration::from_secs(10), || c.who(0));
-    let pids = |c: &Cluster| -> Vec<u64> { c.tasks().iter().filter_map(|t| t["pid"].as_u64()).collect() };
-    let before = wait_for("both tasks running with a pid", Duration::from_secs(10), || {
-        let p = pids(&c);
-        (p.len() == 2).then_some(p)
-    });
+    let pids =
+        |c: &Cluster| -> Vec<u64> { c.tasks().iter().filter_map(|t| t["pid"].as_u64()).collect() };
+    let before = wait_for(
+        "both tasks running with a pid",
+        Duration::from_secs(10),
+        || {
+            let p = pids(&c);
+            (p.len() == 2).then_some(p)
+        },
+    );
     c.topo.stop_daemon(0);
     for k in 0..50 {
-        assert!(c.who(0).is_some(), "request {k} to node1 failed while its daemon was down");
+        assert!(
+            c.who(0).is_some(),
+            "request {k} to node1 failed while its daemon was down"
+        );
     }
     c.topo.start_daemon(0).expect("restart");
-    c.topo.wait_daemon(0, Duration::from_secs(30)).expect("daemon back");
+    c.topo
+        .wait_daemon(0, Duration::from_secs(30))
+        .expect("daemon back");
     for k in 0..50 {
-        assert!(c.who(0).is_some(), "request {k} to node1 failed after the restart");
+        assert!(
+            c.who(0).is_some(),
+            "request {k} to node1 failed after the restart"
+        );
     }
     assert_eq!(pids(&c), before, "the tasks were adopted, not restarted");
 }

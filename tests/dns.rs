@@ -103,17 +103,7 @@ fn service_names_scoping_forwarding_and_robustness() {
     svc("web", "3", "app", &["--publish", "8080:80"]);
     svc("db", "2", "app", &["--endpoint-mode", "dnsrr"]);
     svc("other", "1", "private", &[]);
-    node.ok(&[
-        "service",
-        "create",
-        "--name",
-        "client",
-        "--network",
-        "app",
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    node.client_on("app");
 
     // SERVICE -> VIP; tasks.SERVICE -> the tasks; TASK -> its address.
     let vip = {
@@ -237,17 +227,7 @@ fn big_answers_truncate_over_udp_and_complete_over_tcp() {
     }
     let node = Node::start("big");
     node.ok(&["network", "create", "app"]);
-    node.ok(&[
-        "service",
-        "create",
-        "--name",
-        "client",
-        "--network",
-        "app",
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    node.client_on("app");
     node.ok(&[
         "service",
         "create",

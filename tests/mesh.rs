@@ -118,17 +118,7 @@ fn published_port_spreads_over_tasks_from_everywhere() {
     }
 
     // From a task, through its node's address.
-    node.ok(&[
-        "service",
-        "create",
-        "--name",
-        "client",
-        "--network",
-        "app",
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    node.client_on("app");
     let counts = spread(
         |s| text(&node.exec("client.1", &["sh", "-c", s])),
         &format!("http://{NODE_ADDR}:8080/"),
@@ -179,9 +169,20 @@ fn published_port_spreads_over_tasks_from_everywhere() {
         node.ns.sh_ok("ss -ltn").contains(":9999").then_some(())
     });
     let err = node.fails(&[
-        "service", "create", "--name", "clash", "--publish", "9999:80", "--", "routemesh", "whoami",
+        "service",
+        "create",
+        "--name",
+        "clash",
+        "--publish",
+        "9999:80",
+        "--",
+        "routemesh",
+        "whoami",
     ]);
-    assert!(err.contains("port 9999/tcp is in use on this node by pid") && err.contains("(nc"), "{err}");
+    assert!(
+        err.contains("port 9999/tcp is in use on this node by pid") && err.contains("(nc"),
+        "{err}"
+    );
     let _ = listener.kill();
     let _ = listener.wait();
 
@@ -208,17 +209,7 @@ fn vip_spreads_and_follows_the_tasks() {
     let node = Node::start("vip");
     node.ok(&["network", "create", "app"]);
     whoami_service(&node, "web", "3", &[]);
-    node.ok(&[
-        "service",
-        "create",
-        "--name",
-        "client",
-        "--network",
-        "app",
-        "--",
-        "sleep",
-        "1000",
-    ]);
+    node.client_on("app");
     let vip = vip_of(&node, "web");
     let from_client = |s: &str| text(&node.exec("client.1", &["sh", "-c", s]));
     let counts = spread(from_client, &format!("http://{vip}/"), 300);

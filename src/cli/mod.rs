@@ -446,18 +446,22 @@ async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
                 }
             }
         }
-        NetworkCmd::Rm { names } => {
-            let mut failed = Vec::new();
-            for name in names {
-                match c.delete(&format!("/v1/networks/{}", seg(&name))).await {
-                    Ok(()) => println!("{name}"),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            if !failed.is_empty() {
-                anyhow::bail!(failed.join("\n"));
-            }
+        NetworkCmd::Rm { names } => remove_each(c, "networks", &names).await?,
+    }
+    Ok(())
+}
+
+/// Removes every named object, as Docker does: each success printed, all failures reported.
+async fn remove_each(c: &Client, kind: &str, names: &[String]) -> anyhow::Result<()> {
+    let mut failed = Vec::new();
+    for name in names {
+        match c.delete(&format!("/v1/{kind}/{}", seg(name))).await {
+            Ok(()) => println!("{name}"),
+            Err(e) => failed.push(e.to_string()),
         }
+    }
+    if !failed.is_empty() {
+        anyhow::bail!(failed.join("\n"));
     }
     Ok(())
 }
@@ -612,18 +616,7 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                     .await?
             );
         }
-        ServiceCmd::Rm { names } => {
-            let mut failed = Vec::new();
-            for name in names {
-                match c.delete(&format!("/v1/services/{}", seg(&name))).await {
-                    Ok(()) => println!("{name}"),
-                    Err(e) => failed.push(e.to_string()),
-                }
-            }
-            if !failed.is_empty() {
-                anyhow::bail!(failed.join("\n"));
-            }
-        }
+        ServiceCmd::Rm { names } => remove_each(c, "services", &names).await?,
     }
     Ok(())
 }

@@ -308,6 +308,21 @@ impl Node {
         panic!("task {task} has no address on {network}");
     }
 
+    /// A one-task service `client` on `network` that only sleeps: a place to run commands from.
+    pub fn client_on(&self, network: &str) {
+        self.ok(&[
+            "service",
+            "create",
+            "--name",
+            "client",
+            "--network",
+            network,
+            "--",
+            "sleep",
+            "1000",
+        ]);
+    }
+
     pub fn exec(&self, task: &str, cmd: &[&str]) -> Output {
         let mut a = vec!["exec", task, "--"];
         a.extend_from_slice(cmd);
