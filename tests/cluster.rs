@@ -347,6 +347,16 @@ fn a_daemon_restart_keeps_serving() {
         );
     }
     assert_eq!(pids(&c), before, "the tasks were adopted, not restarted");
+    // Any node's daemon shows the logs of every task.
+    for node in [0, 1] {
+        let logs = c.ok(node, &["service", "logs", "web"]);
+        for t in ["web.1@node1", "web.2@node2"] {
+            assert!(
+                logs.contains(&format!("{t}    | whoami: answering http")),
+                "{logs}"
+            );
+        }
+    }
 }
 
 #[test]

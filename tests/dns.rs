@@ -199,6 +199,27 @@ fn service_names_scoping_forwarding_and_robustness() {
         t.elapsed()
     );
 
+    // A task that binds port 53 itself (UDP, on 0.0.0.0) keeps its resolver: the create only
+    // converges if whoami could bind, and the task's own queries still reach 127.0.0.11.
+    node.ok(&[
+        "service",
+        "create",
+        "--name",
+        "own53",
+        "--network",
+        "app",
+        "--",
+        "routemesh",
+        "whoami",
+        "--udp",
+        "--port",
+        "53",
+    ]);
+    assert_eq!(
+        lines(&dig(&node, "own53.1", "+short web")),
+        vec![vip.clone()]
+    );
+
     // A burst of malformed packets and a stalled TCP client, then a normal query answers.
     let hostile = r#"
 import socket, os

@@ -249,13 +249,28 @@ async fn service_logs(State(app): Shared, Path(name): Path<String>) -> Result<St
     let mut tasks: Vec<&Task> = st.tasks.values().filter(|t| t.service == name).collect();
     tasks.sort_by_key(|t| t.slot);
     for t in tasks {
-        if t.node != app.ctx.node {
-            continue;
-        }
-        let path = TaskPaths::new(&app.ctx.run_dir, &t.name).log();
-        let text = tokio::fs::read_to_string(&path).await.unwrap_or_default();
-        for line in text.lines() {
-            out.push_str(&format!("{}@{}    | {line}\n", t.name, t.node));
+        // A task's log is a file on its node; another node's run dir is readable when the
+        // nodes share a machine (the demo, the tests). Otherwise say where to look.
+        let run_dir = if t.node == app.ctx.node {
+            app.ctx.run_dir.clone()
+        } else {
+            match st.nodes.get(&t.node) {
+                Some(n) => PathBuf::from(&n.run_dir),
+                None => continue,
+            }
+        };
+        let path = TaskPaths::new(&run_dir, &t.name).log();
+        match tokio::fs::read_to_string(&path).await {
+            Ok(text) => {
+                for line in text.lines() {
+                    out.push_str(&format!("{}@{}    | {line}\n", t.name, t.node));
+                }
+            }
+            Err(_) if t.node != app.ctx.node => out.push_str(&format!(
+                "{}@{}    | (log on node {}: run `routemesh service logs` against that node)\n",
+                t.name, t.node, t.node
+            )),
+            Err(_) => {}
         }
     }
     Ok(out)
