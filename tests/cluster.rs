@@ -274,7 +274,8 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
             .collect()
     };
     let check = |what: &str| {
-        wait_for(what, Duration::from_secs(10), || {
+        let mut last = None;
+        let done = wait_for_or_timeout(Duration::from_secs(15), || {
             let tasks = expect_remote();
             let neigh = neigh_ips();
             let fdb = fdb_macs();
@@ -282,8 +283,19 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
             let ok = tasks.is_subset(&neigh)
                 && neigh.len() == tasks.len() + 2
                 && fdb.len() == neigh.len();
+            last = Some((tasks, neigh, fdb));
             ok.then_some(())
-        })
+        });
+        if done.is_none() {
+            let o = run(Command::new("nsenter")
+                .arg(format!("--net={}", ov.display()))
+                .args(["sh", "-c", "ip -d neigh show; ip -br link; ip -br addr"]));
+            panic!(
+                "{what}: remote tasks, neighbours, fdb = {last:#?}\n{}{}",
+                text(&o),
+                errtext(&o)
+            );
+        }
     };
     check("static entries for the remote tasks");
     c.ok(0, &["service", "scale", "web=1"]);

@@ -8,7 +8,7 @@ use crate::bridge::ensure_bridge_state;
 use crate::error::{Error, Result};
 use crate::netlink::{LinkSummary, Netlink};
 use crate::netns;
-use crate::spec::{BridgeSpec, OverlaySpec};
+use crate::spec::{BridgeSpec, Mac, OverlaySpec};
 use crate::tempname::temp_ifname;
 
 /// The bridge inside every overlay namespace; sandbox legs are enslaved to it.
@@ -89,6 +89,13 @@ async fn ensure_br0(ovl: &Netlink, spec: &OverlaySpec) -> Result<LinkSummary> {
             ovl.require_link(OVERLAY_BRIDGE).await?
         }
     };
+    // A bridge takes the lowest MAC of its ports unless it has one of its own, and a MAC
+    // change flushes its neighbour table, permanent entries included: every task joining
+    // would wipe the static entries for remote endpoints. So br0 gets a fixed MAC.
+    let mac = Mac::from_ipv4(spec.gateway.addr());
+    if br0.mac != Some(mac) {
+        ovl.set_mac(&br0, mac).await?;
+    }
     ensure_bridge_state(ovl, &br0, &bridge_spec, &spec.addresses).await?;
     Ok(br0)
 }
