@@ -6,7 +6,7 @@ if [ "$(id -u)" != 0 ]; then
   echo "install-deps: run as root (it uses apt-get)" >&2
   exit 1
 fi
-pkgs=(nftables iproute2 curl dnsutils iputils-ping procps util-linux netcat-openbsd protobuf-compiler dnsmasq-base etcd-server)
+pkgs=(nftables iproute2 curl dnsutils iputils-ping procps util-linux netcat-openbsd protobuf-compiler dnsmasq-base etcd-server python3)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
