@@ -269,7 +269,9 @@ impl Control {
             };
             let mut txn = Txn::new().when_absent(keys::service(&svc.name));
             if svc.endpoint_mode == EndpointMode::Vip {
-                for net in &nets {
+                // VIPs live in overlay namespaces; a bridge network's service is answered by
+                // its tasks' addresses.
+                for net in nets.iter().filter(|n| n.driver == Driver::Overlay) {
                     let taken = taken_addresses(self.store.as_ref(), net).await?;
                     let ip = ipam::next_host(net.subnet, &taken).ok_or_else(|| {
                         ApiError::Conflict(format!(
@@ -288,10 +290,15 @@ impl Control {
                 }
             }
             txn = txn.put_json(keys::service(&svc.name), &svc);
-            // The networks must still be there when the service lands.
+            txn = claim_ports(txn, &svc.name, &[], &svc.ports);
+            // The networks must still be there when the service lands, and a concurrent
+            // `network rm` must fail: rewriting them unchanged moves their revision, which
+            // the removal compares.
             for n in &svc.networks {
                 if let Some(kv) = self.store.get(&keys::network(n)).await? {
-                    txn = txn.when_revision(kv.key, kv.mod_revision);
+                    txn = txn
+                        .when_revision(kv.key.clone(), kv.mod_revision)
+                        .put(kv.key, kv.value);
                 }
             }
             if self.store.txn(txn).await?.succeeded {
@@ -349,6 +356,7 @@ impl Control {
                 .await?
                 .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
             let mut svc: Service = state::decode(&kv)?;
+            let before_ports = svc.ports.clone();
             for (port, proto) in remove {
                 let before = svc.ports.len();
                 svc.ports
@@ -371,6 +379,7 @@ impl Control {
             let txn = Txn::new()
                 .when_revision(kv.key.clone(), kv.mod_revision)
                 .put_json(kv.key, &svc);
+            let txn = claim_ports(txn, name, &before_ports, &svc.ports);
             if self.store.txn(txn).await?.succeeded {
                 tracing::info!(service = name, ports = ?svc.ports, "service updated");
                 return Ok(svc);
@@ -381,9 +390,9 @@ impl Control {
         )))
     }
 
-    /// Removes the service and marks its tasks for shutdown in one transaction, so a
-    /// `network rm` right after it succeeds; the agents then stop the tasks, tear their
-    /// sandboxes down and delete them.
+    /// Removes the service, its VIP and port claims in one transaction, so a `network rm`
+    /// right after it succeeds; the orchestrator then shuts its tasks down (with a compare of
+    /// its own, and one transaction per task, so a service of any size can go).
     pub async fn remove_service(&self, name: &str) -> Result<(), ApiError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
@@ -401,11 +410,7 @@ impl Control {
                     txn = txn.delete(keys::addr_claim(&net.id, vip.address.addr()));
                 }
             }
-            for task in st.tasks.values().filter(|t| t.service == name) {
-                let mut stopping = task.clone();
-                stopping.desired = crate::model::DesiredState::Shutdown;
-                txn = txn.put_json(keys::task(&task.name), &stopping);
-            }
+            txn = claim_ports(txn, name, &svc.ports, &[]);
             if self.store.txn(txn).await?.succeeded {
                 tracing::info!(service = name, "service removed");
                 return Ok(());
@@ -432,6 +437,24 @@ pub fn delete_task(mut txn: Txn, task: &crate::model::Task, st: &ClusterState) -
 }
 
 pub const INGRESS: &str = "ingress";
+
+/// Moves the port claims of `service` from `before` to `after` in `txn`: new ports are claimed
+/// only if nobody holds them (so two services racing for one port cannot both win), dropped
+/// ports are released.
+fn claim_ports(mut txn: Txn, service: &str, before: &[PortConfig], after: &[PortConfig]) -> Txn {
+    let key = |p: &PortConfig| keys::port_claim(p.proto, p.published);
+    let held: BTreeSet<String> = before.iter().map(key).collect();
+    let wanted: BTreeSet<String> = after.iter().map(key).collect();
+    for k in wanted.difference(&held) {
+        txn = txn
+            .when_absent(k.clone())
+            .put(k.clone(), service.as_bytes().to_vec());
+    }
+    for k in held.difference(&wanted) {
+        txn = txn.delete(k.clone());
+    }
+    txn
+}
 
 /// Refuses a published port another service already publishes.
 fn check_ports_free(
@@ -586,4 +609,122 @@ fn check_capacity(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::api::types::{NetworkCreate, ServiceCreate};
+    use crate::store::local::LocalStore;
+    use crate::validate;
+
+    fn control(dir: &tempfile::TempDir) -> Control {
+        Control {
+            store: Arc::new(LocalStore::open(&dir.path().join("state.json")).unwrap()),
+            cfg: ControlConfig {
+                pool: "10.0.0.0/8".parse().unwrap(),
+                pool_prefix: 24,
+                gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
+            },
+        }
+    }
+
+    async fn network(c: &Control, name: &str, driver: &str) {
+        let req = validate::network_request(&NetworkCreate {
+            name: name.into(),
+            driver: Some(driver.into()),
+            ..Default::default()
+        })
+        .unwrap();
+        c.create_network(req, &[]).await.unwrap();
+    }
+
+    fn service(name: &str, net: &str, publish: &[&str]) -> ServiceRequest {
+        validate::service_request(
+            &ServiceCreate {
+                name: name.into(),
+                replicas: Some(1),
+                networks: vec![net.into()],
+                env: vec![],
+                command: vec!["sh".into()],
+                endpoint_mode: None,
+                publish: publish.iter().map(|s| s.to_string()).collect(),
+                lb_scheduler: None,
+            },
+            "/bin:/usr/bin",
+        )
+        .unwrap()
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn two_services_racing_for_one_port_cannot_both_win() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = control(&dir);
+        network(&c, "app", "overlay").await;
+        for round in 0..20 {
+            let (a, b) = (format!("a{round}"), format!("b{round}"));
+            let (c1, c2) = (c.clone(), c.clone());
+            let (r1, r2) = tokio::join!(
+                tokio::spawn(
+                    async move { c1.create_service(service(&a, "app", &["9000:80"])).await }
+                ),
+                tokio::spawn(
+                    async move { c2.create_service(service(&b, "app", &["9000:80"])).await }
+                ),
+            );
+            let (r1, r2) = (r1.unwrap(), r2.unwrap());
+            assert!(r1.is_ok() != r2.is_ok(), "round {round}: exactly one wins");
+            let loser = r1.err().or(r2.err()).unwrap().to_string();
+            assert!(loser.contains("already published by service"), "{loser}");
+            let winner = c
+                .read()
+                .await
+                .unwrap()
+                .services
+                .keys()
+                .find(|k| k.ends_with(&round.to_string()))
+                .cloned()
+                .unwrap();
+            c.remove_service(&winner).await.unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn ports_are_released_by_update_and_rm() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = control(&dir);
+        network(&c, "app", "overlay").await;
+        c.create_service(service("web", "app", &["8080:80"]))
+            .await
+            .unwrap();
+        let p = validate::publish("8081:80").unwrap();
+        c.update_service("web", &[p], &[(8080, Proto::Tcp)])
+            .await
+            .unwrap();
+        // 8080 is free again, 8081 is web's.
+        c.create_service(service("other", "app", &["8080:80"]))
+            .await
+            .unwrap();
+        assert!(c
+            .create_service(service("third", "app", &["8081:80"]))
+            .await
+            .is_err());
+        c.remove_service("web").await.unwrap();
+        c.create_service(service("third", "app", &["8081:80"]))
+            .await
+            .unwrap();
+    }
+
+    #[tokio::test]
+    async fn bridge_networks_get_no_vip() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = control(&dir);
+        network(&c, "lan", "bridge").await;
+        network(&c, "app", "overlay").await;
+        let mut req = service("web", "lan", &[]);
+        req.networks.push("app".into());
+        let svc = c.create_service(req).await.unwrap();
+        let nets: Vec<&str> = svc.vips.iter().map(|v| v.network.as_str()).collect();
+        assert_eq!(nets, ["app"]);
+    }
 }

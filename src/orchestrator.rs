@@ -37,6 +37,11 @@ pub enum Action {
         network: String,
         node: String,
     },
+    /// Release the address of a node that is gone (it gets a new one if it comes back).
+    ForgetNodeAddress {
+        network: String,
+        node: String,
+    },
     /// Ask the task's node to stop it (desired state shutdown).
     Shutdown {
         task: String,
@@ -80,6 +85,18 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
         if !keep {
             actions.push(Action::Shutdown {
                 task: task.name.clone(),
+            });
+        }
+    }
+    for (network, node) in st.node_addrs.keys() {
+        let alive = st
+            .nodes
+            .get(node)
+            .is_some_and(|n| n.state == NodeState::Ready);
+        if !alive || !st.networks.contains_key(network) {
+            actions.push(Action::ForgetNodeAddress {
+                network: network.clone(),
+                node: node.clone(),
             });
         }
     }
@@ -216,6 +233,9 @@ impl Orchestrator {
                 Action::NodeAddress { network, node } => {
                     self.node_address(&st, network, node).await
                 }
+                Action::ForgetNodeAddress { network, node } => {
+                    self.forget_node_address(&st, network, node).await
+                }
                 Action::Create { service, slot } => match st.services.get(service) {
                     Some(svc) => self.create_task(&st, svc, *slot).await,
                     None => Ok(true),
@@ -257,6 +277,31 @@ impl Orchestrator {
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
             tracing::info!(task = name, "task of a lost node forgotten");
+        }
+        Ok(ok)
+    }
+
+    async fn forget_node_address(
+        &self,
+        st: &ClusterState,
+        network: &str,
+        node: &str,
+    ) -> Result<bool, OrchestratorError> {
+        let Some(kv) = self.store.get(&keys::node_addr(network, node)).await? else {
+            return Ok(true);
+        };
+        let mut txn = Txn::new()
+            .when_revision(kv.key.clone(), kv.mod_revision)
+            .delete(kv.key);
+        if let (Some(net), Some(na)) = (
+            st.networks.get(network),
+            st.node_addrs.get(&(network.to_string(), node.to_string())),
+        ) {
+            txn = txn.delete(keys::addr_claim(&net.id, na.address.addr()));
+        }
+        let ok = self.store.txn(txn).await?.succeeded;
+        if ok {
+            tracing::info!(network, node, "address of a lost node released");
         }
         Ok(ok)
     }
@@ -474,6 +519,46 @@ mod tests {
                     task: "web.3".into()
                 },
             ]
+        );
+    }
+
+    #[test]
+    fn addresses_of_lost_nodes_are_released() {
+        let mut st = ClusterState::default();
+        st.nodes.insert("n1".into(), node("n1", NodeState::Ready));
+        st.nodes.insert("n2".into(), node("n2", NodeState::Down));
+        for n in ["n1", "n2"] {
+            st.node_addrs.insert(
+                ("ingress".into(), n.into()),
+                crate::model::NodeAddress {
+                    network: "ingress".into(),
+                    node: n.into(),
+                    address: "10.255.0.2/16".parse().unwrap(),
+                },
+            );
+        }
+        // Without the network, both addresses go.
+        assert_eq!(plan(&st).len(), 2);
+        // With it, only the lost node's does.
+        st.networks.insert(
+            "ingress".into(),
+            crate::model::Network {
+                name: "ingress".into(),
+                id: "i".into(),
+                driver: crate::model::Driver::Overlay,
+                subnet: "10.255.0.0/16".parse().unwrap(),
+                gateway: "10.255.0.1".parse().unwrap(),
+                vni: Some(4096),
+                created_at: 0,
+                ingress: true,
+            },
+        );
+        assert_eq!(
+            plan(&st),
+            vec![Action::ForgetNodeAddress {
+                network: "ingress".into(),
+                node: "n2".into()
+            }]
         );
     }
 

@@ -43,17 +43,21 @@ pub fn network_name(name: &str) -> Result<(), Invalid> {
     Ok(())
 }
 
-/// Service names are DNS labels (they become DNS names): 1-63 letters, digits and `-`, not
+/// Longest service name: its tasks' names (`NAME.SLOT`, up to `.10000`) are their hostnames,
+/// which the kernel caps at 64 bytes.
+pub const MAX_SERVICE_NAME: usize = 58;
+
+/// Service names are DNS labels (they become DNS names): 1-58 letters, digits and `-`, not
 /// starting or ending with `-`. No `.`, which separates a task's slot (`web.1`).
 pub fn service_name(name: &str) -> Result<(), Invalid> {
     let ok = !name.is_empty()
-        && name.len() <= 63
+        && name.len() <= MAX_SERVICE_NAME
         && !name.starts_with('-')
         && !name.ends_with('-')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !ok {
         return invalid(format!(
-            "invalid service name {name:?}: use 1-63 letters, digits or '-', not starting or ending with '-'"
+            "invalid service name {name:?}: use 1-{MAX_SERVICE_NAME} letters, digits or '-', not starting or ending with '-'"
         ));
     }
     Ok(())
@@ -451,7 +455,16 @@ mod tests {
         for good in ["web", "w-1", "W9"] {
             assert!(service_name(good).is_ok(), "{good}");
         }
-        for bad in ["", "web.1", "-web", "web-", "we_b", "a b", &"x".repeat(64)] {
+        assert!(service_name(&"x".repeat(MAX_SERVICE_NAME)).is_ok());
+        for bad in [
+            "",
+            "web.1",
+            "-web",
+            "web-",
+            "we_b",
+            "a b",
+            &"x".repeat(MAX_SERVICE_NAME + 1),
+        ] {
             let err = service_name(bad).unwrap_err().0;
             assert!(err.contains("invalid service name"), "{bad:?}: {err}");
         }

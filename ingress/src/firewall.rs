@@ -228,7 +228,12 @@ pub fn apply(netns: Option<&Path>, script: &str) -> Result<()> {
     };
     let mut child = cmd.spawn().map_err(nft_err)?;
     if let Some(mut stdin) = child.stdin.take() {
-        stdin.write_all(script.as_bytes()).map_err(nft_err)?;
+        if let Err(e) = stdin.write_all(script.as_bytes()) {
+            // nft quit early: reap it before reporting, so no zombie is left.
+            drop(stdin);
+            let _ = child.wait();
+            return Err(nft_err(e));
+        }
     }
     let output = child.wait_with_output().map_err(nft_err)?;
     if output.status.success() {

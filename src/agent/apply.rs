@@ -106,8 +106,10 @@ impl Applier {
             .filter(|(t, s)| plan.sandboxes.get(*t) != Some(s))
             .map(|(t, s)| (t.clone(), s.clone()))
             .collect();
+        // Stop them all at once: each may take its grace period, and they should not add up.
+        let doomed: Vec<String> = gone.iter().map(|(t, _)| t.clone()).collect();
+        self.runner.stop_all(&doomed).await;
         for (task, spec) in gone {
-            self.runner.stop(&task).await;
             if !plan.sandboxes.contains_key(&task) {
                 if !errs.note(
                     format!("removing sandbox of task {task}"),

@@ -109,7 +109,8 @@ impl Agent {
                 Some(r) => self.store.watch(keys::ROOT, r).await.ok(),
                 None => None,
             };
-            let wait = if full || rev.is_none() {
+            // Without a watch, nothing would wake us before the full resync: retry soon.
+            let wait = if full || watch.is_none() {
                 RETRY_AFTER_ERROR
             } else {
                 FULL_RESYNC.saturating_sub(last_full.elapsed())
@@ -168,6 +169,12 @@ impl Agent {
                 return;
             }
         };
+        // Task names are reused per slot: a task moved to another node (this node lost its
+        // lease for a while) is not ours to report on any more.
+        match crate::store::state::decode::<crate::model::Task>(&kv) {
+            Ok(t) if t.node == self.ctx.node => {}
+            _ => return,
+        }
         let txn = Txn::new()
             .when_revision(key, kv.mod_revision)
             .put_json(keys::status(&ev.task), &ev.status);

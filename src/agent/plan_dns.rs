@@ -47,9 +47,11 @@ pub fn plan_dns(st: &ClusterState, node: &str) -> DnsPlan {
             ports.dedup();
             ServiceInput {
                 name: s.name.clone(),
+                // A service with no VIP (dnsrr, or only on bridge networks) is answered with
+                // its tasks' addresses.
                 mode: match s.endpoint_mode {
-                    EndpointMode::Vip => DnsMode::Vip,
-                    EndpointMode::Dnsrr => DnsMode::Dnsrr,
+                    EndpointMode::Vip if !s.vips.is_empty() => DnsMode::Vip,
+                    _ => DnsMode::Dnsrr,
                 },
                 vips: s
                     .vips

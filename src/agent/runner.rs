@@ -89,6 +89,18 @@ impl Runner {
         }
     }
 
+    /// Stops several tasks concurrently and waits for all of them.
+    pub async fn stop_all(&mut self, tasks: &[String]) {
+        let mut waiting = Vec::new();
+        for t in tasks {
+            if let Some(p) = self.procs.remove(t) {
+                let _ = p.stop.send(true);
+                waiting.push(p.done);
+            }
+        }
+        futures::future::join_all(waiting).await;
+    }
+
     pub fn supervised(&self) -> Vec<String> {
         self.procs.keys().cloned().collect()
     }

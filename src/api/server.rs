@@ -251,13 +251,12 @@ async fn service_logs(State(app): Shared, Path(name): Path<String>) -> Result<St
     for t in tasks {
         // A task's log is a file on its node; another node's run dir is readable when the
         // nodes share a machine (the demo, the tests). Otherwise say where to look.
-        let run_dir = if t.node == app.ctx.node {
-            app.ctx.run_dir.clone()
-        } else {
-            match st.nodes.get(&t.node) {
-                Some(n) => PathBuf::from(&n.run_dir),
-                None => continue,
-            }
+        let Ok(run_dir) = remote_run_dir(&app, &st, t) else {
+            out.push_str(&format!(
+                "{}@{}    | (log on node {}: run `routemesh service logs` against that node)\n",
+                t.name, t.node, t.node
+            ));
+            continue;
         };
         let path = TaskPaths::new(&run_dir, &t.name).log();
         match tokio::fs::read_to_string(&path).await {
@@ -313,9 +312,16 @@ async fn task_sandbox(State(app): Shared, Path(name): Path<String>) -> ApiResult
         .tasks
         .get(&name)
         .ok_or_else(|| ApiError::NotFound(format!("task {name:?} not found")))?;
-    let run_dir: PathBuf = match st.nodes.get(&t.node) {
-        Some(n) => PathBuf::from(&n.run_dir),
-        None => app.ctx.run_dir.clone(),
+    let run_dir = match remote_run_dir(&app, &st, t) {
+        Ok(dir) => dir,
+        Err(node) => {
+            return Err(ApiError::Conflict(format!(
+            "task {name:?} runs on node {:?}: run `routemesh exec` against that node's daemon{}",
+            t.node,
+            node.map(|n| format!(" ({})", n.api_socket))
+                .unwrap_or_default()
+        )))
+        }
     };
     let paths = TaskPaths::new(&run_dir, &name);
     let netns = run_dir
@@ -330,6 +336,26 @@ async fn task_sandbox(State(app): Shared, Path(name): Path<String>) -> ApiResult
         hostname: name.clone(),
         addresses: t.attachments.iter().map(|a| a.address.addr()).collect(),
     }))
+}
+
+/// The run dir holding `task`'s sandbox and log, as seen from this daemon: ours, or another
+/// node's when it is a different directory on this machine (the demo, the tests). A remote node
+/// using the same path as ours is on another machine: its files are not here (Err, with the
+/// node when known).
+fn remote_run_dir<'a>(
+    app: &App,
+    st: &'a ClusterState,
+    task: &Task,
+) -> Result<PathBuf, Option<&'a crate::model::Node>> {
+    if task.node == app.ctx.node {
+        return Ok(app.ctx.run_dir.clone());
+    }
+    let node = st.nodes.get(&task.node).ok_or(None)?;
+    let dir = PathBuf::from(&node.run_dir);
+    if dir == app.ctx.run_dir || !dir.exists() {
+        return Err(Some(node));
+    }
+    Ok(dir)
 }
 
 async fn list_nodes(State(app): Shared) -> ApiResult<Vec<NodeView>> {

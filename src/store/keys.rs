@@ -43,6 +43,10 @@ pub fn node_addrs_of(network: &str) -> String {
 pub fn subnet_claim(subnet: &ipnet::Ipv4Net) -> String {
     format!("{CLAIMS}subnet/{}", subnet.to_string().replace('/', "_"))
 }
+/// A published port, held by the service that publishes it (one owner per port/protocol).
+pub fn port_claim(proto: crate::model::Proto, port: u16) -> String {
+    format!("{CLAIMS}port/{proto}/{port}")
+}
 pub fn vni_claim(vni: u32) -> String {
     format!("{CLAIMS}vni/{vni}")
 }
