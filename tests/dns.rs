@@ -105,6 +105,12 @@ fn service_names_scoping_forwarding_and_robustness() {
     svc("other", "1", "private", &[]);
     node.client_on("app");
 
+    // The name table follows the running tasks within moments of the creates.
+    wait_for(
+        "the client's resolver knowing web",
+        Duration::from_secs(5),
+        || (!dig(&node, "client.1", "+short tasks.web").trim().is_empty()).then_some(()),
+    );
     // SERVICE -> VIP; tasks.SERVICE -> the tasks; TASK -> its address.
     let vip = {
         let v = node.json(&["service", "inspect", "web"]);

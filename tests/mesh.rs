@@ -100,7 +100,20 @@ fn published_port_spreads_over_tasks_from_everywhere() {
     node.ok(&["network", "create", "app"]);
     whoami_service(node, "web", "3", &["--publish", "8080:80"]);
 
-    // From an outside client, to the node's address.
+    // From an outside client, to the node's address, once the rules follow the running tasks
+    // (within moments of the create).
+    wait_for(
+        "all three tasks behind 8080",
+        Duration::from_secs(5),
+        || {
+            let c = spread(
+                |s| text(&m.client.sh(s)),
+                &format!("http://{NODE_ADDR}:8080/"),
+                30,
+            );
+            (c.len() == 3).then_some(())
+        },
+    );
     let counts = spread(
         |s| text(&m.client.sh(s)),
         &format!("http://{NODE_ADDR}:8080/"),
@@ -212,6 +225,11 @@ fn vip_spreads_and_follows_the_tasks() {
     node.client_on("app");
     let vip = vip_of(&node, "web");
     let from_client = |s: &str| text(&node.exec("client.1", &["sh", "-c", s]));
+    wait_for(
+        "all three tasks behind the VIP",
+        Duration::from_secs(5),
+        || (spread(from_client, &format!("http://{vip}/"), 30).len() == 3).then_some(()),
+    );
     let counts = spread(from_client, &format!("http://{vip}/"), 300);
     assert_spread(&counts, &["web.1", "web.2", "web.3"], 300);
 
@@ -322,9 +340,13 @@ fn udp_host_mode_update_and_dnsrr() {
 
     // Host mode: straight to the local task, the client's address kept.
     whoami_service(node, "h", "1", &["--publish", "mode=host,8081:80"]);
-    let body = m
-        .client
-        .sh_ok(&format!("curl -s --max-time 3 http://{NODE_ADDR}:8081/"));
+    // The node's rules follow the task's running state within moments of the create.
+    let body = wait_for("host-mode port answering", Duration::from_secs(5), || {
+        let o = m
+            .client
+            .sh(&format!("curl -s --max-time 2 http://{NODE_ADDR}:8081/"));
+        o.status.success().then(|| text(&o))
+    });
     assert!(body.contains("Task: h.1"), "{body}");
     assert!(
         body.contains("RemoteAddr: 192.168.90.2:"),
