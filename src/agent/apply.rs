@@ -142,9 +142,6 @@ impl Applier {
                 }
                 self.applied.sandboxes.insert(task.clone(), spec.clone());
             }
-            if let Some(p) = plan.processes.get(task) {
-                self.runner.ensure(p.clone()).await;
-            }
         }
 
         // Load balancers: the overlay namespaces and ingress_sbox exist by now.
@@ -165,6 +162,14 @@ impl Applier {
         for e in self.dns.sync(&plan.dns, &ready) {
             tracing::warn!(error = %e, "dns");
             errs.0.push(e);
+        }
+
+        // Processes last: a task starts with its sandbox, its resolver and its load
+        // balancers in place.
+        for task in self.applied.sandboxes.keys().cloned().collect::<Vec<_>>() {
+            if let Some(p) = plan.processes.get(&task) {
+                self.runner.ensure(p.clone()).await;
+            }
         }
 
         // Networks nobody plans any more, after the sandboxes that used them are gone.
