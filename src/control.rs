@@ -312,15 +312,24 @@ impl Control {
         )))
     }
 
+    /// A service's stored record (for a compare-and-set) and its decoded value.
+    async fn service_record(
+        &self,
+        name: &str,
+    ) -> Result<(crate::store::KeyValue, Service), ApiError> {
+        let kv = self
+            .store
+            .get(&keys::service(name))
+            .await?
+            .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
+        let svc = state::decode(&kv)?;
+        Ok((kv, svc))
+    }
+
     pub async fn scale_service(&self, name: &str, replicas: u32) -> Result<Service, ApiError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
-            let kv = self
-                .store
-                .get(&keys::service(name))
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
-            let mut svc: Service = state::decode(&kv)?;
+            let (kv, mut svc) = self.service_record(name).await?;
             let nets = service_networks(name, &svc.networks, &st)?;
             let existing = st
                 .tasks
@@ -350,12 +359,7 @@ impl Control {
     ) -> Result<Service, ApiError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
-            let kv = self
-                .store
-                .get(&keys::service(name))
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
-            let mut svc: Service = state::decode(&kv)?;
+            let (kv, mut svc) = self.service_record(name).await?;
             let before_ports = svc.ports.clone();
             for (port, proto) in remove {
                 let before = svc.ports.len();
@@ -396,12 +400,7 @@ impl Control {
     pub async fn remove_service(&self, name: &str) -> Result<(), ApiError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
-            let kv = self
-                .store
-                .get(&keys::service(name))
-                .await?
-                .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
-            let svc: Service = state::decode(&kv)?;
+            let (kv, svc) = self.service_record(name).await?;
             let mut txn = Txn::new()
                 .when_revision(kv.key.clone(), kv.mod_revision)
                 .delete(kv.key);

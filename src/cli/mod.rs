@@ -530,13 +530,17 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                                 s.service.name.clone(),
                                 format!("{}/{}", s.running, s.service.replicas),
                                 s.service.networks.join(","),
+                                ports_text(&s.service.ports),
                                 s.service.command.join(" "),
                             ]
                         })
                         .collect();
                     print!(
                         "{}",
-                        table(&["ID", "NAME", "REPLICAS", "NETWORKS", "COMMAND"], &rows)
+                        table(
+                            &["ID", "NAME", "REPLICAS", "NETWORKS", "PORTS", "COMMAND"],
+                            &rows
+                        )
                     );
                 }
             }
