@@ -158,7 +158,7 @@ impl Topology {
     }
 
     pub fn start_etcd(&mut self) -> anyhow::Result<()> {
-        let data = self.dir.join("etcd");
+        let data = etcd_data_dir(&self.dir);
         std::fs::create_dir_all(&data)?;
         let log = std::fs::File::create(self.dir.join("etcd.log"))?;
         let mut cmd = Command::new("etcd");
@@ -285,9 +285,21 @@ impl Topology {
     }
 }
 
+/// etcd's data: in memory (/dev/shm) when the machine has it, since every write is fsynced
+/// and several test clusters on one disk would otherwise stall each other; this etcd only
+/// lives as long as the topology.
+fn etcd_data_dir(dir: &Path) -> PathBuf {
+    let shm = Path::new("/dev/shm");
+    match dir.file_name() {
+        Some(name) if shm.is_dir() => shm.join(format!("{}-etcd", name.to_string_lossy())),
+        _ => dir.join("etcd"),
+    }
+}
+
 /// Removes a topology left running (`routemesh demo --keep`) knowing only its directory:
 /// every process in its namespaces, the namespaces, the files.
 pub fn teardown_dir(dir: &Path) {
+    let _ = std::fs::remove_dir_all(etcd_data_dir(dir));
     let mut nsdirs = vec![dir.join("netns")];
     if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
