@@ -99,7 +99,7 @@ async fn show(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<()> {
         "$ routemesh service create --name web --replicas {} --network app --publish 8080:80 -- routemesh whoami --port 80",
         opts.nodes
     );
-    crate::cli::wait_converged(&c, "web", Duration::from_secs(90)).await?;
+    crate::cli::wait_converged(&c, "web", crate::cli::CONVERGE_TIMEOUT).await?;
     let tasks: Vec<TaskView> = c.get("/v1/tasks?service=web").await?;
     let on: BTreeMap<String, String> = tasks
         .iter()

@@ -48,6 +48,12 @@ pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
 /// Deletes every link in the overlay namespace (so the VXLAN socket is released even if
 /// something else pins the namespace), then the namespace. Ok if it is already gone.
 pub async fn remove_overlay(netns: &Path) -> Result<()> {
+    remove_namespace(netns).await
+}
+
+/// Deletes every link in the namespace at `netns` (so no veth end outlives it on a bridge and
+/// no socket stays bound), then the namespace. Ok if it is already gone.
+pub(crate) async fn remove_namespace(netns: &Path) -> Result<()> {
     let mut errors = Vec::new();
     if netns::is_mounted(netns) {
         match Netlink::open(netns).await {

@@ -41,6 +41,12 @@ pub async fn ensure_sandbox(node: &Netlink, spec: &SandboxSpec) -> Result<()> {
 
 /// Deletes the sandbox's interfaces (each takes its outer veth end with it) and any outer end
 /// left behind, then the namespace. Collects every error; Ok if everything is already gone.
+/// Removes a sandbox known only by its namespace path (left by an earlier run): every link in
+/// it, then the namespace.
+pub async fn remove_sandbox_at(netns: &std::path::Path) -> Result<()> {
+    crate::overlay::remove_namespace(netns).await
+}
+
 pub async fn remove_sandbox(node: &Netlink, spec: &SandboxSpec) -> Result<()> {
     let mut errors = Vec::new();
     if netns::is_mounted(&spec.netns) {

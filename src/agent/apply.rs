@@ -246,7 +246,7 @@ impl Applier {
                 let path = self.ctx.netns_dir().join(super::plan_mesh::INGRESS_SBOX);
                 if errs.note(
                     "removing the ingress sandbox".to_string(),
-                    remove_sandbox_at(&path).await,
+                    sandbox::remove_sandbox_at(&path).await,
                 ) {
                     self.applied.ingress_sbox = None;
                 }
@@ -293,7 +293,7 @@ impl Applier {
             let ns = self.ctx.task_netns(&task);
             errs.note(
                 format!("removing leftover sandbox of task {task}"),
-                remove_sandbox_at(&ns).await,
+                sandbox::remove_sandbox_at(&ns).await,
             );
             let _ = std::fs::remove_dir_all(paths.dir);
         }
@@ -334,26 +334,4 @@ impl Applier {
             Err(e) => errs.0.push(format!("listing links: {e}")),
         }
     }
-}
-
-/// Removes a sandbox known only by its namespace path (left by an earlier run): every link in
-/// it first, so no veth end outlives it on a bridge, then the namespace.
-async fn remove_sandbox_at(ns: &Path) -> Result<(), routemesh_ingress::Error> {
-    if !netns::is_mounted(ns) {
-        return netns::remove(ns);
-    }
-    let nl = Netlink::open(ns).await?;
-    let mut errors = Vec::new();
-    for link in nl.links().await? {
-        if link.name != "lo" {
-            if let Err(e) = nl.delete_link(&link.name).await {
-                errors.push(e);
-            }
-        }
-    }
-    drop(nl);
-    if let Err(e) = netns::remove(ns) {
-        errors.push(e);
-    }
-    routemesh_ingress::Error::collect(errors)
 }

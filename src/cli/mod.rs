@@ -14,6 +14,9 @@ use crate::api::types::*;
 use crate::config::DaemonArgs;
 use output::{json, table};
 
+/// How long `service create/scale/update` wait for the tasks to run.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
 const DEFAULT_SOCKET: &str = "/run/routemesh/routemesh.sock";
 
 #[derive(Parser, Debug)]
@@ -492,9 +495,7 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             let svc: crate::model::Service = c.post("/v1/services", &req).await?;
             println!("{}", svc.id);
             if !detach {
-                wait::converge(c, &name, Duration::from_secs(90))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("service {name}: {e}"))?;
+                wait_converged(c, &name, CONVERGE_TIMEOUT).await?;
             }
         }
         ServiceCmd::Update {
@@ -512,9 +513,7 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 .await?;
             println!("{name}");
             if !detach {
-                wait::converge(c, &name, Duration::from_secs(90))
-                    .await
-                    .map_err(|e| anyhow::anyhow!("service {name}: {e}"))?;
+                wait_converged(c, &name, CONVERGE_TIMEOUT).await?;
             }
         }
         ServiceCmd::Ls { format } => {
@@ -607,9 +606,7 @@ async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                     .await?;
                 println!("{name} scaled to {n}");
                 if !detach {
-                    wait::converge(c, &name, Duration::from_secs(90))
-                        .await
-                        .map_err(|e| anyhow::anyhow!("service {name}: {e}"))?;
+                    wait_converged(c, &name, CONVERGE_TIMEOUT).await?;
                 }
             }
         }

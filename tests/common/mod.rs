@@ -136,31 +136,7 @@ impl Drop for Netns {
     }
 }
 
-/// Inode of a namespace file, to find the processes inside it.
-fn ns_inode(path: &Path) -> Option<u64> {
-    use std::os::unix::fs::MetadataExt;
-    std::fs::metadata(path).ok().map(|m| m.ino())
-}
-
-pub fn kill_processes_in_netns(ns: &Path) {
-    let Some(ino) = ns_inode(ns) else { return };
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid as u32 == std::process::id() {
-            continue;
-        }
-        if let Ok(link) = std::fs::read_link(format!("/proc/{pid}/ns/net")) {
-            if link.to_string_lossy() == format!("net:[{ino}]") {
-                let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
-            }
-        }
-    }
-}
+pub use routemesh::topology::kill_processes_in as kill_processes_in_netns;
 
 /// One node: a namespace, a state dir and run dir, and a daemon serving the CLI.
 pub struct Node {
