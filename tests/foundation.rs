@@ -103,13 +103,24 @@ fn overlay_service_lifecycle() {
     let before = pids(&node);
     node.stop_daemon();
     node.start_daemon();
+    // The store keeps the old pids whether or not the agent adopted them, so wait for the
+    // agent to say it adopted all three, then check the processes really are the old ones.
     wait_for("tasks adopted", Duration::from_secs(10), || {
-        let now = pids(&node);
-        (now == before).then_some(())
+        let adopted = node
+            .daemon_log()
+            .matches("adopted running task process")
+            .count();
+        (adopted >= before.len()).then_some(())
     });
+    assert_eq!(pids(&node), before);
+    for (task, pid) in &before {
+        assert!(
+            std::path::Path::new(&format!("/proc/{pid}")).exists(),
+            "{task}'s process {pid} did not survive the restart"
+        );
+    }
     assert_eq!(node.task_ip("web.2", "app"), ip2);
     assert_eq!(curl_task_name(&node, "web.1", &ip2), "web.2");
-    assert!(node.daemon_log().contains("adopted running task process"));
 
     // Scale down: one task left, the other sandboxes gone when the command returns.
     node.ok(&["service", "scale", "web=1"]);
