@@ -319,6 +319,26 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
     check("static entries for the remote tasks");
     c.ok(0, &["service", "scale", "web=1"]);
     check("no stale entries after scaling down");
+    // One task left: the published port still answers on all three nodes, two of which run
+    // no task of web, and every answer comes from that one task.
+    let last = c.task_nodes();
+    assert_eq!(last.len(), 1, "{last:?}");
+    let (only, on) = last
+        .iter()
+        .next()
+        .map(|(t, n)| (t.clone(), n.clone()))
+        .unwrap_or_default();
+    for i in 0..3 {
+        let answers: BTreeSet<String> = wait_for(
+            &format!("node{} answering 8080 from {only} alone", i + 1),
+            Duration::from_secs(10),
+            || {
+                let got: Option<BTreeSet<String>> = (0..20).map(|_| c.who(i)).collect();
+                got.filter(|s| s.len() == 1 && s.contains(&only))
+            },
+        );
+        assert_eq!(answers.len(), 1, "node{} (task on {on})", i + 1);
+    }
     c.ok(0, &["service", "scale", "web=3"]);
     check("entries for the new remote tasks after scaling up");
 }
@@ -421,6 +441,38 @@ fn a_dead_node_and_an_etcd_outage() {
     wait_for("the replacement answering", left(), || {
         let all_ok = (0..20).all(|k| c.who(k % 2).is_some());
         all_ok.then_some(())
+    });
+    // DNS on node 1 follows too: tasks.web is exactly the running tasks' addresses.
+    let on_node1 = c
+        .task_nodes()
+        .into_iter()
+        .find(|(_, n)| n == "node1")
+        .map(|(t, _)| t)
+        .expect("a web task on node1");
+    wait_for("tasks.web on node1 without node3's task", left(), || {
+        let want: BTreeSet<String> = c
+            .tasks()
+            .iter()
+            .filter(|t| t["state"] == "running" && t["desired"] == "running")
+            .filter_map(|t| t["addresses"][0]["address"].as_str())
+            .filter_map(|a| a.split('/').next().map(String::from))
+            .collect();
+        let got: BTreeSet<String> = text(&c.rm(
+            0,
+            &[
+                "exec",
+                &on_node1,
+                "--",
+                "dig",
+                "+short",
+                "+time=1",
+                "tasks.web",
+            ],
+        ))
+        .lines()
+        .map(String::from)
+        .collect();
+        (want.len() == 3 && got == want).then_some(())
     });
     eprintln!(
         "recovered {:?} after node3 died (lease TTL {ttl} s)",
