@@ -351,6 +351,26 @@ fn tasks_restart_log_and_see_their_env() {
     assert_ne!(first, second);
     let logs = node.ok(&["service", "logs", "echo"]);
     assert_eq!(logs.matches("hello from echo.1").count(), 2, "{logs}");
+
+    // A task that cannot start (its command exits at once, every time): `service create`
+    // fails and says which task and why, instead of waiting out its timeout.
+    let err = node.fails(&[
+        "service",
+        "create",
+        "--name",
+        "crash",
+        "--network",
+        "app",
+        "--",
+        "sh",
+        "-c",
+        "echo no config >&2; exit 3",
+    ]);
+    assert!(err.contains("task crash.1 cannot start"), "{err}");
+    assert!(err.contains("exit"), "the reason names the exit: {err}");
+    eprintln!("create of a crashing service: {err}");
+    let logs = node.ok(&["service", "logs", "crash"]);
+    assert!(logs.contains("no config"), "{logs}");
 }
 
 #[test]
