@@ -102,7 +102,35 @@ fn overlay_service_lifecycle() {
     // Restarting the daemon adopts the tasks: same processes, same addresses, still answering.
     let before = pids(&node);
     node.stop_daemon();
+    // While it is down, someone deletes the overlay's VXLAN device and its load-balancer table;
+    // the restarted daemon puts both back.
+    let in_ov = |script: &str| {
+        run(std::process::Command::new("nsenter")
+            .arg(format!("--net={}", ov.display()))
+            .args(["sh", "-c", script]))
+    };
+    let lb_tables = || {
+        text(&in_ov("nft list tables"))
+            .lines()
+            .map(String::from)
+            .collect::<Vec<_>>()
+    };
+    let tables = lb_tables();
+    assert!(!tables.is_empty(), "ov-app has a load-balancer table");
+    let o = in_ov(&format!(
+        "ip link del vxlan{vni} && for t in $(nft list tables | cut -d' ' -f3); do nft delete table ip $t; done"
+    ));
+    assert!(o.status.success(), "{}", errtext(&o));
+    assert!(lb_tables().is_empty());
     node.start_daemon();
+    wait_for(
+        "VXLAN device and lb table repaired",
+        Duration::from_secs(10),
+        || {
+            let link = text(&in_ov(&format!("ip -d link show vxlan{vni}")));
+            (link.contains(&format!("vxlan id {vni}")) && lb_tables() == tables).then_some(())
+        },
+    );
     // The store keeps the old pids whether or not the agent adopted them, so wait for the
     // agent to say it adopted all three, then check the processes really are the old ones.
     wait_for("tasks adopted", Duration::from_secs(10), || {
@@ -121,6 +149,13 @@ fn overlay_service_lifecycle() {
     }
     assert_eq!(node.task_ip("web.2", "app"), ip2);
     assert_eq!(curl_task_name(&node, "web.1", &ip2), "web.2");
+    // The repaired table balances web's VIP again.
+    let vip = node.json(&["service", "inspect", "web"])["vips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .map(String::from)
+        .expect("web's VIP");
+    assert!(curl_task_name(&node, "web.1", &vip).starts_with("web."));
 
     // Scale down: one task left, the other sandboxes gone when the command returns.
     node.ok(&["service", "scale", "web=1"]);
