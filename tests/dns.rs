@@ -204,6 +204,22 @@ fn service_names_scoping_forwarding_and_robustness() {
         "tasks.web had 4 addresses {:?} after scale returned",
         t.elapsed()
     );
+    // And back to 3: the stopped task's address is gone within 1 s.
+    let four: Vec<String> = lines(&dig(&node, "client.1", "+short tasks.web"));
+    node.ok(&["service", "scale", "web=3"]);
+    let t = Instant::now();
+    let three = wait_for("tasks.web with 3 addresses", Duration::from_secs(1), || {
+        let l = lines(&dig(&node, "client.1", "+short tasks.web"));
+        (l.len() == 3).then_some(l)
+    });
+    assert!(
+        three.iter().all(|a| four.contains(a)),
+        "{four:?} -> {three:?}"
+    );
+    eprintln!(
+        "tasks.web had 3 addresses {:?} after scale returned",
+        t.elapsed()
+    );
 
     // A task that binds port 53 itself (UDP, on 0.0.0.0) keeps its resolver: the create only
     // converges if whoami could bind, and the task's own queries still reach 127.0.0.11.
@@ -227,18 +243,41 @@ fn service_names_scoping_forwarding_and_robustness() {
     );
 
     // A burst of malformed packets and a stalled TCP client, then a normal query answers.
+    // The stalled TCP clients stay connected while the normal queries run (from the same
+    // script), so a server that served one connection at a time would stall here.
     let hostile = r#"
-import socket, os
+import socket, os, subprocess
 u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 for i in range(300):
     u.sendto(os.urandom(i % 40), ("127.0.0.11", 53))
 u.sendto(b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00\xc0\x0c\x00\x01\x00\x01", ("127.0.0.11", 53))
-t = socket.create_connection(("127.0.0.11", 53))
-t.send(b"\x00")
-print("sent")
+stalled = []
+for i in range(20):
+    t = socket.create_connection(("127.0.0.11", 53))
+    t.send(b"\x00")
+    stalled.append(t)
+for args in (["+short"], ["+tcp", "+short"]):
+    r = subprocess.run(["dig", "+time=3", "+tries=1"] + args + ["web"], capture_output=True, text=True)
+    print("answer:", r.stdout.strip())
 "#;
     let o = node.exec("client.1", &["python3", "-c", hostile]);
-    assert!(text(&o).contains("sent"), "{}", errtext(&o));
+    let out = text(&o);
+    assert!(
+        out.contains("stalled still open: 20"),
+        "{out}{}",
+        errtext(&o)
+    );
+    let answers: Vec<&str> = out
+        .lines()
+        .filter_map(|l| l.strip_prefix("answer: "))
+        .collect();
+    assert_eq!(
+        answers,
+        vec![vip.as_str(), vip.as_str()],
+        "{out}{}",
+        errtext(&o)
+    );
+    // And after the hostile client is gone, normal queries still answer.
     assert_eq!(
         lines(&dig(&node, "client.1", "+short web")),
         vec![vip.clone()]
