@@ -262,11 +262,6 @@ for args in (["+short"], ["+tcp", "+short"]):
 "#;
     let o = node.exec("client.1", &["python3", "-c", hostile]);
     let out = text(&o);
-    assert!(
-        out.contains("stalled still open: 20"),
-        "{out}{}",
-        errtext(&o)
-    );
     let answers: Vec<&str> = out
         .lines()
         .filter_map(|l| l.strip_prefix("answer: "))
