@@ -19,6 +19,14 @@ fn curl_task_name(node: &Node, from: &str, ip: &str) -> String {
         .to_string()
 }
 
+fn web_vip(node: &Node) -> String {
+    node.json(&["service", "inspect", "web"])["vips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .map(String::from)
+        .expect("web's VIP")
+}
+
 fn pids(node: &Node) -> Vec<(String, u64)> {
     let tasks = node.json(&["task", "ls", "--service", "web"]);
     tasks
@@ -101,6 +109,7 @@ fn overlay_service_lifecycle() {
 
     // Restarting the daemon adopts the tasks: same processes, same addresses, still answering.
     let before = pids(&node);
+    let vip = web_vip(&node);
     node.stop_daemon();
     // While it is down, someone deletes the overlay's VXLAN device and its load-balancer table;
     // the restarted daemon puts both back.
@@ -149,12 +158,8 @@ fn overlay_service_lifecycle() {
     }
     assert_eq!(node.task_ip("web.2", "app"), ip2);
     assert_eq!(curl_task_name(&node, "web.1", &ip2), "web.2");
-    // The repaired table balances web's VIP again.
-    let vip = node.json(&["service", "inspect", "web"])["vips"][0]["address"]
-        .as_str()
-        .and_then(|a| a.split('/').next())
-        .map(String::from)
-        .expect("web's VIP");
+    // The VIP is the same, and the repaired table balances it again.
+    assert_eq!(web_vip(&node), vip);
     assert!(curl_task_name(&node, "web.1", &vip).starts_with("web."));
 
     // Scale down: one task left, the other sandboxes gone when the command returns.
@@ -609,4 +614,51 @@ fn dataplane_choice_follows_the_kernel() {
         "dataplane: nftables (auto: no IPVS"
     };
     assert!(log.contains(want), "{}", tail(&log, 20));
+}
+
+#[test]
+fn config_file_and_routemesh_host() {
+    if !root_or_skip("config_file_and_routemesh_host") {
+        return;
+    }
+    // Keys in the TOML file are spelled like the flags; flags given on the command line win
+    // (the harness passes --node-name node1, the file says otherwise).
+    let conf = std::env::temp_dir().join(format!("{}.toml", unique("conf")));
+    std::fs::write(
+        &conf,
+        "node-name = \"from-file\"\ningress-subnet = \"10.254.0.0/16\"\ndns-ttl = 2\n",
+    )
+    .expect("writing the config file");
+    let conf_arg = conf.display().to_string();
+    let node = Node::start_with("conf", &["--config", &conf_arg]);
+    let _ = std::fs::remove_file(&conf);
+
+    // ROUTEMESH_HOST picks the socket when --host is not given.
+    let via_env = |args: &[&str]| {
+        run(std::process::Command::new(bin())
+            .args(args)
+            .env("ROUTEMESH_HOST", node.socket())
+            .env("PATH", path_with_bin()))
+    };
+    let o = via_env(&["network", "inspect", "ingress", "--format", "json"]);
+    assert!(o.status.success(), "{}", errtext(&o));
+    let ingress: serde_json::Value = serde_json::from_str(&text(&o)).expect("json");
+    assert_eq!(ingress["subnet"], "10.254.0.0/16", "{ingress}");
+    let o = via_env(&["node", "ls"]);
+    let ls = text(&o);
+    assert!(ls.contains("node1") && !ls.contains("from-file"), "{ls}");
+
+    // The ingress sandbox's leg sits in the configured subnet.
+    let sbox = node.netns_dir().join("ingress_sbox");
+    let addrs = text(&run(std::process::Command::new("nsenter")
+        .arg(format!("--net={}", sbox.display()))
+        .args(["ip", "-4", "-o", "addr", "show"])));
+    assert!(addrs.contains(" 10.254."), "{addrs}");
+
+    // The DNS TTL from the file is what a task's resolver answers with.
+    node.ok(&["network", "create", "app"]);
+    node.client_on("app");
+    let answer = text(&node.exec("client.1", &["dig", "+noall", "+answer", "client.1"]));
+    let ttl: Vec<&str> = answer.split_whitespace().skip(1).take(1).collect();
+    assert_eq!(ttl, ["2"], "{answer}");
 }
