@@ -658,7 +658,14 @@ fn config_file_and_routemesh_host() {
     // The DNS TTL from the file is what a task's resolver answers with.
     node.ok(&["network", "create", "app"]);
     node.client_on("app");
-    let answer = text(&node.exec("client.1", &["dig", "+noall", "+answer", "client.1"]));
+    let answer = wait_for(
+        "client.1 in its own resolver",
+        Duration::from_secs(10),
+        || {
+            let a = text(&node.exec("client.1", &["dig", "+noall", "+answer", "client.1"]));
+            a.contains("client.1.").then_some(a)
+        },
+    );
     let ttl: Vec<&str> = answer.split_whitespace().skip(1).take(1).collect();
     assert_eq!(ttl, ["2"], "{answer}");
 }
