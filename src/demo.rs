@@ -120,7 +120,7 @@ async fn show(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<()> {
     let mut failed = 0;
     for round in 1..=opts.rounds {
         for n in &topo.nodes {
-            let who = match topo.client_get(n.addr, 8080) {
+            let who = match topo.client_curl(n.addr, 8080) {
                 Ok(body) => body
                     .lines()
                     .find_map(|l| l.strip_prefix("Task: "))

@@ -275,6 +275,23 @@ impl Topology {
         http_get_in(&self.client, addr, port)
     }
 
+    /// `curl` run in the client namespace, as a user at that machine would; returns the body.
+    pub fn client_curl(&self, addr: Ipv4Addr, port: u16) -> anyhow::Result<String> {
+        let url = format!("http://{addr}:{port}/");
+        let out = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", self.client.display()))
+            .args(["curl", "-sS", "--max-time", "3", &url])
+            .output()
+            .with_context(|| format!("running curl {url} in the client namespace"))?;
+        if !out.status.success() {
+            anyhow::bail!(
+                "curl {url}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
     /// Removes everything: processes, namespaces, files.
     pub fn down(&mut self) {
         for i in 0..self.nodes.len() {
