@@ -391,6 +391,17 @@ fn udp_host_mode_update_and_dnsrr() {
             .success())
         .then_some(())
     });
+    // Nothing stale: neither the node's table nor ingress_sbox's mentions 8080 any more, and
+    // both carry 8090.
+    let sbox = node.netns_dir().join("ingress_sbox");
+    wait_for("8080 gone from the rules", Duration::from_secs(5), || {
+        let n = node.ns.sh_ok("nft list ruleset");
+        let s = text(&run(std::process::Command::new("nsenter")
+            .arg(format!("--net={}", sbox.display()))
+            .args(["nft", "list", "ruleset"])));
+        (!n.contains("8080") && !s.contains("8080") && n.contains("8090") && s.contains("8090"))
+            .then_some(())
+    });
 
     // dnsrr: no VIP.
     node.ok(&[

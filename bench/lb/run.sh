@@ -1,7 +1,8 @@
 #!/bin/sh
-# Benchmark of routemesh-lb's nftables backend (root; makes and removes its own namespaces).
+# Benchmark of routemesh-lb's nftables backend (root; makes and removes its own namespaces):
+# port VIPs (the baseline), address-only VIPs and published ports side by side.
 # Usage: bench/lb/run.sh [seconds per connection-rate sample, default 3]
 set -eu
 cd "$(dirname "$0")/../.."
 cargo build --release -q -p routemesh-lb --example nft_bench
-exec target/release/examples/nft_bench "${1:-3}"
+exec "${CARGO_TARGET_DIR:-target}/release/examples/nft_bench" "${1:-3}"

@@ -1,7 +1,12 @@
 //! Benchmark of the nftables backend, in namespaces it creates (root only). Run through
-//! `bench/lb/run.sh`. Prints a markdown table: new connections/s direct vs through a VIP with 1
-//! and 10,000 services, full-sync time at 1,000 and 10,000 services x 3 backends, and the time
-//! of a single backend change at both sizes. Ratios, not absolute numbers, are the point.
+//! `bench/lb/run.sh`. Measures three frontend layouts side by side: port VIPs (`Frontend::Vip`,
+//! the baseline), address-only VIPs (`Frontend::VipAnyPort`, what the daemon deploys for a
+//! service's VIP) and published ports (`Frontend::Published`, the daemon's `ingress_sbox`).
+//! Prints two markdown tables: new connections/s direct (no table, and each layout's 10,000
+//! services loaded) and through each layout with 1 and 10,000 services, as ratios to direct and
+//! to the port VIP; and, per layout, full-sync time at 1,000 and 10,000 services x 3 backends
+//! and the time of a single backend change at both sizes, with ratios to the port VIP. Ratios,
+//! not absolute numbers, are the point.
 
 #[path = "../tests/support/netns.rs"]
 mod support;
@@ -18,9 +23,95 @@ use routemesh_lb::{
 use support::{in_netns, is_root, veth, Netns, NsRunner};
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 10);
+/// The lb namespace's address on the client side: where published ports are reached.
+const LB_ADDR: Ipv4Addr = Ipv4Addr::new(10, 99, 0, 1);
 const BACKEND: Ipv4Addr = Ipv4Addr::new(10, 98, 0, 11);
+/// The backend namespace's addresses: address-only VIP backends are addresses, so the 1-service
+/// address-only VIP gets three of them (same 3 slots as the others); the servers listen on all.
+const BACKEND_ADDRS: [Ipv4Addr; 3] = [
+    BACKEND,
+    Ipv4Addr::new(10, 98, 0, 12),
+    Ipv4Addr::new(10, 98, 0, 13),
+];
 const PORTS: [u16; 3] = [8080, 8081, 8082];
+/// Published port of the 1 service; the others take `PUBLISHED_BASE + i`.
+const PUBLISHED: u16 = 80;
+const PUBLISHED_BASE: u16 = 20_000;
 const ROUNDS: usize = 5;
+
+/// The frontend layouts measured; the first is the baseline of every "ratio to port VIP".
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Layout {
+    /// `ip daddr . meta l4proto . th dport`, DNAT to `addr:port`.
+    Vip,
+    /// `ip daddr`, DNAT to `addr` keeping the port (the daemon's VIPs).
+    AnyPort,
+    /// `fib daddr type local` + `meta l4proto . th dport`, DNAT to `addr:port` (published).
+    Published,
+}
+
+const LAYOUTS: [Layout; 3] = [Layout::Vip, Layout::AnyPort, Layout::Published];
+
+impl Layout {
+    fn name(self) -> &'static str {
+        match self {
+            Layout::Vip => "port VIP",
+            Layout::AnyPort => "address-only VIP",
+            Layout::Published => "published port",
+        }
+    }
+
+    fn plural(self) -> &'static str {
+        match self {
+            Layout::Vip => "port VIPs",
+            Layout::AnyPort => "address-only VIPs",
+            Layout::Published => "published ports",
+        }
+    }
+
+    /// Frontend of service `i` (0: the one the client connects to).
+    fn frontend(self, i: u32) -> Frontend {
+        let addr = if i == 0 {
+            VIP
+        } else {
+            Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i)
+        };
+        match self {
+            Layout::Vip => Frontend::Vip {
+                addr,
+                port: 80,
+                proto: Proto::Tcp,
+            },
+            Layout::AnyPort => Frontend::VipAnyPort { addr },
+            Layout::Published => Frontend::Published {
+                port: if i == 0 {
+                    PUBLISHED
+                } else {
+                    PUBLISHED_BASE + i as u16
+                },
+                proto: Proto::Tcp,
+            },
+        }
+    }
+
+    /// Backends of the service the client connects to: the backend's three ports (three
+    /// addresses for an address-only VIP, which keeps the client's port).
+    fn backends(self) -> Vec<Backend> {
+        match self {
+            Layout::AnyPort => BACKEND_ADDRS.iter().map(|&a| Backend::new(a, 0)).collect(),
+            _ => PORTS.iter().map(|&p| Backend::new(BACKEND, p)).collect(),
+        }
+    }
+
+    /// Where the client connects, round-robin, to go through this layout's service.
+    fn targets(self) -> Vec<SocketAddr> {
+        match self {
+            Layout::Vip => vec![(VIP, 80).into()],
+            Layout::AnyPort => PORTS.iter().map(|&p| (VIP, p).into()).collect(),
+            Layout::Published => vec![(LB_ADDR, PUBLISHED).into()],
+        }
+    }
+}
 
 fn main() {
     if !is_root() {
@@ -37,28 +128,20 @@ fn main() {
     }
 }
 
-fn spec(extra_services: u32, change: bool) -> Result<ValidLbSpec, String> {
+fn spec(layout: Layout, extra_services: u32, change: bool) -> Result<ValidLbSpec, String> {
+    let backend_port = if layout == Layout::AnyPort { 0 } else { 80 };
     let mut services = vec![VirtualService {
-        frontend: Frontend::Vip {
-            addr: VIP,
-            port: 80,
-            proto: Proto::Tcp,
-        },
-        backends: PORTS.iter().map(|&p| Backend::new(BACKEND, p)).collect(),
+        frontend: layout.frontend(0),
+        backends: layout.backends(),
         scheduler: Default::default(),
     }];
     for i in 0..extra_services {
-        let vip = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 200, 0, 0)) + i + 1);
         let base = u32::from(Ipv4Addr::new(10, 210, 0, 0)) + 4 * i;
         let backends = (1..=3)
-            .map(|b| Backend::new(Ipv4Addr::from(base + b), 80))
+            .map(|b| Backend::new(Ipv4Addr::from(base + b), backend_port))
             .collect();
         services.push(VirtualService {
-            frontend: Frontend::Vip {
-                addr: vip,
-                port: 80,
-                proto: Proto::Tcp,
-            },
+            frontend: layout.frontend(i + 1),
             backends,
             scheduler: Default::default(),
         });
@@ -96,14 +179,17 @@ fn lab() -> Result<Lab, String> {
     lab.client
         .ip(&["addr", "add", "10.99.0.2/24", "dev", "c0"])?;
     lab.client
-        .ip(&["route", "add", "default", "via", "10.99.0.1"])?;
-    lab.lb.ip(&["addr", "add", "10.99.0.1/24", "dev", "l0"])?;
+        .ip(&["route", "add", "default", "via", &LB_ADDR.to_string()])?;
+    lab.lb
+        .ip(&["addr", "add", &format!("{LB_ADDR}/24"), "dev", "l0"])?;
     lab.lb
         .ip(&["addr", "add", &format!("{VIP}/32"), "dev", "l0"])?;
     lab.lb.ip(&["addr", "add", "10.98.0.1/24", "dev", "l1"])?;
     lab.lb.sysctl("net.ipv4.ip_forward=1")?;
-    lab.backend
-        .ip(&["addr", "add", &format!("{BACKEND}/24"), "dev", "e0"])?;
+    for addr in BACKEND_ADDRS {
+        lab.backend
+            .ip(&["addr", "add", &format!("{addr}/24"), "dev", "e0"])?;
+    }
     lab.backend
         .ip(&["route", "add", "default", "via", "10.98.0.1"])?;
     lab.client
@@ -183,88 +269,169 @@ fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
 }
 
+/// One connection-rate case: the table loaded (none, or a layout with 1 or 10,000 services)
+/// and whether the client goes through it or straight to the backend.
+struct Mode {
+    name: String,
+    table: Option<(Layout, bool)>,
+    through: bool,
+}
+
+/// Sync times of one layout at one size (medians) and the change script's size.
+struct SyncRow {
+    layout: Layout,
+    services: u32,
+    empty: f64,
+    replace: f64,
+    change: f64,
+    bytes: usize,
+}
+
 fn bench(duration: Duration) -> Result<(), String> {
     let lab = lab()?;
     start_servers(&lab.backend)?;
     let mut nft = NftBackend::new(NsRunner::new(&lab.lb));
     let table = routemesh_lb::names::DEFAULT_TABLE;
-    let small = spec(0, false)?;
-    let big = spec(9_999, false)?;
+    let mut small = Vec::new();
+    let mut big = Vec::new();
+    for layout in LAYOUTS {
+        small.push(spec(layout, 0, false)?);
+        big.push(spec(layout, 9_999, false)?);
+    }
     let direct: Vec<SocketAddr> = PORTS.iter().map(|&p| (BACKEND, p).into()).collect();
-    let via_vip: Vec<SocketAddr> = vec![(VIP, 80).into()];
 
     // Connection rates, modes interleaved per round so drift hits all alike.
-    let modes = [
-        "direct",
-        "direct, 10,000 services loaded",
-        "VIP, 1 service",
-        "VIP, 10,000 services",
-    ];
+    let mut modes = vec![Mode {
+        name: "direct".into(),
+        table: None,
+        through: false,
+    }];
+    for layout in LAYOUTS {
+        modes.push(Mode {
+            name: format!("direct, 10,000 {} loaded", layout.plural()),
+            table: Some((layout, true)),
+            through: false,
+        });
+    }
+    for layout in LAYOUTS {
+        for (big, size) in [(false, "1 service"), (true, "10,000 services")] {
+            modes.push(Mode {
+                name: format!("{}, {size}", layout.name()),
+                table: Some((layout, big)),
+                through: true,
+            });
+        }
+    }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..ROUNDS {
-        for (i, samples) in rates.iter_mut().enumerate() {
-            let target = match i {
-                0 => {
+        for (mode, samples) in modes.iter().zip(rates.iter_mut()) {
+            let target = match mode.table {
+                None => {
                     nft.delete_table(table).map_err(|e| e.to_string())?;
-                    &direct
+                    direct.clone()
                 }
-                1 => {
-                    nft.full_sync(&big).map_err(|e| e.to_string())?;
-                    &direct
-                }
-                2 => {
-                    nft.full_sync(&small).map_err(|e| e.to_string())?;
-                    &via_vip
-                }
-                _ => {
-                    nft.full_sync(&big).map_err(|e| e.to_string())?;
-                    &via_vip
+                Some((layout, loaded)) => {
+                    let i = LAYOUTS.iter().position(|&l| l == layout).unwrap_or(0);
+                    let spec = if loaded { &big[i] } else { &small[i] };
+                    nft.full_sync(spec).map_err(|e| e.to_string())?;
+                    if mode.through {
+                        layout.targets()
+                    } else {
+                        direct.clone()
+                    }
                 }
             };
-            let rate = conn_rate(&lab.client, target, duration)?;
-            eprintln!("{}: {rate:.0} conn/s", modes[i]);
+            let rate = conn_rate(&lab.client, &target, duration)?;
+            eprintln!("{}: {rate:.0} conn/s", mode.name);
             samples.push(rate);
         }
     }
     let rates: Vec<f64> = rates.into_iter().map(median).collect();
 
     // Sync times.
-    let mut sync_rows = Vec::new();
+    let mut sync_rows: Vec<SyncRow> = Vec::new();
     for n in [1_000u32, 10_000] {
-        let base = spec(n - 1, false)?;
-        let changed = spec(n - 1, true)?;
-        let (mut empty, mut replace, mut change) = (Vec::new(), Vec::new(), Vec::new());
-        for _ in 0..ROUNDS {
-            nft.delete_table(table).map_err(|e| e.to_string())?;
-            empty.push(ms(nft.full_sync(&base).map_err(|e| e.to_string())?.elapsed));
-            replace.push(ms(nft.full_sync(&base).map_err(|e| e.to_string())?.elapsed));
-        }
-        let mut bytes = 0;
-        for i in 0..10 {
-            let next = if i % 2 == 0 { &changed } else { &base };
-            let report = nft.sync(next).map_err(|e| e.to_string())?;
-            if report.mode != routemesh_lb::SyncMode::Incremental {
-                return Err(format!("expected an incremental sync, got {report:?}"));
+        for layout in LAYOUTS {
+            let base = spec(layout, n - 1, false)?;
+            let changed = spec(layout, n - 1, true)?;
+            let (mut empty, mut replace, mut change) = (Vec::new(), Vec::new(), Vec::new());
+            for _ in 0..ROUNDS {
+                nft.delete_table(table).map_err(|e| e.to_string())?;
+                empty.push(ms(nft.full_sync(&base).map_err(|e| e.to_string())?.elapsed));
+                replace.push(ms(nft.full_sync(&base).map_err(|e| e.to_string())?.elapsed));
             }
-            bytes = report.script_bytes;
-            change.push(ms(report.elapsed));
+            let mut bytes = 0;
+            for i in 0..10 {
+                let next = if i % 2 == 0 { &changed } else { &base };
+                let report = nft.sync(next).map_err(|e| e.to_string())?;
+                if report.mode != routemesh_lb::SyncMode::Incremental {
+                    return Err(format!("expected an incremental sync, got {report:?}"));
+                }
+                bytes = report.script_bytes;
+                change.push(ms(report.elapsed));
+            }
+            eprintln!("{n} {}: sync times measured", layout.plural());
+            sync_rows.push(SyncRow {
+                layout,
+                services: n,
+                empty: median(empty),
+                replace: median(replace),
+                change: median(change),
+                bytes,
+            });
         }
-        sync_rows.push((n, median(empty), median(replace), median(change), bytes));
     }
+    nft.delete_table(table).map_err(|e| e.to_string())?;
 
+    // The same case with port VIPs: what the "ratio to port VIP" columns divide by.
+    let port_vip_rate = |mode: &Mode| -> Option<f64> {
+        let (_, loaded) = mode.table?;
+        let i = modes
+            .iter()
+            .position(|m| m.through == mode.through && m.table == Some((Layout::Vip, loaded)))?;
+        Some(rates[i])
+    };
     println!(
-        "| new connections/s ({ROUNDS} x {:.0} s, median) | conn/s | ratio to direct |",
+        "| new connections/s ({ROUNDS} x {:.0} s, median) | conn/s | ratio to direct | ratio to port VIP |",
         duration.as_secs_f64()
     );
-    println!("|---|---:|---:|");
+    println!("|---|---:|---:|---:|");
     for (mode, rate) in modes.iter().zip(&rates) {
-        println!("| {mode} | {rate:.0} | {:.2} |", rate / rates[0]);
+        let to_vip = port_vip_rate(mode).map_or("".to_string(), |r| format!("{:.2}", rate / r));
+        println!(
+            "| {} | {rate:.0} | {:.2} | {to_vip} |",
+            mode.name,
+            rate / rates[0]
+        );
     }
     println!();
-    println!("| services x 3 backends | full sync into empty ns | full sync replacing loaded table | single backend change (incremental) | change script |");
-    println!("|---:|---:|---:|---:|---:|");
-    for (n, empty, replace, change, bytes) in sync_rows {
-        println!("| {n} | {empty:.0} ms | {replace:.0} ms | {change:.1} ms | {bytes} B |");
+    println!("| services x 3 backends | layout | full sync into empty ns | full sync replacing loaded table | single backend change (incremental) | change script |");
+    println!("|---:|---|---:|---:|---:|---:|");
+    for row in &sync_rows {
+        let Some(vip) = sync_rows
+            .iter()
+            .find(|r| r.layout == Layout::Vip && r.services == row.services)
+        else {
+            continue;
+        };
+        let cell = |value: f64, baseline: f64, digits: usize| {
+            if row.layout == Layout::Vip {
+                format!("{value:.digits$} ms")
+            } else {
+                format!("{value:.digits$} ms ({:.2})", value / baseline)
+            }
+        };
+        println!(
+            "| {} | {} | {} | {} | {} | {} B |",
+            row.services,
+            row.layout.name(),
+            cell(row.empty, vip.empty, 0),
+            cell(row.replace, vip.replace, 0),
+            cell(row.change, vip.change, 1),
+            row.bytes
+        );
     }
+    println!();
+    println!("(in parentheses: ratio to the port VIP at the same size)");
     Ok(())
 }
