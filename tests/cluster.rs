@@ -213,6 +213,9 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
         a.extend_from_slice(args);
         text(&c.rm(0, &a))
     };
+    // Any node's daemon serves any command: exec into node1's task through node3's socket.
+    let o = c.rm(2, &["exec", "client.1", "--", "hostname"]);
+    assert_eq!(text(&o).trim(), "client.1", "{}", errtext(&o));
     let want: BTreeSet<String> = c
         .tasks()
         .iter()
