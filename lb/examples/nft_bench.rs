@@ -221,6 +221,7 @@ fn start_servers(backend: &Netns) -> Result<(), String> {
 fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Result<f64, String> {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
+    let first_error = std::sync::Mutex::new(None::<String>);
     let stop = Arc::new(AtomicBool::new(false));
     let threads = 2;
     let start = Instant::now();
@@ -228,6 +229,7 @@ fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Resu
         for _ in 0..threads {
             let (done, failed, stop) = (done.clone(), failed.clone(), stop.clone());
             let path = client.path();
+            let first_error = &first_error;
             scope.spawn(move || {
                 in_netns(&path, || {
                     let mut buf = [0u8; 256];
@@ -243,7 +245,12 @@ fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Resu
                             });
                         match ok {
                             Ok(()) => done.fetch_add(1, Ordering::Relaxed),
-                            Err(_) => failed.fetch_add(1, Ordering::Relaxed),
+                            Err(e) => {
+                                if let Ok(mut first) = first_error.lock() {
+                                    first.get_or_insert_with(|| format!("{target}: {e}"));
+                                }
+                                failed.fetch_add(1, Ordering::Relaxed)
+                            }
                         };
                     }
                 })
@@ -255,7 +262,11 @@ fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Resu
     let elapsed = start.elapsed().as_secs_f64();
     let failed = failed.load(Ordering::Relaxed);
     if failed > 0 {
-        return Err(format!("{failed} connections to {targets:?} failed"));
+        let first = first_error.lock().ok().and_then(|f| f.clone());
+        return Err(format!(
+            "{failed} connections to {targets:?} failed (first: {})",
+            first.unwrap_or_default()
+        ));
     }
     Ok(done.load(Ordering::Relaxed) as f64 / elapsed)
 }

@@ -108,6 +108,9 @@ step "scale to 5: 5 destinations"
 $RM $H service scale web=5 >/dev/null || fail "scale 5"
 wait_for 10 "5 destinations" sh -c "[ \$(nsenter --net=$RUN/netns/ingress_sbox $IPVSADM -Ln | grep -c Masq) -eq 5 ]"
 ok "5 destinations after scaling to 5"
+wait_for 10 "web's VIP with 5 destinations" sh -c \
+    "nsenter --net=$RUN/netns/ov-app $IPVSADM -Ln | awk '/^FWM/ {n++} /Masq/ {c[n]++} END {for (i in c) print c[i]}' | grep -qx 5"
+ok "web's VIP in ov-app has 5 destinations too"
 
 step "a stopped task gets weight 0, then a removed one disappears"
 pid=$($RM $H task ls --service web --format json | tr ',' '\n' | grep -A0 '"pid"' | head -n 1 | tr -dc 0-9)
@@ -121,13 +124,16 @@ wait_for 10 "3 destinations" sh -c "[ \$(nsenter --net=$RUN/netns/ingress_sbox $
 ok "scaled-down tasks' destinations removed"
 
 step "timeouts: TCP idle default far above Docker's 900 s"
-t=$(in_ns $RUN/netns/ingress_sbox $IPVSADM -L --timeout)
-echo "$t"
-echo "$t" | grep -q 'Timeout (tcp tcpfin udp): 86400 120 300' && ok "default timeouts" || fail "timeouts"
-for key in conn_reuse_mode expire_nodest_conn expire_quiescent_template conntrack; do
-    v=$(in_ns $RUN/netns/ingress_sbox cat /proc/sys/net/ipv4/vs/$key)
-    want=1; [ $key = conn_reuse_mode ] && want=0
-    [ "$v" = "$want" ] && ok "vs/$key=$v" || fail "vs/$key is $v, want $want"
+for ns in ingress_sbox ov-app; do
+    t=$(in_ns $RUN/netns/$ns $IPVSADM -L --timeout)
+    echo "$ns: $t"
+    echo "$t" | grep -q 'Timeout (tcp tcpfin udp): 86400 120 300' && ok "$ns: default timeouts" ||
+        fail "$ns: timeouts"
+    for key in conn_reuse_mode expire_nodest_conn expire_quiescent_template conntrack; do
+        v=$(in_ns $RUN/netns/$ns cat /proc/sys/net/ipv4/vs/$key)
+        want=1; [ $key = conn_reuse_mode ] && want=0
+        [ "$v" = "$want" ] && ok "$ns: vs/$key=$v" || fail "$ns: vs/$key is $v, want $want"
+    done
 done
 
 step "per-service scheduler"
@@ -152,6 +158,9 @@ sleep_start=$(cut -d. -f1 /proc/uptime)
 wait_for 12 "the idle connection dropped" sh -c \
     "! nsenter --net=$RUN/netns/ingress_sbox $IPVSADM -Lnc | grep -q ESTABLISHED"
 idle=$(( $(cut -d. -f1 /proc/uptime) - sleep_start ))
+# Not before the timeout either (uptime counts whole seconds, and the entry may have appeared
+# up to a poll before sleep_start).
+[ "$idle" -ge 3 ] || fail "the idle connection was dropped after ${idle}s, before the 5 s timeout"
 ok "the idle connection was dropped after about ${idle}s of idling"
 
 kill $DAEMON
