@@ -52,7 +52,7 @@ spread() {
 }
 
 start_daemon() {
-    nsenter --net=/run/netns/node $RM daemon --dataplane ipvs --node-name vm \
+    nsenter --net=/run/netns/node $RM daemon --dataplane ${DATAPLANE:-ipvs} --node-name vm \
         --run-dir $RUN --state-dir /tmp/n/state --log-level debug "$@" >>/tmp/daemon.log 2>&1 &
     DAEMON=$!
     wait_for 30 "the daemon" $RM $H node ls
@@ -146,7 +146,10 @@ ok "--lb-scheduler lc reached IPVS"
 step "restart with --ipvs-tcp-timeout 5: an idle connection is dropped"
 kill $DAEMON
 wait $DAEMON 2>/dev/null
-start_daemon --ipvs-tcp-timeout 5
+# This time with --dataplane auto, the default: on this kernel it must take IPVS and say why.
+DATAPLANE=auto start_daemon --ipvs-tcp-timeout 5
+grep -q 'dataplane: ipvs (auto' /tmp/daemon.log && ok "--dataplane auto chose ipvs" ||
+    fail "--dataplane auto did not choose ipvs: $(grep dataplane: /tmp/daemon.log | tail -n 1)"
 wait_for 10 "the new timeout" sh -c "nsenter --net=$RUN/netns/ingress_sbox $IPVSADM -L --timeout | grep -q '(tcp tcpfin udp): 5 '"
 ok "the TCP timeout reached the kernel"
 # An idle connection through the published port (whoami waits for the request).
