@@ -209,9 +209,17 @@ pub fn resolve(
             if cert.is_some() != key.is_some() {
                 return Err(Invalid("--etcd-cert and --etcd-key go together".into()));
             }
+            let cacert = args.etcd_cacert.clone().or(file.etcd_cacert);
+            if cert.is_some() && cacert.is_none() {
+                // Without a CA there is no TLS at all: a client certificate would be ignored.
+                return Err(Invalid(
+                    "--etcd-cert and --etcd-key need --etcd-cacert (the CA that signed etcd's certificate)"
+                        .into(),
+                ));
+            }
             StoreSpec::Etcd {
                 endpoints,
-                cacert: args.etcd_cacert.clone().or(file.etcd_cacert),
+                cacert,
                 cert,
                 key,
                 lease_ttl,
@@ -350,6 +358,46 @@ mod tests {
         let c = resolve(&a, FileConfig::default(), "h").unwrap();
         let dns: Vec<String> = c.dns.iter().map(|d| d.to_string()).collect();
         assert_eq!(dns, ["10.1.1.1:53", "10.1.1.2:5353"]);
+    }
+
+    #[test]
+    fn etcd_tls_flags_reach_the_store_spec() {
+        let args = DaemonArgs {
+            store: Some("etcd://10.0.0.1:2379,10.0.0.2:2379".into()),
+            etcd_cacert: Some("/c/ca.pem".into()),
+            etcd_cert: Some("/c/me.pem".into()),
+            etcd_key: Some("/c/me.key".into()),
+            ..Default::default()
+        };
+        let c = resolve(&args, FileConfig::default(), "h").unwrap();
+        match c.store {
+            StoreSpec::Etcd {
+                endpoints,
+                cacert,
+                cert,
+                key,
+                lease_ttl,
+            } => {
+                assert_eq!(endpoints.len(), 2);
+                assert_eq!(cacert, Some(PathBuf::from("/c/ca.pem")));
+                assert_eq!(cert, Some(PathBuf::from("/c/me.pem")));
+                assert_eq!(key, Some(PathBuf::from("/c/me.key")));
+                assert_eq!(lease_ttl, 10);
+            }
+            other => panic!("{other:?}"),
+        }
+        let no_ca = DaemonArgs {
+            etcd_cacert: None,
+            ..args.clone()
+        };
+        let err = resolve(&no_ca, FileConfig::default(), "h").unwrap_err();
+        assert!(err.to_string().contains("need --etcd-cacert"), "{err}");
+        let no_key = DaemonArgs {
+            etcd_key: None,
+            ..args
+        };
+        let err = resolve(&no_key, FileConfig::default(), "h").unwrap_err();
+        assert!(err.to_string().contains("go together"), "{err}");
     }
 
     #[test]

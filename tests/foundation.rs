@@ -669,3 +669,68 @@ fn config_file_and_routemesh_host() {
     let ttl: Vec<&str> = answer.split_whitespace().skip(1).take(1).collect();
     assert_eq!(ttl, ["2"], "{answer}");
 }
+
+#[test]
+fn bad_store_settings_refuse_to_start_and_change_nothing() {
+    if !root_or_skip("bad_store_settings_refuse_to_start_and_change_nothing") {
+        return;
+    }
+    let ns = Netns::new(&unique("st"));
+    let dir = std::env::temp_dir().join(&ns.name);
+    let daemon = |extra: &[&str]| {
+        run(ns
+            .cmd(bin().to_str().unwrap_or("routemesh"))
+            .args(["daemon", "--run-dir"])
+            .arg(dir.join("run"))
+            .arg("--state-dir")
+            .arg(dir.join("state"))
+            .args(extra)
+            .env("PATH", path_with_bin()))
+    };
+    let missing_ca = dir.with_extension("missing-ca.pem");
+    let missing_ca = missing_ca.to_str().unwrap_or("/nonexistent/ca.pem");
+    let cases: &[(&[&str], &str)] = &[
+        // The CA file is read before anything is dialled, and named when it is missing.
+        (
+            &[
+                "--store",
+                "etcd://127.0.0.1:2379",
+                "--etcd-cacert",
+                missing_ca,
+            ],
+            missing_ca,
+        ),
+        (
+            &[
+                "--store",
+                "etcd://127.0.0.1:2379",
+                "--etcd-cert",
+                "/c.pem",
+                "--etcd-key",
+                "/c.key",
+            ],
+            "need --etcd-cacert",
+        ),
+        // Nothing listens in this fresh namespace: unreachable etcd is named, not waited on.
+        (&["--store", "etcd://127.0.0.1:2379"], "127.0.0.1:2379"),
+        (&["--store", "consul://x"], "invalid --store"),
+    ];
+    for (args, want) in cases {
+        let out = daemon(args);
+        assert!(!out.status.success(), "{args:?} must refuse to start");
+        let err = errtext(&out);
+        assert!(err.contains(want), "{args:?}: {err}");
+        // It may have made its own (empty) directories, but nothing else: no socket, no
+        // namespaces, no store file, no links.
+        let run_dir = dir.join("run");
+        assert!(!run_dir.join("routemesh.sock").exists(), "{args:?}");
+        let netns = std::fs::read_dir(run_dir.join("netns"))
+            .map(|rd| rd.count())
+            .unwrap_or(0);
+        assert_eq!(netns, 0, "{args:?}: no namespaces");
+        assert!(!dir.join("state/state.json").exists(), "{args:?}");
+        let links = ns.sh_ok("ip -o link show");
+        assert_eq!(links.lines().count(), 1, "{args:?}: only lo: {links}");
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
