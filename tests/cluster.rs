@@ -593,4 +593,35 @@ fn two_daemons_starting_together_elect_one_leader_and_share_no_address() {
         .map(|t| t["node"].as_str().unwrap_or("").to_string())
         .collect();
     assert_eq!(per_node.len(), 2, "spread over both nodes");
+
+    // Both daemons raced to create the ingress network at start: there is one, and each node
+    // took its own address on it and on app.
+    let nets = c.json(0, &["network", "ls"]);
+    let ingress: Vec<&serde_json::Value> = nets
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|n| n["name"] == "ingress")
+        .collect();
+    assert_eq!(ingress.len(), 1, "{nets}");
+    let addrs = |i: usize, ns: &str, dev: &str| -> BTreeSet<String> {
+        let p = c.topo.nodes[i].run_dir().join("netns").join(ns);
+        c.ns_sh(&p, &format!("ip -4 -o addr show dev {dev}"))
+            .lines()
+            .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
+            .collect()
+    };
+    // ingress_sbox's leg, and the node's own /32 on app's br0 (beside the shared gateway and
+    // VIPs): each node has exactly one address the other does not.
+    for (ns, dev) in [("ingress_sbox", "eth0"), ("ov-app", "br0")] {
+        // Polled: the second node may still be adding the VIP when we first look.
+        let mut last = None;
+        let done = wait_for_or_timeout(Duration::from_secs(10), || {
+            let (a, b) = (addrs(0, ns, dev), addrs(1, ns, dev));
+            let ok = a.difference(&b).count() == 1 && b.difference(&a).count() == 1;
+            last = Some((a, b));
+            ok.then_some(())
+        });
+        assert!(done.is_some(), "{ns}/{dev}: node1, node2: {last:?}");
+    }
 }

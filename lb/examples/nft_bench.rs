@@ -195,6 +195,11 @@ fn lab() -> Result<Lab, String> {
     lab.client
         .sysctl("net.ipv4.ip_local_port_range=1024 65000")?;
     lab.backend.sysctl("net.ipv4.tcp_tw_reuse=1")?;
+    // Timestamps without the per-destination random offset: every layout's connections reach
+    // the backend masqueraded as 10.98.0.1:PORT, so a SYN through the published port (client
+    // to LB_ADDR) can hit a TIME_WAIT left by one through a VIP (client to VIP); with offsets
+    // PAWS refuses it about half the time and the client waits a second to retry.
+    lab.client.sysctl("net.ipv4.tcp_timestamps=2")?;
     Ok(lab)
 }
 
