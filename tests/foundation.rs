@@ -442,7 +442,9 @@ fn bad_input_is_refused_and_changes_nothing() {
     ]);
     let before = (
         node.ok(&["network", "ls", "--format", "json"]),
+        node.ok(&["service", "ls", "--format", "json"]),
         node.ok(&["service", "inspect", "web", "--format", "json"]),
+        node.ok(&["task", "ls", "--format", "json"]),
         node.footprint(),
     );
     let cases: &[(&[&str], &str)] = &[
@@ -541,7 +543,9 @@ fn bad_input_is_refused_and_changes_nothing() {
     }
     let after = (
         node.ok(&["network", "ls", "--format", "json"]),
+        node.ok(&["service", "ls", "--format", "json"]),
         node.ok(&["service", "inspect", "web", "--format", "json"]),
+        node.ok(&["task", "ls", "--format", "json"]),
         node.footprint(),
     );
     assert_eq!(before, after, "refused requests must change nothing");
