@@ -14,7 +14,7 @@ mod support;
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use routemesh_lb::{
@@ -198,7 +198,7 @@ fn lab() -> Result<Lab, String> {
     // Timestamps without the per-destination random offset: every layout's connections reach
     // the backend masqueraded as 10.98.0.1:PORT, so a SYN through the published port (client
     // to LB_ADDR) can hit a TIME_WAIT left by one through a VIP (client to VIP); with offsets
-    // PAWS refuses it about half the time and the client waits a second to retry.
+    // PAWS can refuse it (then the client retries a second later: a failed connection).
     lab.client.sysctl("net.ipv4.tcp_timestamps=2")?;
     Ok(lab)
 }
@@ -226,7 +226,7 @@ fn start_servers(backend: &Netns) -> Result<(), String> {
 fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Result<f64, String> {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
-    let first_error = std::sync::Mutex::new(None::<String>);
+    let first_error = Mutex::new(None::<String>);
     let stop = Arc::new(AtomicBool::new(false));
     let threads = 2;
     let start = Instant::now();
@@ -286,11 +286,13 @@ fn ms(d: Duration) -> f64 {
 }
 
 /// One connection-rate case: the table loaded (none, or a layout with 1 or 10,000 services)
-/// and whether the client goes through it or straight to the backend.
-struct Mode {
+/// and where the client connects (through that layout's service, or straight to the backend).
+struct Mode<'a> {
     name: String,
-    table: Option<(Layout, bool)>,
-    through: bool,
+    spec: Option<&'a ValidLbSpec>,
+    targets: Vec<SocketAddr>,
+    /// Layout, 10,000 services loaded, through the service: finds the port VIP's same case.
+    case: Option<(Layout, bool, bool)>,
 }
 
 /// Sync times of one layout at one size (medians) and the change script's size.
@@ -308,56 +310,48 @@ fn bench(duration: Duration) -> Result<(), String> {
     start_servers(&lab.backend)?;
     let mut nft = NftBackend::new(NsRunner::new(&lab.lb));
     let table = routemesh_lb::names::DEFAULT_TABLE;
-    let mut small = Vec::new();
-    let mut big = Vec::new();
+    // Per layout: 1 service, 10,000 services.
+    let mut specs = Vec::new();
     for layout in LAYOUTS {
-        small.push(spec(layout, 0, false)?);
-        big.push(spec(layout, 9_999, false)?);
+        specs.push((layout, spec(layout, 0, false)?, spec(layout, 9_999, false)?));
     }
     let direct: Vec<SocketAddr> = PORTS.iter().map(|&p| (BACKEND, p).into()).collect();
 
     // Connection rates, modes interleaved per round so drift hits all alike.
     let mut modes = vec![Mode {
         name: "direct".into(),
-        table: None,
-        through: false,
+        spec: None,
+        targets: direct.clone(),
+        case: None,
     }];
-    for layout in LAYOUTS {
+    for (layout, _, big) in &specs {
         modes.push(Mode {
             name: format!("direct, 10,000 {} loaded", layout.plural()),
-            table: Some((layout, true)),
-            through: false,
+            spec: Some(big),
+            targets: direct.clone(),
+            case: Some((*layout, true, false)),
         });
     }
-    for layout in LAYOUTS {
-        for (big, size) in [(false, "1 service"), (true, "10,000 services")] {
+    for (layout, small, big) in &specs {
+        for (spec, loaded, size) in [(small, false, "1 service"), (big, true, "10,000 services")] {
             modes.push(Mode {
                 name: format!("{}, {size}", layout.name()),
-                table: Some((layout, big)),
-                through: true,
+                spec: Some(spec),
+                targets: layout.targets(),
+                case: Some((*layout, loaded, true)),
             });
         }
     }
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     for _ in 0..ROUNDS {
         for (mode, samples) in modes.iter().zip(rates.iter_mut()) {
-            let target = match mode.table {
-                None => {
-                    nft.delete_table(table).map_err(|e| e.to_string())?;
-                    direct.clone()
-                }
-                Some((layout, loaded)) => {
-                    let i = LAYOUTS.iter().position(|&l| l == layout).unwrap_or(0);
-                    let spec = if loaded { &big[i] } else { &small[i] };
+            match mode.spec {
+                None => nft.delete_table(table).map_err(|e| e.to_string())?,
+                Some(spec) => {
                     nft.full_sync(spec).map_err(|e| e.to_string())?;
-                    if mode.through {
-                        layout.targets()
-                    } else {
-                        direct.clone()
-                    }
                 }
-            };
-            let rate = conn_rate(&lab.client, &target, duration)?;
+            }
+            let rate = conn_rate(&lab.client, &mode.targets, duration)?;
             eprintln!("{}: {rate:.0} conn/s", mode.name);
             samples.push(rate);
         }
@@ -401,14 +395,14 @@ fn bench(duration: Duration) -> Result<(), String> {
 
     // The same case with port VIPs: what the "ratio to port VIP" columns divide by.
     let port_vip_rate = |mode: &Mode| -> Option<f64> {
-        let (_, loaded) = mode.table?;
+        let (_, loaded, through) = mode.case?;
         let i = modes
             .iter()
-            .position(|m| m.through == mode.through && m.table == Some((Layout::Vip, loaded)))?;
+            .position(|m| m.case == Some((Layout::Vip, loaded, through)))?;
         Some(rates[i])
     };
     println!(
-        "| new connections/s ({ROUNDS} x {:.0} s, median) | conn/s | ratio to direct | ratio to port VIP |",
+        "| new connections/s ({ROUNDS} x {:.0} s, median) | conn/s | ratio to direct | ratio to port VIP, same case |",
         duration.as_secs_f64()
     );
     println!("|---|---:|---:|---:|");
