@@ -681,6 +681,14 @@ fn bad_store_settings_refuse_to_start_and_change_nothing() {
     }
     let ns = Netns::new(&unique("st"));
     let dir = std::env::temp_dir().join(&ns.name);
+    // Removed even when an assertion fails.
+    struct RemoveDir(std::path::PathBuf);
+    impl Drop for RemoveDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+    let _cleanup = RemoveDir(dir.clone());
     let daemon = |extra: &[&str]| {
         run(ns
             .cmd(bin().to_str().unwrap_or("routemesh"))
@@ -736,5 +744,4 @@ fn bad_store_settings_refuse_to_start_and_change_nothing() {
         let links = ns.sh_ok("ip -o link show");
         assert_eq!(links.lines().count(), 1, "{args:?}: only lo: {links}");
     }
-    let _ = std::fs::remove_dir_all(&dir);
 }
