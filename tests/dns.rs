@@ -132,7 +132,15 @@ fn service_names_scoping_forwarding_and_robustness() {
         .collect();
     assert_eq!(got, want);
     let web1 = node.task_ip("web.1", "app");
-    assert_eq!(lines(&dig(&node, "client.1", "+short web.1")), vec![web1]);
+    assert_eq!(
+        lines(&dig(&node, "client.1", "+short web.1")),
+        vec![web1.clone()]
+    );
+    // PTR of a task's address names the task.
+    assert_eq!(
+        lines(&dig(&node, "client.1", &format!("+short -x {web1}"))),
+        vec!["web.1.".to_string()]
+    );
 
     // dnsrr: the tasks' addresses, in an order that varies.
     let db: BTreeSet<String> = task_addrs(&node, "db");
