@@ -5,7 +5,6 @@
 mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -34,6 +33,12 @@ impl Drop for Cluster {
 /// One cluster at a time: each is etcd plus several daemons, and two of them at once on
 /// two cores make lease timings a matter of luck.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+/// A task record's address on its first network, without the prefix length ("" if none).
+fn task_ip(t: &serde_json::Value) -> String {
+    let cidr = t["addresses"][0]["address"].as_str().unwrap_or("");
+    cidr.split('/').next().unwrap_or("").to_string()
+}
 
 fn cluster(label: &str, nodes: usize, ttl: u64) -> Option<Cluster> {
     if !root_or_skip(label) {
@@ -127,13 +132,6 @@ impl Cluster {
             .collect()
     }
 
-    fn ns_sh(&self, ns: &Path, script: &str) -> String {
-        let o = run(Command::new("nsenter")
-            .arg(format!("--net={}", ns.display()))
-            .args(["sh", "-c", script]));
-        text(&o)
-    }
-
     fn web_everywhere(&self) {
         self.ok(0, &["network", "create", "app"]);
         self.ok(
@@ -216,19 +214,7 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
     // Any node's daemon serves any command: exec into node1's task through node3's socket.
     let o = c.rm(2, &["exec", "client.1", "--", "hostname"]);
     assert_eq!(text(&o).trim(), "client.1", "{}", errtext(&o));
-    let want: BTreeSet<String> = c
-        .tasks()
-        .iter()
-        .map(|t| {
-            t["addresses"][0]["address"]
-                .as_str()
-                .unwrap_or("")
-                .split('/')
-                .next()
-                .unwrap_or("")
-                .to_string()
-        })
-        .collect();
+    let want: BTreeSet<String> = c.tasks().iter().map(task_ip).collect();
     let got: BTreeSet<String> = exec(&["dig", "+short", "+time=2", "tasks.web"])
         .lines()
         .map(String::from)
@@ -270,27 +256,19 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
             .tasks()
             .iter()
             .filter(|t| t["node"] != "node1" && t["desired"] == "running")
-            .map(|t| {
-                t["addresses"][0]["address"]
-                    .as_str()
-                    .unwrap_or("")
-                    .split('/')
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
+            .map(task_ip)
             .collect();
         ips.retain(|s| !s.is_empty());
         ips
     };
     let neigh_ips = || -> BTreeSet<String> {
-        c.ns_sh(&ov, "ip neigh show dev br0 nud permanent")
+        sh_in(&ov, "ip neigh show dev br0 nud permanent")
             .lines()
             .filter_map(|l| l.split_whitespace().next().map(String::from))
             .collect()
     };
     let fdb_macs = || -> BTreeSet<String> {
-        c.ns_sh(&ov, "bridge fdb show | grep ' dst '")
+        sh_in(&ov, "bridge fdb show | grep ' dst '")
             .lines()
             .filter_map(|l| l.split_whitespace().next().map(String::from))
             .collect()
@@ -309,9 +287,10 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
             ok.then_some(())
         });
         if done.is_none() {
-            let o = run(Command::new("nsenter")
-                .arg(format!("--net={}", ov.display()))
-                .args(["sh", "-c", "ip -d neigh show; ip -br link; ip -br addr"]));
+            let o = in_netns(
+                &ov,
+                &["sh", "-c", "ip -d neigh show; ip -br link; ip -br addr"],
+            );
             panic!(
                 "{what}: remote tasks, neighbours, fdb = {last:#?}\n{}{}",
                 text(&o),
@@ -457,8 +436,7 @@ fn a_dead_node_and_an_etcd_outage() {
             .tasks()
             .iter()
             .filter(|t| t["state"] == "running" && t["desired"] == "running")
-            .filter_map(|t| t["addresses"][0]["address"].as_str())
-            .filter_map(|a| a.split('/').next().map(String::from))
+            .map(task_ip)
             .collect();
         let got: BTreeSet<String> = text(&c.rm(
             0,
@@ -576,12 +554,7 @@ fn two_daemons_starting_together_elect_one_leader_and_share_no_address() {
         .as_array()
         .into_iter()
         .flatten()
-        .map(|t| {
-            t["addresses"][0]["address"]
-                .as_str()
-                .unwrap_or("")
-                .to_string()
-        })
+        .map(task_ip)
         .collect();
     let unique: BTreeSet<&String> = addrs.iter().collect();
     assert_eq!(addrs.len(), 8);
@@ -606,7 +579,7 @@ fn two_daemons_starting_together_elect_one_leader_and_share_no_address() {
     assert_eq!(ingress.len(), 1, "{nets}");
     let addrs = |i: usize, ns: &str, dev: &str| -> BTreeSet<String> {
         let p = c.topo.nodes[i].run_dir().join("netns").join(ns);
-        c.ns_sh(&p, &format!("ip -4 -o addr show dev {dev}"))
+        sh_in(&p, &format!("ip -4 -o addr show dev {dev}"))
             .lines()
             .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
             .collect()

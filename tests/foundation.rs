@@ -90,10 +90,10 @@ fn overlay_service_lifecycle() {
         .expect("vni");
     assert!(vni >= 4096);
     let ov = node.netns_dir().join("ov-app");
-    let link = run(std::process::Command::new("nsenter")
-        .arg(format!("--net={}", ov.display()))
-        .args(["ip", "-d", "link", "show", &format!("vxlan{vni}")]));
-    let link = text(&link);
+    let link = text(&in_netns(
+        &ov,
+        &["ip", "-d", "link", "show", &format!("vxlan{vni}")],
+    ));
     assert!(link.contains(&format!("vxlan id {vni}")), "{link}");
     assert!(link.contains("dstport 4789"), "{link}");
     assert!(link.contains("nolearning"), "{link}");
@@ -113,11 +113,7 @@ fn overlay_service_lifecycle() {
     node.stop_daemon();
     // While it is down, someone deletes the overlay's VXLAN device and its load-balancer table;
     // the restarted daemon puts both back.
-    let in_ov = |script: &str| {
-        run(std::process::Command::new("nsenter")
-            .arg(format!("--net={}", ov.display()))
-            .args(["sh", "-c", script]))
-    };
+    let in_ov = |script: &str| in_netns(&ov, &["sh", "-c", script]);
     let lb_tables = || {
         text(&in_ov("nft list tables"))
             .lines()
@@ -440,13 +436,17 @@ fn bad_input_is_refused_and_changes_nothing() {
         "routemesh",
         "whoami",
     ]);
-    let before = (
-        node.ok(&["network", "ls", "--format", "json"]),
-        node.ok(&["service", "ls", "--format", "json"]),
-        node.ok(&["service", "inspect", "web", "--format", "json"]),
-        node.ok(&["task", "ls", "--format", "json"]),
-        node.footprint(),
-    );
+    // What a refused request must leave as it was.
+    let snapshot = || {
+        (
+            node.ok(&["network", "ls", "--format", "json"]),
+            node.ok(&["service", "ls", "--format", "json"]),
+            node.ok(&["service", "inspect", "web", "--format", "json"]),
+            node.ok(&["task", "ls", "--format", "json"]),
+            node.footprint(),
+        )
+    };
+    let before = snapshot();
     let cases: &[(&[&str], &str)] = &[
         (&["network", "create", "bad name"], "invalid network name"),
         (
@@ -541,13 +541,7 @@ fn bad_input_is_refused_and_changes_nothing() {
             "routemesh {args:?}: expected {want:?} in {err:?}"
         );
     }
-    let after = (
-        node.ok(&["network", "ls", "--format", "json"]),
-        node.ok(&["service", "ls", "--format", "json"]),
-        node.ok(&["service", "inspect", "web", "--format", "json"]),
-        node.ok(&["task", "ls", "--format", "json"]),
-        node.footprint(),
-    );
+    let after = snapshot();
     assert_eq!(before, after, "refused requests must change nothing");
 }
 
@@ -654,9 +648,7 @@ fn config_file_and_routemesh_host() {
 
     // The ingress sandbox's leg sits in the configured subnet.
     let sbox = node.netns_dir().join("ingress_sbox");
-    let addrs = text(&run(std::process::Command::new("nsenter")
-        .arg(format!("--net={}", sbox.display()))
-        .args(["ip", "-4", "-o", "addr", "show"])));
+    let addrs = text(&in_netns(&sbox, &["ip", "-4", "-o", "addr", "show"]));
     assert!(addrs.contains(" 10.254."), "{addrs}");
 
     // The DNS TTL from the file is what a task's resolver answers with.
@@ -680,15 +672,9 @@ fn bad_store_settings_refuse_to_start_and_change_nothing() {
         return;
     }
     let ns = Netns::new(&unique("st"));
-    let dir = std::env::temp_dir().join(&ns.name);
-    // Removed even when an assertion fails.
-    struct RemoveDir(std::path::PathBuf);
-    impl Drop for RemoveDir {
-        fn drop(&mut self) {
-            let _ = std::fs::remove_dir_all(&self.0);
-        }
-    }
-    let _cleanup = RemoveDir(dir.clone());
+    // Removed with `tmp`, even when an assertion fails.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let dir = tmp.path().to_path_buf();
     let daemon = |extra: &[&str]| {
         run(ns
             .cmd(bin().to_str().unwrap_or("routemesh"))
@@ -699,7 +685,7 @@ fn bad_store_settings_refuse_to_start_and_change_nothing() {
             .args(extra)
             .env("PATH", path_with_bin()))
     };
-    let missing_ca = dir.with_extension("missing-ca.pem");
+    let missing_ca = dir.join("missing-ca.pem");
     let missing_ca = missing_ca.to_str().unwrap_or("/nonexistent/ca.pem");
     let cases: &[(&[&str], &str)] = &[
         // The CA file is read before anything is dialled, and named when it is missing.

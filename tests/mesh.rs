@@ -147,9 +147,8 @@ fn published_port_spreads_over_tasks_from_everywhere() {
         "the port is a set element, not a rule:\n{node_nft}"
     );
     let sbox = node.netns_dir().join("ingress_sbox");
-    let sbox_nft = text(&run(std::process::Command::new("nsenter")
-        .arg(format!("--net={}", sbox.display()))
-        .args(["nft", "list", "ruleset"])));
+    let sbox_rules = || sh_in(&sbox, "nft list ruleset");
+    let sbox_nft = sbox_rules();
     assert!(sbox_nft.contains("numgen random mod 3"), "{sbox_nft}");
     assert!(sbox_nft.contains('@'), "map lookups: {sbox_nft}");
 
@@ -200,11 +199,6 @@ fn published_port_spreads_over_tasks_from_everywhere() {
     let _ = listener.wait();
 
     // After rm, nothing of web is left in either namespace.
-    let sbox_rules = || {
-        text(&run(std::process::Command::new("nsenter")
-            .arg(format!("--net={}", sbox.display()))
-            .args(["nft", "list", "ruleset"])))
-    };
     let before = sbox_rules();
     assert!(
         before.contains(" . 80,") || before.contains(" . 80\n"),
@@ -301,11 +295,7 @@ fn vip_spreads_and_follows_the_tasks() {
     node.ok(&["service", "rm", "web"]);
     let ov = node.netns_dir().join("ov-app");
     wait_for("web's VIP gone", Duration::from_secs(10), || {
-        let sh = |c: &str| {
-            text(&run(std::process::Command::new("nsenter")
-                .arg(format!("--net={}", ov.display()))
-                .args(["sh", "-c", c])))
-        };
+        let sh = |c: &str| sh_in(&ov, c);
         let addrs = sh("ip -o addr show dev br0");
         let rules = sh("nft list ruleset");
         (!addrs.contains(&format!("{vip}/32")) && !rules.contains(&vip)).then_some(())
@@ -396,9 +386,7 @@ fn udp_host_mode_update_and_dnsrr() {
     let sbox = node.netns_dir().join("ingress_sbox");
     wait_for("8080 gone from the rules", Duration::from_secs(5), || {
         let n = node.ns.sh_ok("nft list ruleset");
-        let s = text(&run(std::process::Command::new("nsenter")
-            .arg(format!("--net={}", sbox.display()))
-            .args(["nft", "list", "ruleset"])));
+        let s = sh_in(&sbox, "nft list ruleset");
         (!n.contains("8080") && !s.contains("8080") && n.contains("8090") && s.contains("8090"))
             .then_some(())
     });

@@ -138,6 +138,18 @@ impl Drop for Netns {
 
 pub use routemesh::topology::kill_processes_in as kill_processes_in_netns;
 
+/// Runs `args` in the network namespace bound at `ns` (a node's sandbox, overlay namespace...).
+pub fn in_netns(ns: &Path, args: &[&str]) -> Output {
+    run(Command::new("nsenter")
+        .arg(format!("--net={}", ns.display()))
+        .args(args))
+}
+
+/// The output of a shell script run in the network namespace bound at `ns`.
+pub fn sh_in(ns: &Path, script: &str) -> String {
+    text(&in_netns(ns, &["sh", "-c", script]))
+}
+
 /// One node: a namespace, a state dir and run dir, and a daemon serving the CLI.
 pub struct Node {
     pub name: String,
