@@ -46,6 +46,8 @@ pub fn listener(port: u16, proto: Proto) -> Option<String> {
     let (files, listening_only) = match proto {
         Proto::Tcp => (["/proc/net/tcp", "/proc/net/tcp6"], true),
         Proto::Udp => (["/proc/net/udp", "/proc/net/udp6"], false),
+        // The API publishes TCP and UDP only.
+        Proto::Sctp => return None,
     };
     for f in files {
         let Ok(text) = std::fs::read_to_string(f) else {

@@ -61,21 +61,7 @@ pub enum EndpointMode {
     Dnsrr,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl std::fmt::Display for Proto {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        })
-    }
-}
+pub use routemesh_types::{Proto, Scheduler};
 
 #[derive(
     Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
@@ -143,20 +129,7 @@ pub struct Service {
     pub vips: Vec<ServiceVip>,
     /// How the IPVS dataplane picks a task (nftables picks at random, weighted).
     #[serde(default)]
-    pub lb_scheduler: LbScheduler,
-}
-
-#[derive(
-    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum LbScheduler {
-    #[default]
-    Rr,
-    Wrr,
-    Lc,
-    Sh,
-    Mh,
+    pub lb_scheduler: Scheduler,
 }
 
 impl Service {

@@ -16,9 +16,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use ipnet::Ipv4Net;
-use routemesh_ingress::netlink::Netlink;
-use routemesh_ingress::spec::{Attachment, BridgeSpec, InterfaceSpec, Mac, SandboxSpec};
-use routemesh_ingress::{bridge, netns, sandbox};
+use routemesh_netdev::netlink::Netlink;
+use routemesh_netdev::spec::{Attachment, BridgeSpec, InterfaceSpec, Mac, SandboxSpec};
+use routemesh_netdev::{bridge, netns, sandbox};
 
 pub const FABRIC_BRIDGE: &str = "fab0";
 pub const ETCD_ADDR: Ipv4Addr = Ipv4Addr::new(192, 168, 100, 254);

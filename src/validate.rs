@@ -8,7 +8,7 @@ use std::path::Path;
 use ipnet::Ipv4Net;
 
 use crate::api::types::{NetworkCreate, ServiceCreate};
-use crate::model::{Driver, EndpointMode, LbScheduler, PortConfig, Proto, PublishMode};
+use crate::model::{Driver, EndpointMode, PortConfig, Proto, PublishMode, Scheduler};
 
 /// A bad request, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -304,18 +304,12 @@ pub fn distinct_ports(ports: &[PortConfig]) -> Result<(), Invalid> {
     Ok(())
 }
 
-pub fn lb_scheduler(s: Option<&str>) -> Result<LbScheduler, Invalid> {
-    Ok(match s.unwrap_or("rr") {
-        "rr" => LbScheduler::Rr,
-        "wrr" => LbScheduler::Wrr,
-        "lc" => LbScheduler::Lc,
-        "sh" => LbScheduler::Sh,
-        "mh" => LbScheduler::Mh,
-        other => {
-            return invalid(format!(
-                "invalid --lb-scheduler {other:?}: expected rr, wrr, lc, sh or mh"
-            ))
-        }
+pub fn lb_scheduler(s: Option<&str>) -> Result<Scheduler, Invalid> {
+    let s = s.unwrap_or("rr");
+    s.parse().map_err(|_| {
+        Invalid(format!(
+            "invalid --lb-scheduler {s:?}: expected rr, wrr, lc, sh or mh"
+        ))
     })
 }
 
@@ -338,7 +332,7 @@ pub struct ServiceRequest {
     pub command: Vec<String>,
     pub endpoint_mode: EndpointMode,
     pub ports: Vec<PortConfig>,
-    pub lb_scheduler: LbScheduler,
+    pub lb_scheduler: Scheduler,
 }
 
 pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceRequest, Invalid> {
@@ -435,8 +429,8 @@ mod tests {
         );
         assert_eq!(endpoint_mode(Some("dnsrr")), Ok(EndpointMode::Dnsrr));
         assert!(endpoint_mode(Some("rr")).is_err());
-        assert_eq!(lb_scheduler(None), Ok(LbScheduler::Rr));
-        assert_eq!(lb_scheduler(Some("mh")), Ok(LbScheduler::Mh));
+        assert_eq!(lb_scheduler(None), Ok(Scheduler::Rr));
+        assert_eq!(lb_scheduler(Some("mh")), Ok(Scheduler::Mh));
         assert!(lb_scheduler(Some("random")).is_err());
     }
 

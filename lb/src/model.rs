@@ -12,35 +12,7 @@ use crate::nftables::names::DEFAULT_TABLE;
 /// Longest table name accepted; nft allows more, but nobody needs it.
 pub const MAX_TABLE_NAME_LEN: usize = 64;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
-
-impl Proto {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Proto::Tcp => "tcp",
-            Proto::Udp => "udp",
-        }
-    }
-
-    /// IP protocol number.
-    pub fn number(self) -> u8 {
-        match self {
-            Proto::Tcp => 6,
-            Proto::Udp => 17,
-        }
-    }
-}
-
-impl fmt::Display for Proto {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+pub use routemesh_types::{Proto, Scheduler};
 
 /// One destination of a virtual service. `weight` 0 means draining: the backend gets no new
 /// connections, while its existing ones finish (NAT is decided on a connection's first packet).
@@ -129,62 +101,6 @@ impl fmt::Display for Frontend {
             Frontend::Vip { addr, port, proto } => write!(f, "VIP {addr}:{port}/{proto}"),
             Frontend::Published { port, proto } => write!(f, "published port {port}/{proto}"),
             Frontend::VipAnyPort { addr } => write!(f, "address-only VIP {addr}"),
-        }
-    }
-}
-
-/// How the IPVS backend picks a destination for a new connection (`ipvsadm -s`). The nftables
-/// backend ignores it: it always picks at random, in proportion to the weights.
-#[derive(
-    Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
-)]
-#[serde(rename_all = "lowercase")]
-pub enum Scheduler {
-    /// Round robin over the destinations with a non-zero weight (weights otherwise ignored).
-    #[default]
-    Rr,
-    /// Weighted round robin.
-    Wrr,
-    /// Least connections.
-    Lc,
-    /// Source hashing (a client address sticks to one backend).
-    Sh,
-    /// Maglev hashing.
-    Mh,
-}
-
-impl Scheduler {
-    /// The kernel's name of the scheduler module (`ip_vs_<name>`).
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Scheduler::Rr => "rr",
-            Scheduler::Wrr => "wrr",
-            Scheduler::Lc => "lc",
-            Scheduler::Sh => "sh",
-            Scheduler::Mh => "mh",
-        }
-    }
-}
-
-impl fmt::Display for Scheduler {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl std::str::FromStr for Scheduler {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        match s {
-            "rr" => Ok(Scheduler::Rr),
-            "wrr" => Ok(Scheduler::Wrr),
-            "lc" => Ok(Scheduler::Lc),
-            "sh" => Ok(Scheduler::Sh),
-            "mh" => Ok(Scheduler::Mh),
-            other => Err(format!(
-                "unknown scheduler {other:?}: expected one of rr, wrr, lc, sh, mh"
-            )),
         }
     }
 }

@@ -455,7 +455,7 @@ fn scheduler_parses_and_defaults_to_rr() {
     assert_eq!("mh".parse::<Scheduler>(), Ok(Scheduler::Mh));
     assert_eq!(Scheduler::Wrr.to_string(), "wrr");
     assert_eq!(
-        "wlc".parse::<Scheduler>().unwrap_err(),
+        "wlc".parse::<Scheduler>().unwrap_err().to_string(),
         "unknown scheduler \"wlc\": expected one of rr, wrr, lc, sh, mh"
     );
 }

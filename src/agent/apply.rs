@@ -5,9 +5,9 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use routemesh_ingress::netlink::Netlink;
-use routemesh_ingress::spec::{BridgeSpec, OverlaySpec, SandboxSpec};
-use routemesh_ingress::{bridge, firewall, netns, overlay, sandbox};
+use routemesh_netdev::netlink::Netlink;
+use routemesh_netdev::spec::{BridgeSpec, OverlaySpec, SandboxSpec};
+use routemesh_netdev::{bridge, firewall, netns, overlay, sandbox};
 
 use super::files::{write_if_changed, TaskPaths};
 use super::plan::{self, NodeContext, NodePlan};
@@ -216,7 +216,7 @@ impl Applier {
             let r = tokio::task::spawn_blocking(move || firewall::apply(None, &s))
                 .await
                 .unwrap_or_else(|e| {
-                    Err(routemesh_ingress::Error::ThreadPanicked {
+                    Err(routemesh_netdev::Error::ThreadPanicked {
                         op: format!("applying nft: {e}"),
                     })
                 });

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use routemesh_dns::{
     serve, Forwarder, Limits, Querier, Resolver, ServeContext, ServerHandle, Sockets, TableOptions,
 };
-use routemesh_ingress::{firewall, netns};
+use routemesh_netdev::{firewall, netns};
 
 use super::plan_dns::DnsPlan;
 

@@ -6,12 +6,10 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use routemesh_lb::ipvs::IpvsBackend;
-use routemesh_lb::model::Scheduler;
 use routemesh_lb::{Backend, Frontend, LbSpec, NftBackend, NftRunner, Snat, VirtualService};
 
 use super::plan_mesh::LbPlan;
 use crate::config::IpvsTimeouts;
-use crate::model::{LbScheduler, Proto};
 
 /// Runs `nft -f -` inside one namespace.
 pub struct NsRunner {
@@ -20,24 +18,7 @@ pub struct NsRunner {
 
 impl NftRunner for NsRunner {
     fn run(&self, script: &str) -> Result<(), String> {
-        routemesh_ingress::firewall::apply(Some(&self.netns), script).map_err(|e| e.to_string())
-    }
-}
-
-fn lb_proto(p: Proto) -> routemesh_lb::Proto {
-    match p {
-        Proto::Tcp => routemesh_lb::Proto::Tcp,
-        Proto::Udp => routemesh_lb::Proto::Udp,
-    }
-}
-
-fn scheduler(s: LbScheduler) -> Scheduler {
-    match s {
-        LbScheduler::Rr => Scheduler::Rr,
-        LbScheduler::Wrr => Scheduler::Wrr,
-        LbScheduler::Lc => Scheduler::Lc,
-        LbScheduler::Sh => Scheduler::Sh,
-        LbScheduler::Mh => Scheduler::Mh,
+        routemesh_netdev::firewall::apply(Some(&self.netns), script).map_err(|e| e.to_string())
     }
 }
 
@@ -56,14 +37,14 @@ pub fn lb_spec(plan: &LbPlan) -> LbSpec {
                     weight: *w,
                 })
                 .collect(),
-            scheduler: scheduler(v.scheduler),
+            scheduler: v.scheduler,
         });
     }
     for p in &plan.published {
         services.push(VirtualService {
             frontend: Frontend::Published {
                 port: p.port,
-                proto: lb_proto(p.proto),
+                proto: p.proto,
             },
             backends: p
                 .backends
@@ -74,7 +55,7 @@ pub fn lb_spec(plan: &LbPlan) -> LbSpec {
                     weight: *w,
                 })
                 .collect(),
-            scheduler: scheduler(p.scheduler),
+            scheduler: p.scheduler,
         });
     }
     LbSpec {

@@ -18,7 +18,7 @@ use tokio::sync::mpsc;
 use crate::store::{keys, state, Store, Txn};
 use apply::{Applied, Applier};
 use plan::NodeContext;
-use routemesh_ingress::netlink::Netlink;
+use routemesh_netdev::netlink::Netlink;
 use runner::{Runner, StatusEvent};
 
 /// A full reconcile (kernel and run dir read back, not the cache) runs this often.
@@ -41,23 +41,23 @@ pub enum AgentError {
     #[error("preparing namespace directory {dir}: {source}")]
     NetnsDir {
         dir: String,
-        source: routemesh_ingress::error::Error,
+        source: routemesh_netdev::error::Error,
     },
     #[error("enabling IP forwarding on the node: {0}")]
-    Forwarding(routemesh_ingress::error::Error),
+    Forwarding(routemesh_netdev::error::Error),
     #[error("opening netlink in the node namespace: {0}")]
-    Netlink(routemesh_ingress::error::Error),
+    Netlink(routemesh_netdev::error::Error),
 }
 
 impl Agent {
     /// Prepares the node; errors here stop the daemon from starting.
     pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, AgentError> {
         let dir = self.ctx.netns_dir();
-        routemesh_ingress::netns::prepare_dir(&dir).map_err(|source| AgentError::NetnsDir {
+        routemesh_netdev::netns::prepare_dir(&dir).map_err(|source| AgentError::NetnsDir {
             dir: dir.display().to_string(),
             source,
         })?;
-        routemesh_ingress::netns::set_sysctl(None, "net/ipv4/ip_forward", "1")
+        routemesh_netdev::netns::set_sysctl(None, "net/ipv4/ip_forward", "1")
             .map_err(AgentError::Forwarding)?;
         let node_nl = Netlink::current().map_err(AgentError::Netlink)?;
         let (tx, rx) = mpsc::unbounded_channel();

@@ -7,8 +7,8 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
-use routemesh_ingress::firewall::{Masquerade, NodeFirewallSpec};
-use routemesh_ingress::spec::{
+use routemesh_netdev::firewall::{Masquerade, NodeFirewallSpec};
+use routemesh_netdev::spec::{
     Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
 };
 

@@ -4,9 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use routemesh_dns::{
-    EndpointMode as DnsMode, Input, NetInput, Proto as DnsProto, ServiceInput, TaskInput,
-};
+use routemesh_dns::{EndpointMode as DnsMode, Input, NetInput, ServiceInput, TaskInput};
 
 use crate::model::{ClusterState, DesiredState, EndpointMode, Proto, TaskState};
 
@@ -32,18 +30,9 @@ pub fn plan_dns(st: &ClusterState, node: &str) -> DnsPlan {
         .services
         .values()
         .map(|s| {
-            let mut ports: Vec<(u16, DnsProto)> = s
-                .ports
-                .iter()
-                .map(|p| {
-                    let proto = match p.proto {
-                        Proto::Tcp => DnsProto::Tcp,
-                        Proto::Udp => DnsProto::Udp,
-                    };
-                    (p.target, proto)
-                })
-                .collect();
-            ports.sort_by_key(|(port, proto)| (*port, *proto == DnsProto::Udp));
+            let mut ports: Vec<(u16, Proto)> =
+                s.ports.iter().map(|p| (p.target, p.proto)).collect();
+            ports.sort();
             ports.dedup();
             ServiceInput {
                 name: s.name.clone(),

@@ -7,12 +7,12 @@ use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
 use ipnet::Ipv4Net;
-use routemesh_ingress::firewall::{HostPort, IngressDnat, L4};
-use routemesh_ingress::spec::{Attachment, InterfaceSpec, Mac, SandboxSpec};
+use routemesh_netdev::firewall::{HostPort, IngressDnat};
+use routemesh_netdev::spec::{Attachment, InterfaceSpec, Mac, SandboxSpec};
 
 use super::plan::{outer_ifname, NodeContext, BRIDGE_MTU, GWBRIDGE, OVERLAY_MTU};
 use crate::model::{
-    ClusterState, DesiredState, EndpointMode, LbScheduler, Proto, PublishMode, Task, TaskState,
+    ClusterState, DesiredState, EndpointMode, Proto, PublishMode, Scheduler, Task, TaskState,
 };
 
 /// Name of the per-node ingress sandbox's namespace file.
@@ -35,7 +35,7 @@ pub struct VipLb {
     pub vip: Ipv4Addr,
     /// Address and weight (0: draining).
     pub backends: Vec<(Ipv4Addr, u32)>,
-    pub scheduler: LbScheduler,
+    pub scheduler: Scheduler,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -45,7 +45,7 @@ pub struct PublishedLb {
     pub proto: Proto,
     /// Address, target port and weight (0: draining).
     pub backends: Vec<(Ipv4Addr, u16, u32)>,
-    pub scheduler: LbScheduler,
+    pub scheduler: Scheduler,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -57,13 +57,6 @@ pub struct MeshPlan {
     pub ingress_sbox: Option<SandboxSpec>,
     pub ingress_dnat: Option<IngressDnat>,
     pub host_ports: Vec<HostPort>,
-}
-
-pub fn l4(p: Proto) -> L4 {
-    match p {
-        Proto::Tcp => L4::Tcp,
-        Proto::Udp => L4::Udp,
-    }
 }
 
 /// A service's tasks that belong in its load balancers, with their weight: 1 while wanted
@@ -167,7 +160,7 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
         let mut ports = Vec::new();
         for svc in st.services.values() {
             for p in svc.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
-                ports.push((l4(p.proto), p.published));
+                ports.push((p.proto, p.published));
                 let mut backends: Vec<(Ipv4Addr, u16, u32)> = members(st, &svc.name)
                     .filter_map(|(t, w)| addr_on(t, ingress).map(|a| (a, p.target, w)))
                     .collect();
@@ -234,7 +227,7 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                 .map(|t| (t.gateway_address.addr(), p.target))
                 .collect();
             mesh.host_ports.push(HostPort {
-                proto: l4(p.proto),
+                proto: p.proto,
                 port: p.published,
                 targets,
             });
@@ -416,7 +409,7 @@ mod tests {
             ]
         );
         let dnat = m.ingress_dnat.as_ref().unwrap();
-        assert_eq!(dnat.ports, vec![(L4::Tcp, 8080)]);
+        assert_eq!(dnat.ports, vec![(Proto::Tcp, 8080)]);
         assert_eq!(dnat.sbox.to_string(), "172.18.0.2");
     }
 

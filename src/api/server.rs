@@ -140,7 +140,7 @@ async fn create_network(
 
 /// Every route of the daemon's own namespace but the default route.
 async fn node_networks() -> Result<Vec<ipnet::Ipv4Net>, ApiError> {
-    let nl = routemesh_ingress::netlink::Netlink::current()
+    let nl = routemesh_netdev::netlink::Netlink::current()
         .map_err(|e| ApiError::Internal(format!("reading the node's routes: {e}")))?;
     let mut nets = nl
         .ipv4_routes()

@@ -23,19 +23,14 @@ pub enum EndpointMode {
     Dnsrr,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Proto {
-    Tcp,
-    Udp,
-}
+pub use routemesh_types::Proto;
 
-impl Proto {
-    /// The SRV label for this protocol (`_tcp`, `_udp`).
-    pub fn srv_label(self) -> &'static str {
-        match self {
-            Proto::Tcp => "_tcp",
-            Proto::Udp => "_udp",
-        }
+/// The SRV label of a protocol (`_tcp`, `_udp`, `_sctp`).
+pub fn srv_label(proto: Proto) -> &'static str {
+    match proto {
+        Proto::Tcp => "_tcp",
+        Proto::Udp => "_udp",
+        Proto::Sctp => "_sctp",
     }
 }
 

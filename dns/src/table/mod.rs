@@ -177,7 +177,7 @@ impl<'i> Builder<'i> {
                 let srv = srv_targets(service, &service_fqdn, &records.a, &task_addrs);
                 self.add(&service.name, network, |r| merge(r, &records));
                 for (port, proto) in &service.ports {
-                    let name = format!("_{port}.{}.{}", proto.srv_label(), service.name);
+                    let name = format!("_{port}.{}.{}", input::srv_label(*proto), service.name);
                     let wanted: Vec<SrvTarget> =
                         srv.iter().filter(|s| s.port == *port).cloned().collect();
                     self.add(&name, network, |r| r.srv.extend(wanted));

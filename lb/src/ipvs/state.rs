@@ -4,9 +4,7 @@
 use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 
-use routemesh_ipvs::{
-    Destination, Family, IpvsError, Scheduler as IpvsScheduler, Service, ServiceFlags, ServiceKey,
-};
+use routemesh_ipvs::{Destination, Family, IpvsError, Service, ServiceFlags, ServiceKey};
 
 use crate::model::{Scheduler, ValidLbSpec};
 
@@ -49,21 +47,11 @@ pub fn is_owned(key: &ServiceKey) -> bool {
         if (MARK_FIRST..=MARK_LAST).contains(mark))
 }
 
-fn ipvs_scheduler(scheduler: Scheduler) -> IpvsScheduler {
-    match scheduler {
-        Scheduler::Rr => IpvsScheduler::Rr,
-        Scheduler::Wrr => IpvsScheduler::Wrr,
-        Scheduler::Lc => IpvsScheduler::Lc,
-        Scheduler::Sh => IpvsScheduler::Sh,
-        Scheduler::Mh => IpvsScheduler::Mh,
-    }
-}
-
 /// The fwmark service of one frontend. `sh` and `mh` get their fallback flag (the same bit,
 /// `IP_VS_SVC_F_SCHED1`), so a client hashed to a draining (weight 0) destination is sent to
 /// another one instead of being refused.
 pub fn fwmark_service(mark: u32, scheduler: Scheduler) -> Service {
-    let mut service = Service::new(fwmark_key(mark), ipvs_scheduler(scheduler));
+    let mut service = Service::new(fwmark_key(mark), scheduler);
     if matches!(scheduler, Scheduler::Sh | Scheduler::Mh) {
         service.flags = ServiceFlags::SH_FALLBACK;
     }

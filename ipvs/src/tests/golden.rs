@@ -27,7 +27,7 @@ fn tcp_v4() -> ServiceKey {
     ServiceKey::Addr {
         addr: "10.1.0.1".parse().unwrap(),
         port: 8080,
-        proto: Protocol::Tcp,
+        proto: Proto::Tcp,
     }
 }
 
@@ -35,7 +35,7 @@ fn udp_v6() -> ServiceKey {
     ServiceKey::Addr {
         addr: "fd00::1".parse().unwrap(),
         port: 53,
-        proto: Protocol::Udp,
+        proto: Proto::Udp,
     }
 }
 

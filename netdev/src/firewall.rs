@@ -39,20 +39,7 @@ pub struct NodeFirewallSpec {
     pub host_ports: Vec<HostPort>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum L4 {
-    Tcp,
-    Udp,
-}
-
-impl std::fmt::Display for L4 {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            L4::Tcp => "tcp",
-            L4::Udp => "udp",
-        })
-    }
-}
+pub use routemesh_types::Proto;
 
 /// Any local address's `ports` go to the ingress sandbox (same port), which load-balances.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,14 +48,14 @@ pub struct IngressDnat {
     pub sbox: std::net::Ipv4Addr,
     pub gw_bridge: String,
     pub gw_subnet: Ipv4Net,
-    pub ports: Vec<(L4, u16)>,
+    pub ports: Vec<(Proto, u16)>,
 }
 
 /// A host-mode port: a random pick among this node's tasks (address on the gateway bridge,
 /// target port). Rare and small, so one rule per port is fine here.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HostPort {
-    pub proto: L4,
+    pub proto: Proto,
     pub port: u16,
     pub targets: Vec<(std::net::Ipv4Addr, u16)>,
 }
@@ -306,10 +293,10 @@ mod tests {
                 sbox: "172.18.0.2".parse().unwrap_or_else(|e| panic!("{e}")),
                 gw_bridge: "rm_gwbridge".into(),
                 gw_subnet: "172.18.0.0/16".parse().unwrap_or_else(|e| panic!("{e}")),
-                ports: vec![(L4::Udp, 9053), (L4::Tcp, 8080), (L4::Tcp, 8080)],
+                ports: vec![(Proto::Udp, 9053), (Proto::Tcp, 8080), (Proto::Tcp, 8080)],
             }),
             host_ports: vec![HostPort {
-                proto: L4::Tcp,
+                proto: Proto::Tcp,
                 port: 8081,
                 targets: vec![
                     ("172.18.0.4".parse().unwrap_or_else(|e| panic!("{e}")), 80),

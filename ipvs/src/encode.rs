@@ -132,7 +132,10 @@ fn service_key_attrs(key: &ServiceKey) -> Vec<Attr> {
             attrs.push(Attr::new(IPVS_SVC_ATTR_FWMARK, Value::U32(*mark)));
         }
         ServiceKey::Addr { addr, port, proto } => {
-            attrs.push(Attr::new(IPVS_SVC_ATTR_PROTOCOL, Value::U16(proto.raw())));
+            attrs.push(Attr::new(
+                IPVS_SVC_ATTR_PROTOCOL,
+                Value::U16(u16::from(proto.number())),
+            ));
             attrs.push(Attr::new(IPVS_SVC_ATTR_ADDR, Value::Bytes(inet_addr(addr))));
             attrs.push(Attr::new(IPVS_SVC_ATTR_PORT, Value::Be16(*port)));
         }

@@ -151,7 +151,9 @@ pub(crate) fn service(reply: &IpvsReply) -> Result<ServiceEntry, DecodeFailure> 
                 "service address",
             )?,
             port: svc.be16(IPVS_SVC_ATTR_PORT, "service port")?,
-            proto: Protocol::from_raw(raw_proto)
+            proto: u8::try_from(raw_proto)
+                .ok()
+                .and_then(Proto::from_number)
                 .ok_or_else(|| format!("unknown service protocol {raw_proto}"))?,
         }
     };
@@ -165,7 +167,7 @@ pub(crate) fn service(reply: &IpvsReply) -> Result<ServiceEntry, DecodeFailure> 
     Ok(ServiceEntry {
         service: Service {
             key,
-            scheduler: Scheduler::from_name(sched),
+            scheduler: SchedName::from_name(sched),
             flags: ServiceFlags(u32::from_ne_bytes(flags) & !IP_VS_SVC_F_HASHED),
             timeout: svc.u32_or_zero(IPVS_SVC_ATTR_TIMEOUT, "service timeout")?,
             netmask: svc.u32_or_zero(IPVS_SVC_ATTR_NETMASK, "service netmask")?,

@@ -169,9 +169,9 @@ fn service_dump_across_two_datagrams() {
             key: ServiceKey::Addr {
                 addr: "fd00::1".parse().unwrap(),
                 port: 443,
-                proto: Protocol::Tcp
+                proto: Proto::Tcp
             },
-            scheduler: Scheduler::Other("wlc".to_string()),
+            scheduler: SchedName::Other("wlc".to_string()),
             flags: ServiceFlags::PERSISTENT,
             timeout: 360,
             netmask: 64,
@@ -427,7 +427,7 @@ fn errors_name_the_operation_and_the_object() {
     let tcp6 = ServiceKey::Addr {
         addr: "fd00::1".parse().unwrap(),
         port: 443,
-        proto: Protocol::Tcp,
+        proto: Proto::Tcp,
     };
     let e = IpvsError::Kernel {
         op: Operation::DeleteService(tcp6),

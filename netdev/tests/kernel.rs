@@ -9,11 +9,11 @@ use std::process::Command;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::Ipv4Net;
-use routemesh_ingress::firewall::{self, Masquerade, NodeFirewallSpec};
-use routemesh_ingress::spec::{
+use routemesh_netdev::firewall::{self, Masquerade, NodeFirewallSpec};
+use routemesh_netdev::spec::{
     Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
 };
-use routemesh_ingress::{bridge, netns, overlay, sandbox, Error, Netlink};
+use routemesh_netdev::{bridge, netns, overlay, sandbox, Error, Netlink};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -683,10 +683,10 @@ async fn published_port_rules_are_accepted_by_the_kernel() {
             sbox: ip("172.18.0.2"),
             gw_bridge: "rm_gwbridge".into(),
             gw_subnet: net("172.18.0.0/16"),
-            ports: vec![(firewall::L4::Tcp, 8080), (firewall::L4::Udp, 9053)],
+            ports: vec![(firewall::Proto::Tcp, 8080), (firewall::Proto::Udp, 9053)],
         }),
         host_ports: vec![firewall::HostPort {
-            proto: firewall::L4::Tcp,
+            proto: firewall::Proto::Tcp,
             port: 8081,
             targets: vec![(ip("172.18.0.3"), 80)],
         }],

@@ -36,42 +36,7 @@ impl Family {
     }
 }
 
-/// Transport protocol of an address-keyed service.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub enum Protocol {
-    Tcp,
-    Udp,
-    Sctp,
-}
-
-impl Protocol {
-    pub(crate) fn raw(self) -> u16 {
-        match self {
-            Protocol::Tcp => libc::IPPROTO_TCP as u16,
-            Protocol::Udp => libc::IPPROTO_UDP as u16,
-            Protocol::Sctp => libc::IPPROTO_SCTP as u16,
-        }
-    }
-
-    pub(crate) fn from_raw(raw: u16) -> Option<Self> {
-        match i32::from(raw) {
-            libc::IPPROTO_TCP => Some(Protocol::Tcp),
-            libc::IPPROTO_UDP => Some(Protocol::Udp),
-            libc::IPPROTO_SCTP => Some(Protocol::Sctp),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Protocol::Tcp => "TCP",
-            Protocol::Udp => "UDP",
-            Protocol::Sctp => "SCTP",
-        })
-    }
-}
+pub use routemesh_types::{Proto, Scheduler};
 
 /// What identifies a virtual service in the kernel's tables.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -82,7 +47,7 @@ pub enum ServiceKey {
     Addr {
         addr: IpAddr,
         port: u16,
-        proto: Protocol,
+        proto: Proto,
     },
 }
 
@@ -107,54 +72,50 @@ impl fmt::Display for ServiceKey {
                 family: Family::Inet6,
             } => write!(f, "fwmark {mark} (IPv6)"),
             ServiceKey::Addr { addr, port, proto } => {
+                let proto = proto.as_str().to_ascii_uppercase();
                 write!(f, "{proto} {}", std::net::SocketAddr::new(*addr, *port))
             }
         }
     }
 }
 
-/// Scheduler of a virtual service (`ipvsadm -s`).
+/// A service's scheduler as the kernel names it (`ipvsadm -s`): one of routemesh's
+/// [`Scheduler`]s, or any other module the kernel has (found in a dump, e.g. `wlc`).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Scheduler {
-    /// Round robin.
-    Rr,
-    /// Weighted round robin.
-    Wrr,
-    /// Least connections.
-    Lc,
-    /// Source hashing.
-    Sh,
-    /// Maglev hashing.
-    Mh,
-    /// Any other scheduler module the kernel has (as found in a dump, or e.g. "wlc").
+pub enum SchedName {
+    Known(Scheduler),
     Other(String),
 }
 
-impl Scheduler {
+impl SchedName {
     pub fn name(&self) -> &str {
         match self {
-            Scheduler::Rr => "rr",
-            Scheduler::Wrr => "wrr",
-            Scheduler::Lc => "lc",
-            Scheduler::Sh => "sh",
-            Scheduler::Mh => "mh",
-            Scheduler::Other(name) => name,
+            SchedName::Known(s) => s.as_str(),
+            SchedName::Other(name) => name,
         }
     }
 
     pub fn from_name(name: &str) -> Self {
-        match name {
-            "rr" => Scheduler::Rr,
-            "wrr" => Scheduler::Wrr,
-            "lc" => Scheduler::Lc,
-            "sh" => Scheduler::Sh,
-            "mh" => Scheduler::Mh,
-            other => Scheduler::Other(other.to_string()),
+        match name.parse() {
+            Ok(s) => SchedName::Known(s),
+            Err(_) => SchedName::Other(name.to_string()),
         }
     }
 }
 
-impl fmt::Display for Scheduler {
+impl From<Scheduler> for SchedName {
+    fn from(s: Scheduler) -> Self {
+        SchedName::Known(s)
+    }
+}
+
+impl PartialEq<Scheduler> for SchedName {
+    fn eq(&self, other: &Scheduler) -> bool {
+        *self == SchedName::Known(*other)
+    }
+}
+
+impl fmt::Display for SchedName {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
     }
@@ -188,7 +149,7 @@ impl std::ops::BitOr for ServiceFlags {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Service {
     pub key: ServiceKey,
-    pub scheduler: Scheduler,
+    pub scheduler: SchedName,
     pub flags: ServiceFlags,
     /// Persistence timeout in seconds (used with [`ServiceFlags::PERSISTENT`]).
     pub timeout: u32,
@@ -199,14 +160,14 @@ pub struct Service {
 
 impl Service {
     /// A service with no persistence and the family's full netmask.
-    pub fn new(key: ServiceKey, scheduler: Scheduler) -> Self {
+    pub fn new(key: ServiceKey, scheduler: impl Into<SchedName>) -> Self {
         let netmask = match key.family() {
             Family::Inet => 0xffff_ffff,
             Family::Inet6 => 128,
         };
         Service {
             key,
-            scheduler,
+            scheduler: scheduler.into(),
             flags: ServiceFlags::default(),
             timeout: 0,
             netmask,

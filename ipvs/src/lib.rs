@@ -31,6 +31,6 @@ mod tests;
 pub use client::IpvsClient;
 pub use error::{IpvsError, Operation};
 pub use types::{
-    Destination, DestinationEntry, Family, Forwarding, Info, Protocol, Scheduler, Service,
+    Destination, DestinationEntry, Family, Forwarding, Info, Proto, SchedName, Scheduler, Service,
     ServiceEntry, ServiceFlags, ServiceKey, Stats, Timeouts,
 };

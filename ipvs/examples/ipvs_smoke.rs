@@ -20,7 +20,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use routemesh_ipvs::{
-    Destination, Family, Forwarding, IpvsClient, Protocol, Scheduler, Service, ServiceKey, Timeouts,
+    Destination, Family, Forwarding, IpvsClient, Proto, Scheduler, Service, ServiceKey, Timeouts,
 };
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
@@ -127,7 +127,7 @@ fn add(key: ServiceKey) -> Result<()> {
     let tcp = ServiceKey::Addr {
         addr: "10.1.0.1".parse()?,
         port: 8080,
-        proto: Protocol::Tcp,
+        proto: Proto::Tcp,
     };
     ipvs.add_service(&Service::new(tcp, Scheduler::Wrr))?;
     let mut dest = Destination::new("10.0.0.7".parse()?, 8080);
@@ -139,7 +139,7 @@ fn add(key: ServiceKey) -> Result<()> {
     let udp6 = ServiceKey::Addr {
         addr: "fd00::1".parse()?,
         port: 53,
-        proto: Protocol::Udp,
+        proto: Proto::Udp,
     };
     ipvs.add_service(&Service::new(udp6, Scheduler::Lc))?;
     let mut dest = Destination::new("fd00::5".parse()?, 5353);
