@@ -156,7 +156,7 @@ pub struct DaemonConfig {
 
 impl DaemonConfig {
     pub fn socket(&self) -> PathBuf {
-        self.run_dir.join("routemesh.sock")
+        crate::layout::RunDir::new(&self.run_dir).socket()
     }
 }
 
@@ -326,7 +326,7 @@ pub fn resolve(
         node_name,
         advertise_addr,
         state_dir: dir(&args.state_dir, file.state_dir, "/var/lib/routemesh")?,
-        run_dir: dir(&args.run_dir, file.run_dir, "/run/routemesh")?,
+        run_dir: dir(&args.run_dir, file.run_dir, crate::layout::DEFAULT_RUN_DIR)?,
         store,
         dataplane,
         ipvs_timeouts,

@@ -21,7 +21,7 @@ use crate::store::Store;
 struct RunDirLock(#[allow(dead_code)] std::fs::File);
 
 fn lock_run_dir(cfg: &DaemonConfig) -> anyhow::Result<RunDirLock> {
-    let path = cfg.run_dir.join("daemon.lock");
+    let path = crate::layout::RunDir::new(&cfg.run_dir).lock_file();
     let f = std::fs::OpenOptions::new()
         .create(true)
         .truncate(false)
@@ -58,7 +58,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let ctx = NodeContext {
         node: cfg.node_name.clone(),
-        run_dir: cfg.run_dir.clone(),
+        run: crate::layout::RunDir::new(cfg.run_dir.clone()),
         advertise_addr: cfg.advertise_addr,
         gwbridge_subnet: cfg.gwbridge_subnet,
         task_path: path_var.clone(),

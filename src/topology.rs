@@ -42,7 +42,7 @@ impl TopoNode {
         self.dir.join("run")
     }
     pub fn socket(&self) -> PathBuf {
-        self.run_dir().join("routemesh.sock")
+        crate::layout::RunDir::new(self.run_dir()).socket()
     }
 }
 
@@ -235,7 +235,7 @@ impl Topology {
 
     pub fn wait_daemon(&self, i: usize, timeout: Duration) -> anyhow::Result<()> {
         let sock = self.nodes[i].socket();
-        let sbox = self.nodes[i].run_dir().join("netns/ingress_sbox");
+        let sbox = crate::layout::RunDir::new(self.nodes[i].run_dir()).ingress_sbox_netns();
         wait_until(timeout, &format!("{} to serve", self.nodes[i].name), || {
             std::os::unix::net::UnixStream::connect(&sock).is_ok() && sbox.exists()
         })

@@ -9,9 +9,10 @@ use routemesh_netdev::netlink::Netlink;
 use routemesh_netdev::spec::{BridgeSpec, OverlaySpec, SandboxSpec};
 use routemesh_netdev::{bridge, firewall, netns, overlay, sandbox};
 
-use super::files::{write_if_changed, TaskPaths};
+use super::files::write_if_changed;
 use super::plan::{self, NodeContext, NodePlan};
 use super::runner::{kill_orphan, Runner};
+use crate::layout::NetnsOwner;
 
 /// What was last applied successfully; the base of the next incremental pass.
 #[derive(Default)]
@@ -58,7 +59,7 @@ impl Applier {
         if full {
             self.applied = Applied::default();
         }
-        let netns_dir = self.ctx.netns_dir();
+        let netns_dir = self.ctx.run.netns_dir();
 
         if self.applied.gwbridge.as_ref() != Some(&plan.gwbridge) {
             // route_localnet: the node's own 127.0.0.1 may be DNATed to the ingress sandbox.
@@ -117,7 +118,7 @@ impl Applier {
                 ) {
                     continue;
                 }
-                let _ = std::fs::remove_dir_all(TaskPaths::new(&self.ctx.run_dir, &task).dir);
+                let _ = std::fs::remove_dir_all(self.ctx.run.task(&task).dir);
             }
             self.applied.sandboxes.remove(&task);
         }
@@ -128,7 +129,7 @@ impl Applier {
         for (task, spec) in &plan.sandboxes {
             if self.applied.sandboxes.get(task) != Some(spec) {
                 let files = &plan.task_files[task];
-                let paths = TaskPaths::new(&self.ctx.run_dir, task);
+                let paths = self.ctx.run.task(&task);
                 let wrote = write_if_changed(&paths.resolv_conf(), &files.resolv_conf)
                     .and_then(|_| write_if_changed(&paths.hosts(), &files.hosts));
                 if !errs.note(format!("writing files of task {task}"), wrote) {
@@ -181,7 +182,7 @@ impl Applier {
             .cloned()
             .collect();
         for name in old_overlays {
-            let path = self.ctx.overlay_netns(&name);
+            let path = self.ctx.run.overlay_netns(&name);
             if errs.note(
                 format!("removing overlay network {name:?}"),
                 overlay::remove_overlay(&path).await,
@@ -243,7 +244,7 @@ impl Applier {
                 self.applied.ingress_sbox = ok.then(|| spec.clone());
             }
             None => {
-                let path = self.ctx.netns_dir().join(super::plan_mesh::INGRESS_SBOX);
+                let path = self.ctx.run.ingress_sbox_netns();
                 if errs.note(
                     "removing the ingress sandbox".to_string(),
                     sandbox::remove_sandbox_at(&path).await,
@@ -258,8 +259,8 @@ impl Applier {
     pub fn holds(&self, task: &str) -> bool {
         self.applied.sandboxes.contains_key(task)
             || self.runner.supervised().iter().any(|t| t == task)
-            || netns::is_mounted(&self.ctx.task_netns(task))
-            || TaskPaths::new(&self.ctx.run_dir, task).dir.exists()
+            || netns::is_mounted(&self.ctx.run.task_netns(task))
+            || self.ctx.run.task(&task).dir.exists()
     }
 
     async fn remove_leftover_tasks(
@@ -273,11 +274,14 @@ impl Applier {
             on_disk.extend(
                 names
                     .iter()
-                    .filter_map(|n| plan::task_of_netns(n))
+                    .filter_map(|n| match NetnsOwner::of(n) {
+                        NetnsOwner::Task(t) => Some(t),
+                        _ => None,
+                    })
                     .map(str::to_string),
             );
         }
-        if let Ok(rd) = std::fs::read_dir(self.ctx.run_dir.join("tasks")) {
+        if let Ok(rd) = std::fs::read_dir(self.ctx.run.tasks_dir()) {
             on_disk.extend(
                 rd.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned()),
@@ -288,9 +292,9 @@ impl Applier {
                 continue;
             }
             self.runner.stop(&task).await;
-            let paths = TaskPaths::new(&self.ctx.run_dir, &task);
+            let paths = self.ctx.run.task(&task);
             kill_orphan(&paths.pid()).await;
-            let ns = self.ctx.task_netns(&task);
+            let ns = self.ctx.run.task_netns(&task);
             errs.note(
                 format!("removing leftover sandbox of task {task}"),
                 sandbox::remove_sandbox_at(&ns).await,
@@ -307,7 +311,7 @@ impl Applier {
     ) {
         if let Ok(names) = netns::list(netns_dir) {
             for name in names {
-                let Some(net) = plan::network_of_netns(&name) else {
+                let NetnsOwner::Overlay(net) = NetnsOwner::of(&name) else {
                     continue;
                 };
                 if !plan.overlays.contains_key(net) {

@@ -1,31 +1,7 @@
-//! The per-task files a sandbox needs, under `<run-dir>/tasks/<task>/`.
+//! The contents of the per-task files a sandbox needs (their paths: `crate::layout`).
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
-
-pub struct TaskPaths {
-    pub dir: PathBuf,
-}
-
-impl TaskPaths {
-    pub fn new(run_dir: &Path, task: &str) -> TaskPaths {
-        TaskPaths {
-            dir: run_dir.join("tasks").join(task),
-        }
-    }
-    pub fn resolv_conf(&self) -> PathBuf {
-        self.dir.join("resolv.conf")
-    }
-    pub fn hosts(&self) -> PathBuf {
-        self.dir.join("hosts")
-    }
-    pub fn log(&self) -> PathBuf {
-        self.dir.join("log")
-    }
-    pub fn pid(&self) -> PathBuf {
-        self.dir.join("pid")
-    }
-}
+use std::path::Path;
 
 /// Docker's embedded-DNS resolv.conf: the sandbox asks 127.0.0.11 and nothing else, and a
 /// bare name is tried as is first (`ndots:0`), so service names resolve without search domains.

@@ -52,7 +52,7 @@ pub enum AgentError {
 impl Agent {
     /// Prepares the node; errors here stop the daemon from starting.
     pub async fn start(self) -> Result<tokio::task::JoinHandle<()>, AgentError> {
-        let dir = self.ctx.netns_dir();
+        let dir = self.ctx.run.netns_dir();
         routemesh_netdev::netns::prepare_dir(&dir).map_err(|source| AgentError::NetnsDir {
             dir: dir.display().to_string(),
             source,

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
 
 use ipnet::Ipv4Net;
 use routemesh_netdev::firewall::{Masquerade, NodeFirewallSpec};
@@ -12,24 +11,22 @@ use routemesh_netdev::spec::{
     Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
 };
 
-use super::files::TaskPaths;
 use super::runner::ProcessSpec;
+use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Driver, Network, Task};
-use crate::sandbox::EnterSpec;
+use crate::enter::EnterSpec;
 
 pub const GWBRIDGE: &str = "rm_gwbridge";
 pub const OVERLAY_MTU: u32 = 1450;
 pub const BRIDGE_MTU: u32 = 1500;
-/// Prefixes of the names this node's kernel objects get, so leftovers can be recognised.
-pub const OVERLAY_NS_PREFIX: &str = "ov-";
-pub const TASK_NS_PREFIX: &str = "task-";
+/// Prefix of the bridges' names, so leftovers can be recognised.
 pub const BRIDGE_PREFIX: &str = "rmb-";
 
 /// What the planner needs to know about this node.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct NodeContext {
     pub node: String,
-    pub run_dir: PathBuf,
+    pub run: RunDir,
     pub advertise_addr: Option<Ipv4Addr>,
     pub gwbridge_subnet: Ipv4Net,
     /// PATH given to task processes.
@@ -37,16 +34,6 @@ pub struct NodeContext {
 }
 
 impl NodeContext {
-    pub fn netns_dir(&self) -> PathBuf {
-        self.run_dir.join("netns")
-    }
-    pub fn overlay_netns(&self, network: &str) -> PathBuf {
-        self.netns_dir()
-            .join(format!("{OVERLAY_NS_PREFIX}{network}"))
-    }
-    pub fn task_netns(&self, task: &str) -> PathBuf {
-        self.netns_dir().join(format!("{TASK_NS_PREFIX}{task}"))
-    }
     pub fn gwbridge_gateway(&self) -> Ipv4Net {
         let gw = crate::ipam::default_gateway(self.gwbridge_subnet)
             .unwrap_or(self.gwbridge_subnet.network());
@@ -111,7 +98,7 @@ pub fn vxlan_ifname(vni: u32) -> String {
 fn overlay_spec(ctx: &NodeContext, st: &ClusterState, net: &Network, vni: u32) -> OverlaySpec {
     let (fdb, neighbours) = remote_endpoints(ctx, st, &net.name);
     OverlaySpec {
-        netns: ctx.overlay_netns(&net.name),
+        netns: ctx.run.overlay_netns(&net.name),
         vxlan_ifname: vxlan_ifname(vni),
         vni,
         local_vtep: ctx.advertise_addr,
@@ -175,7 +162,7 @@ fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<San
         let (attach, mtu) = match net.driver {
             Driver::Overlay => (
                 Attachment::Overlay {
-                    netns: ctx.overlay_netns(&net.name),
+                    netns: ctx.run.overlay_netns(&net.name),
                 },
                 OVERLAY_MTU,
             ),
@@ -207,7 +194,7 @@ fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<San
         mtu: BRIDGE_MTU,
     });
     Some(SandboxSpec {
-        netns: ctx.task_netns(&task.name),
+        netns: ctx.run.task_netns(&task.name),
         interfaces,
         default_gateway: Some(ctx.gwbridge_gateway().addr()),
     })
@@ -215,7 +202,7 @@ fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<San
 
 fn process_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<ProcessSpec> {
     let svc = st.services.get(&task.service)?;
-    let paths = TaskPaths::new(&ctx.run_dir, &task.name);
+    let paths = ctx.run.task(&task.name);
     let mut env = vec![
         ("PATH".to_string(), ctx.task_path.clone()),
         ("HOME".to_string(), "/root".to_string()),
@@ -235,7 +222,7 @@ fn process_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<Pro
         argv: svc.command.clone(),
         env,
         enter: EnterSpec {
-            netns: ctx.task_netns(&task.name),
+            netns: ctx.run.task_netns(&task.name),
             resolv_conf: paths.resolv_conf(),
             hosts: paths.hosts(),
             hostname: task.name.clone(),
@@ -326,35 +313,17 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
     }
 }
 
-/// The overlay and bridge networks a sandbox hangs off, so they are built before it and
-/// removed after it.
-pub fn is_task_netns(name: &str) -> bool {
-    name.starts_with(TASK_NS_PREFIX)
-}
-
-pub fn task_of_netns(name: &str) -> Option<&str> {
-    name.strip_prefix(TASK_NS_PREFIX)
-}
-
-pub fn network_of_netns(name: &str) -> Option<&str> {
-    name.strip_prefix(OVERLAY_NS_PREFIX)
-}
-
-pub fn netns_name(path: &Path) -> String {
-    path.file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default()
-}
-
 #[cfg(test)]
 mod tests {
+    use std::path::PathBuf;
+
     use super::*;
     use crate::model::{Service, TaskAttachment};
 
     fn ctx() -> NodeContext {
         NodeContext {
             node: "n1".into(),
-            run_dir: "/run/rm".into(),
+            run: RunDir::new("/run/rm"),
             advertise_addr: Some("192.168.50.1".parse().unwrap()),
             gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
             task_path: "/usr/bin:/bin".into(),

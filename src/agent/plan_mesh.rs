@@ -11,12 +11,10 @@ use routemesh_netdev::firewall::{HostPort, IngressDnat};
 use routemesh_netdev::spec::{Attachment, InterfaceSpec, Mac, SandboxSpec};
 
 use super::plan::{outer_ifname, NodeContext, BRIDGE_MTU, GWBRIDGE, OVERLAY_MTU};
+use crate::layout::INGRESS_SBOX;
 use crate::model::{
     ClusterState, DesiredState, EndpointMode, Proto, PublishMode, Scheduler, Task, TaskState,
 };
-
-/// Name of the per-node ingress sandbox's namespace file.
-pub const INGRESS_SBOX: &str = "ingress_sbox";
 
 /// One load-balancing namespace's virtual services.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -138,12 +136,12 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                 scheduler: svc.lb_scheduler,
             });
         }
-        let ns = format!("{}{}", super::plan::OVERLAY_NS_PREFIX, net.name);
+        let ns = crate::layout::netns_name(&ctx.run.overlay_netns(&net.name));
         mesh.overlay_addresses.insert(net.name.clone(), addrs);
         mesh.lbs.insert(
             ns,
             LbPlan {
-                netns: ctx.overlay_netns(&net.name),
+                netns: ctx.run.overlay_netns(&net.name),
                 snat_to: own.address.addr(),
                 vips,
                 published: Vec::new(),
@@ -174,7 +172,7 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                 });
             }
         }
-        let sbox_ns = ctx.netns_dir().join(INGRESS_SBOX);
+        let sbox_ns = ctx.run.ingress_sbox_netns();
         mesh.ingress_sbox = Some(SandboxSpec {
             netns: sbox_ns.clone(),
             interfaces: vec![
@@ -182,7 +180,7 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                     ifname: "eth0".into(),
                     outer_ifname: outer_ifname(INGRESS_SBOX, 0),
                     attach: Attachment::Overlay {
-                        netns: ctx.overlay_netns(ingress),
+                        netns: ctx.run.overlay_netns(ingress),
                     },
                     address: own.address,
                     mac: Mac::from_ipv4(own.address.addr()),
@@ -244,7 +242,7 @@ mod tests {
     fn ctx() -> NodeContext {
         NodeContext {
             node: "n1".into(),
-            run_dir: "/run/rm".into(),
+            run: crate::layout::RunDir::new("/run/rm"),
             advertise_addr: None,
             gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
             task_path: "/bin".into(),

@@ -12,9 +12,9 @@ use serde::Deserialize;
 
 use super::error::ApiError;
 use super::types::*;
-use crate::agent::files::TaskPaths;
 use crate::agent::plan::NodeContext;
 use crate::control::Control;
+use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Network, Task, TaskState};
 use crate::store::state;
 use crate::validate;
@@ -258,7 +258,7 @@ async fn service_logs(State(app): Shared, Path(name): Path<String>) -> Result<St
             ));
             continue;
         };
-        let path = TaskPaths::new(&run_dir, &t.name).log();
+        let path = RunDir::new(run_dir).task(&t.name).log();
         match tokio::fs::read_to_string(&path).await {
             Ok(text) => {
                 for line in text.lines() {
@@ -323,10 +323,9 @@ async fn task_sandbox(State(app): Shared, Path(name): Path<String>) -> ApiResult
         )))
         }
     };
-    let paths = TaskPaths::new(&run_dir, &name);
-    let netns = run_dir
-        .join("netns")
-        .join(format!("{}{name}", crate::agent::plan::TASK_NS_PREFIX));
+    let run_dir = RunDir::new(run_dir);
+    let paths = run_dir.task(&name);
+    let netns = run_dir.task_netns(&name);
     Ok(Json(SandboxInfo {
         task: name.clone(),
         node: t.node.clone(),
@@ -348,11 +347,11 @@ fn remote_run_dir<'a>(
     task: &Task,
 ) -> Result<PathBuf, Option<&'a crate::model::Node>> {
     if task.node == app.ctx.node {
-        return Ok(app.ctx.run_dir.clone());
+        return Ok(app.ctx.run.path().to_path_buf());
     }
     let node = st.nodes.get(&task.node).ok_or(None)?;
     let dir = PathBuf::from(&node.run_dir);
-    if dir == app.ctx.run_dir || !dir.exists() {
+    if dir == app.ctx.run.path() || !dir.exists() {
         return Err(Some(node));
     }
     Ok(dir)

@@ -321,7 +321,7 @@ fn exec(socket: &std::path::Path, task: &str, command: &[String]) -> i32 {
     let Some((prog, args)) = command.split_first() else {
         return report(Err(anyhow::anyhow!("missing command after `--`")));
     };
-    let spec = crate::sandbox::EnterSpec {
+    let spec = crate::enter::EnterSpec {
         netns: info.netns.into(),
         resolv_conf: info.resolv_conf.into(),
         hosts: info.hosts.into(),
@@ -329,7 +329,7 @@ fn exec(socket: &std::path::Path, task: &str, command: &[String]) -> i32 {
     };
     let mut cmd = Command::new(prog);
     cmd.args(args);
-    if let Err(e) = crate::sandbox::enter_on_spawn(&mut cmd, &spec, false) {
+    if let Err(e) = crate::enter::enter_on_spawn(&mut cmd, &spec, false) {
         return report(Err(anyhow::anyhow!("task {task}: {e}")));
     }
     match cmd.status() {
