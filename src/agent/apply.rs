@@ -129,7 +129,7 @@ impl Applier {
         for (task, spec) in &plan.sandboxes {
             if self.applied.sandboxes.get(task) != Some(spec) {
                 let files = &plan.task_files[task];
-                let paths = self.ctx.run.task(&task);
+                let paths = self.ctx.run.task(task);
                 let wrote = write_if_changed(&paths.resolv_conf(), &files.resolv_conf)
                     .and_then(|_| write_if_changed(&paths.hosts(), &files.hosts));
                 if !errs.note(format!("writing files of task {task}"), wrote) {
@@ -260,7 +260,7 @@ impl Applier {
         self.applied.sandboxes.contains_key(task)
             || self.runner.supervised().iter().any(|t| t == task)
             || netns::is_mounted(&self.ctx.run.task_netns(task))
-            || self.ctx.run.task(&task).dir.exists()
+            || self.ctx.run.task(task).dir.exists()
     }
 
     async fn remove_leftover_tasks(
