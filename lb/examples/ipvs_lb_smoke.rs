@@ -228,7 +228,10 @@ fn run(checks: &mut Checks) -> Result<(), String> {
     checks.check(
         "IPVS available in this kernel",
         ipvs_available().is_ok(),
-        ipvs_available().err().unwrap_or_default(),
+        ipvs_available()
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default(),
     );
 
     // --- namespaces: client -> lb (bridge br0) -> b1, b2, b3 ---------------------------------

@@ -6,7 +6,7 @@
 //!
 //! ```text
 //! ValidLbSpec --allocate_marks--> Marks --desired_state (pure)--> IpvsState --diff (pure)--> [IpvsChange]
-//!                                      \--render_marking (pure)--> nft text (sent when it changed)
+//!                                      \--marking_table (pure)--> nft Table (sent when it changed)
 //! ```
 //!
 //! # Packet path (table `ip routemesh_ipvs`)
@@ -68,22 +68,24 @@ use routemesh_ipvs::{IpvsClient, IpvsError};
 
 pub use kernel::{FakeIpvs, IpvsTable};
 pub use marking::{
-    delete_marking, render_marking, MarkedFrontend, CHAIN_CHECK_BACKEND, CHAIN_MARK,
-    CHAIN_MARK_OUTPUT, CHAIN_MARK_PREROUTING, CHAIN_REJECT, CHAIN_SNAT, DEFAULT_TABLE,
-    MAP_PUBLISHED_MARKS, MAP_VIP_ADDR_MARKS, MAP_VIP_PORT_MARKS, PRIORITY_MARK, PRIORITY_SRCNAT,
-    SET_NO_BACKEND_MARKS,
+    marking_table, MarkedFrontend, CHAIN_CHECK_BACKEND, CHAIN_MARK, CHAIN_MARK_OUTPUT,
+    CHAIN_MARK_PREROUTING, CHAIN_REJECT, CHAIN_SNAT, DEFAULT_TABLE, MAP_PUBLISHED_MARKS,
+    MAP_VIP_ADDR_MARKS, MAP_VIP_PORT_MARKS, PRIORITY_MARK, PRIORITY_SRCNAT, SET_NO_BACKEND_MARKS,
 };
 pub use marks::{allocate_marks, Marks, MarksExhausted, MARK_FIRST, MARK_LAST};
 pub use namespace::{
-    ipvs_available, prepare_namespace, PrepareError, Timeouts, MAX_TIMEOUT, SYSCTLS,
+    ipvs_available, prepare_namespace, IpvsUnavailable, Modprobe, PrepareError, Timeouts,
+    MAX_TIMEOUT, SYSCTLS,
 };
 pub use state::{
     desired_state, diff, fwmark_key, fwmark_service, is_owned, read_state, ChangeCounts,
     IpvsChange, IpvsState, ServiceState,
 };
 
+use routemesh_nft::{Executor, NftError, Table, Transaction};
+
 use crate::model::ValidLbSpec;
-use crate::nftables::{NftRunner, SyncMode};
+use crate::nftables::SyncMode;
 
 #[derive(Debug, thiserror::Error)]
 pub enum IpvsBackendError {
@@ -98,8 +100,12 @@ pub enum IpvsBackendError {
     /// The kernel refused a request; the message names the operation and the object.
     #[error("IPVS: {0}")]
     Ipvs(#[from] IpvsError),
-    #[error("nft table ip {table}: replacing the marking table failed: {message}")]
-    Nft { table: String, message: String },
+    #[error("nft table ip {table}: replacing the marking table failed: {source}")]
+    Nft {
+        table: String,
+        #[source]
+        source: NftError,
+    },
     /// The full sync that followed a failed incremental one failed too.
     #[error("{source} (after an incremental sync failed: {first})")]
     Recovery {
@@ -108,8 +114,8 @@ pub enum IpvsBackendError {
         source: Box<IpvsBackendError>,
     },
     /// Teardown went on after errors; all of them.
-    #[error("tearing down IPVS: {}", .0.join("; "))]
-    Teardown(Vec<String>),
+    #[error("tearing down IPVS: {}", join(.0))]
+    Teardown(Vec<IpvsBackendError>),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,37 +131,42 @@ pub struct IpvsSyncReport {
     pub recovered_from: Option<String>,
 }
 
+fn join(errors: &[IpvsBackendError]) -> String {
+    let parts: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    parts.join("; ")
+}
+
 /// One namespace's IPVS dataplane. `ipvs` must be a client opened in that namespace
-/// ([`IpvsBackend::open`]), `runner` must run `nft -f -` in it.
-pub struct IpvsBackend<R, K = IpvsClient> {
-    runner: R,
+/// ([`IpvsBackend::open`]), `nft` must apply transactions in it.
+pub struct IpvsBackend<E, K = IpvsClient> {
+    nft: E,
     ipvs: K,
     table: String,
     marks: Marks,
     /// What IPVS holds after the last successful sync; `None`: dump it next time.
     applied_ipvs: Option<IpvsState>,
-    /// The marking script last applied; `None`: send it next time.
-    applied_marking: Option<String>,
+    /// The marking table last applied; `None`: send it next time.
+    applied_marking: Option<Table>,
 }
 
-impl<R: NftRunner> IpvsBackend<R, IpvsClient> {
+impl<E: Executor> IpvsBackend<E, IpvsClient> {
     /// Opens an IPVS client inside `netns` (e.g. `/run/netns/ingress_sbox`); the socket stays
     /// bound to that namespace whichever thread uses the backend later.
-    pub fn open(netns: &Path, runner: R) -> Result<Self, IpvsBackendError> {
+    pub fn open(netns: &Path, nft: E) -> Result<Self, IpvsBackendError> {
         let ipvs = IpvsClient::open_in_netns(netns).map_err(|source| IpvsBackendError::Open {
             netns: netns.to_path_buf(),
             source,
         })?;
-        Ok(IpvsBackend::new(runner, ipvs))
+        Ok(IpvsBackend::new(nft, ipvs))
     }
 }
 
-impl<R: NftRunner, K: IpvsTable> IpvsBackend<R, K> {
+impl<E: Executor, K: IpvsTable> IpvsBackend<E, K> {
     /// Starts with no cache: the first [`sync`](Self::sync) dumps the kernel's table and adopts
     /// it (changing only what differs), and replaces the marking table atomically.
-    pub fn new(runner: R, ipvs: K) -> Self {
+    pub fn new(nft: E, ipvs: K) -> Self {
         IpvsBackend {
-            runner,
+            nft,
             ipvs,
             table: DEFAULT_TABLE.to_string(),
             marks: Marks::new(),
@@ -164,8 +175,8 @@ impl<R: NftRunner, K: IpvsTable> IpvsBackend<R, K> {
         }
     }
 
-    pub fn runner(&self) -> &R {
-        &self.runner
+    pub fn nft(&self) -> &E {
+        &self.nft
     }
 
     pub fn ipvs(&self) -> &K {
@@ -225,19 +236,22 @@ impl<R: NftRunner, K: IpvsTable> IpvsBackend<R, K> {
         self.invalidate();
         self.marks.clear();
         let mut errors = Vec::new();
-        if let Err(message) = self.runner.run(&delete_marking(&self.table)) {
-            errors.push(format!("nft table ip {}: {message}", self.table));
+        if let Err(source) = self.nft.apply(&Transaction::delete_table(&self.table)) {
+            errors.push(IpvsBackendError::Nft {
+                table: self.table.clone(),
+                source,
+            });
         }
         match read_state(&mut self.ipvs) {
             Ok(state) => {
                 for service in state.values() {
                     let change = IpvsChange::DeleteService(service.service.key);
                     if let Err(e) = self.ipvs.apply(&change) {
-                        errors.push(e.to_string());
+                        errors.push(e.into());
                     }
                 }
             }
-            Err(e) => errors.push(e.to_string()),
+            Err(e) => errors.push(e.into()),
         }
         if errors.is_empty() {
             Ok(())
@@ -266,7 +280,7 @@ impl<R: NftRunner, K: IpvsTable> IpvsBackend<R, K> {
                 })
             })
             .collect();
-        let marking = render_marking(&self.table, spec.snat(), &marked);
+        let marking = marking_table(&self.table, spec.snat(), &marked);
         self.marks = marks;
 
         // Taken out of the cache: a failure below leaves no cache, so the next sync re-reads.
@@ -276,7 +290,7 @@ impl<R: NftRunner, K: IpvsTable> IpvsBackend<R, K> {
             _ => read_state(&mut self.ipvs)?,
         };
         let changes = diff(&current, &desired);
-        let send_marking = full || self.applied_marking.as_deref() != Some(marking.as_str());
+        let send_marking = full || self.applied_marking.as_ref() != Some(&marking);
         if changes.is_empty() && !send_marking {
             self.applied_ipvs = Some(desired);
             return Ok(IpvsSyncReport {
@@ -300,11 +314,11 @@ impl<R: NftRunner, K: IpvsTable> IpvsBackend<R, K> {
         }
         if send_marking {
             self.applied_marking = None;
-            self.runner
-                .run(&marking)
-                .map_err(|message| IpvsBackendError::Nft {
+            self.nft
+                .apply(&Transaction::replace(marking.clone()))
+                .map_err(|source| IpvsBackendError::Nft {
                     table: self.table.clone(),
-                    message,
+                    source,
                 })?;
             self.applied_marking = Some(marking);
         }

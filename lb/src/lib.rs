@@ -4,17 +4,16 @@
 //! - [`nftables`]: the nftables backend; one [`NftBackend`] programs one namespace's table.
 //! - [`ipvs`]: the IPVS backend; one [`IpvsBackend`] programs one namespace's IPVS table and
 //!   its nft marking table.
-//! - [`tracer`]: walks a packet through a rendered nftables ruleset without a kernel.
 //!
-//! nft scripts go through [`NftRunner`], which the caller implements to run `nft -f -` in the
-//! right namespace. The only namespace handling is IPVS's: its socket is opened inside the
-//! namespace it programs ([`IpvsBackend::open`]), and [`prepare_namespace`] writes IPVS sysctls
-//! there.
+//! Tables are built as `routemesh_nft` models and applied through its `Executor` (the caller
+//! gives one for the namespace the backend instance is for); the packet tracer that checks
+//! them is `routemesh_nft::trace`. The only namespace handling is IPVS's: its socket is opened
+//! inside the namespace it programs ([`IpvsBackend::open`]), and [`prepare_namespace`] writes
+//! IPVS sysctls there.
 
 pub mod ipvs;
 pub mod model;
 pub mod nftables;
-pub mod tracer;
 
 pub use ipvs::{
     ipvs_available, prepare_namespace, FakeIpvs, IpvsBackend, IpvsBackendError, IpvsSyncReport,
@@ -24,6 +23,4 @@ pub use model::{
     Backend, Frontend, LbSpec, Proto, Scheduler, Snat, SpecError, ValidLbSpec, VirtualService,
 };
 pub use nftables::names;
-pub use nftables::{
-    plan, CommandRunner, NftBackend, NftError, NftRunner, RecordingRunner, SyncMode, SyncReport,
-};
+pub use nftables::{plan, NftBackend, NftSyncError, SyncMode, SyncReport};

@@ -7,7 +7,8 @@ use std::path::PathBuf;
 
 use common::*;
 use routemesh_lb::nftables::plan;
-use routemesh_lb::{NftBackend, RecordingRunner, Snat};
+use routemesh_lb::{NftBackend, Snat};
+use routemesh_nft::FakeNft;
 
 fn check(name: &str, actual: &str) {
     let path = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -66,20 +67,20 @@ fn address_only_vip_table() {
 
 #[test]
 fn incremental_scripts() {
-    let mut backend = NftBackend::new(RecordingRunner::new());
+    let mut backend = NftBackend::new(FakeNft::new());
     backend.sync(&fixture()).unwrap();
     let mut s = services();
     s[0].backends[2] = be("10.1.0.9", 8080, 1);
     backend.sync(&valid(Snat::Masquerade, s.clone())).unwrap();
     check(
         "incremental_backend_swap.nft",
-        &backend.runner().last_script().unwrap(),
+        &backend.nft().last_script().unwrap(),
     );
     s[0].backends.push(be("10.1.0.10", 8080, 1));
     s.remove(1);
     backend.sync(&valid(Snat::Masquerade, s)).unwrap();
     check(
         "incremental_new_and_emptied_group.nft",
-        &backend.runner().last_script().unwrap(),
+        &backend.nft().last_script().unwrap(),
     );
 }

@@ -9,13 +9,14 @@ use std::net::{IpAddr, SocketAddr};
 use common::{any_port, be, ip, published, valid, vip};
 use routemesh_ipvs::{Destination, Family, Scheduler as IpvsScheduler, Service, ServiceKey};
 use routemesh_lb::ipvs::{
-    desired_state, diff, fwmark_key, fwmark_service, render_marking, IpvsChange, IpvsState,
+    desired_state, diff, fwmark_key, fwmark_service, marking_table, IpvsChange, IpvsState,
     MarkedFrontend, ServiceState, DEFAULT_TABLE,
 };
 use routemesh_lb::{
-    FakeIpvs, Frontend, IpvsBackend, IpvsBackendError, Proto, RecordingRunner, Scheduler, Snat,
-    SyncMode, ValidLbSpec, VirtualService,
+    FakeIpvs, Frontend, IpvsBackend, IpvsBackendError, Proto, Scheduler, Snat, SyncMode,
+    ValidLbSpec, VirtualService,
 };
+use routemesh_nft::FakeNft;
 
 fn dest(addr: &str, port: u16, weight: u32) -> Destination {
     Destination {
@@ -45,8 +46,8 @@ fn web_spec(weights: [u32; 3]) -> ValidLbSpec {
     )
 }
 
-fn backend() -> IpvsBackend<RecordingRunner, FakeIpvs> {
-    IpvsBackend::new(RecordingRunner::new(), FakeIpvs::new())
+fn backend() -> IpvsBackend<FakeNft, FakeIpvs> {
+    IpvsBackend::new(FakeNft::new(), FakeIpvs::new())
 }
 
 const GOLDEN_MARKING: &str = "\
@@ -113,7 +114,7 @@ fn golden_spec() -> ValidLbSpec {
 fn marking_script_is_golden() {
     let mut backend = backend();
     backend.sync(&golden_spec()).unwrap();
-    let scripts = backend.runner().scripts();
+    let scripts = backend.nft().scripts();
     assert_eq!(scripts.len(), 1);
     // Frontends sort as Vip (by address, port, protocol) < Published < VipAnyPort: marks
     // follow that order.
@@ -122,7 +123,7 @@ fn marking_script_is_golden() {
 
 #[test]
 fn marking_script_without_frontends_has_empty_maps() {
-    let script = render_marking(DEFAULT_TABLE, Snat::Masquerade, &[]);
+    let script = marking_table(DEFAULT_TABLE, Snat::Masquerade, &[]).full_sync_script();
     assert!(script.contains("\tmap vip_addr_marks {\n\t\ttypeof ip daddr : meta mark\n\t}\n"));
     assert!(script.contains("\t\tmeta mark 0x00000100-0x0000ffff masquerade\n"));
     assert!(!script.contains("elements"));
@@ -147,8 +148,8 @@ fn marking_script_does_not_depend_on_input_order() {
         has_active_backend: true,
     };
     assert_eq!(
-        render_marking("t", Snat::Masquerade, &[a, b]),
-        render_marking("t", Snat::Masquerade, &[b, a])
+        marking_table("t", Snat::Masquerade, &[a, b]).full_sync_script(),
+        marking_table("t", Snat::Masquerade, &[b, a]).full_sync_script()
     );
 }
 
@@ -191,7 +192,7 @@ fn first_sync_creates_fwmark_services_with_masq_destinations() {
     // Same spec: nothing sent, no dump.
     let report = backend.sync(&web_spec([1, 1, 1])).unwrap();
     assert_eq!(report.mode, SyncMode::Unchanged);
-    assert_eq!(backend.runner().scripts().len(), 1);
+    assert_eq!(backend.nft().scripts().len(), 1);
     assert_eq!(backend.ipvs().dumps, 1);
 }
 
@@ -248,7 +249,7 @@ fn all_draining_frontend_keeps_its_service_and_is_rejected_in_nft() {
     assert!(report.marking_replaced);
     assert_eq!(report.changes.destinations_updated, 6);
     assert_eq!(report.changes.services_removed, 0);
-    let script = backend.runner().last_script().unwrap();
+    let script = backend.nft().last_script().unwrap();
     assert!(
         script.contains("\t\telements = { 0x00000100, 0x00000101 }\n"),
         "{script}"
@@ -268,7 +269,7 @@ fn removed_frontend_unmarked_before_its_service_is_deleted_and_mark_not_reused_a
             published(53, Proto::Udp, vec![be("10.1.0.11", 53, 1)]),
         ],
     );
-    let scripts_before = backend.runner().scripts().len();
+    let scripts_before = backend.nft().scripts().len();
     backend.sync(&spec).unwrap();
     let udp53 = Frontend::Published {
         port: 53,
@@ -287,8 +288,8 @@ fn removed_frontend_unmarked_before_its_service_is_deleted_and_mark_not_reused_a
             IpvsChange::DeleteService(fwmark_key(0x100)),
         ]
     );
-    assert_eq!(backend.runner().scripts().len(), scripts_before + 1);
-    let script = backend.runner().last_script().unwrap();
+    assert_eq!(backend.nft().scripts().len(), scripts_before + 1);
+    let script = backend.nft().last_script().unwrap();
     assert!(script.contains("elements = { udp . 53 : 0x00000102 }"));
     assert!(!script.contains("8080"));
 }
@@ -346,7 +347,7 @@ fn full_sync_adopts_the_kernel_and_leaves_foreign_services_alone() {
     .collect();
     ipvs.table.insert(existing.key, (existing, dests));
 
-    let mut backend = IpvsBackend::new(RecordingRunner::new(), ipvs);
+    let mut backend = IpvsBackend::new(FakeNft::new(), ipvs);
     backend.sync(&web_spec([1, 1, 1])).unwrap();
     let changes = backend.ipvs_mut().take_changes();
     assert_eq!(
@@ -395,7 +396,7 @@ fn failed_incremental_sync_recovers_with_a_full_one() {
 #[test]
 fn failed_nft_run_is_reported_and_retried() {
     let mut backend = backend();
-    backend.runner().fail_next("Error: syntax error");
+    backend.nft().fail_next("Error: syntax error");
     let err = backend.sync(&web_spec([1, 1, 1])).unwrap_err();
     assert!(matches!(err, IpvsBackendError::Nft { .. }));
     assert_eq!(
@@ -403,7 +404,7 @@ fn failed_nft_run_is_reported_and_retried() {
         "nft table ip routemesh_ipvs: replacing the marking table failed: Error: syntax error"
     );
     // The services went in; the marking table did not: the next sync re-reads and resends.
-    backend.runner().fail_next("Error: still broken");
+    backend.nft().fail_next("Error: still broken");
     assert!(backend.sync(&web_spec([1, 1, 1])).is_err());
     let report = backend.sync(&web_spec([1, 1, 1])).unwrap();
     assert_eq!(report.mode, SyncMode::Full);
@@ -418,7 +419,7 @@ fn teardown_removes_table_and_owned_services() {
     backend.teardown().unwrap();
     assert!(backend.ipvs().table.is_empty());
     assert_eq!(
-        backend.runner().last_script().unwrap(),
+        backend.nft().last_script().unwrap(),
         "add table ip routemesh_ipvs\ndelete table ip routemesh_ipvs\n"
     );
     assert!(backend.marks().is_empty());

@@ -11,8 +11,8 @@ use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use routemesh_lb::ipvs::{render_marking, MarkedFrontend, Timeouts, DEFAULT_TABLE};
-use routemesh_lb::{Frontend, NftRunner, Proto, Snat};
+use routemesh_lb::ipvs::{marking_table, MarkedFrontend, Timeouts, DEFAULT_TABLE};
+use routemesh_lb::{Frontend, Proto, Snat};
 use support::{is_root, veth, Netns, NsRunner};
 
 fn unique(name: &str) -> String {
@@ -69,13 +69,14 @@ fn marking_table_loads_replaces_and_rejects() {
         .unwrap();
     let runner = NsRunner::new(&lb);
 
-    let empty = render_marking(DEFAULT_TABLE, Snat::Masquerade, &[]);
+    let empty = marking_table(DEFAULT_TABLE, Snat::Masquerade, &[]).full_sync_script();
     runner.run(&empty).unwrap();
-    let all_active = render_marking(
+    let all_active = marking_table(
         DEFAULT_TABLE,
         Snat::To(Ipv4Addr::new(10, 76, 0, 1)),
         &frontends(true),
-    );
+    )
+    .full_sync_script();
     runner.run(&all_active).unwrap();
     let listed = lb
         .exec("nft", &["list", "table", "ip", DEFAULT_TABLE])
@@ -86,7 +87,8 @@ fn marking_table_loads_replaces_and_rejects() {
     );
     assert!(listed.contains("snat to 10.76.0.1"), "{listed}");
 
-    let none_active = render_marking(DEFAULT_TABLE, Snat::Masquerade, &frontends(false));
+    let none_active =
+        marking_table(DEFAULT_TABLE, Snat::Masquerade, &frontends(false)).full_sync_script();
     runner.run(&none_active).unwrap();
     let listed = lb
         .exec("nft", &["list", "table", "ip", DEFAULT_TABLE])
@@ -146,7 +148,7 @@ fn without_ipvs_the_errors_say_so() {
         eprintln!("SKIPPED: this kernel has IPVS");
         return;
     }
-    let message = routemesh_lb::ipvs_available().unwrap_err();
+    let message = routemesh_lb::ipvs_available().unwrap_err().to_string();
     assert!(
         message.starts_with("IPVS is not available: this kernel has no IPVS"),
         "{message}"

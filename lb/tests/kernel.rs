@@ -233,7 +233,7 @@ fn vip_spreads_drains_rejects_and_cleans_up() {
     // which stay: elements only.
     let report = nft.sync(&spec(backends(&[1, 1, 0]), true)).unwrap();
     assert_eq!(report.mode, SyncMode::Incremental);
-    let script = nft.runner().last_script().unwrap();
+    let script = nft.nft().last_script().unwrap();
     for line in script.lines() {
         assert!(
             line.starts_with("add element ") || line.starts_with("delete element "),

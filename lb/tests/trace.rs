@@ -4,8 +4,9 @@ mod common;
 
 use common::*;
 use routemesh_lb::nftables::plan;
-use routemesh_lb::tracer::{DnatTarget, Packet, RejectKind, Ruleset, SourceNat, Trace, Verdict};
-use routemesh_lb::{NftBackend, Proto, RecordingRunner, Snat, ValidLbSpec};
+use routemesh_lb::{NftBackend, Proto, Snat, ValidLbSpec};
+use routemesh_nft::trace::{DnatTarget, Packet, RejectKind, Ruleset, SourceNat, Trace, Verdict};
+use routemesh_nft::FakeNft;
 
 fn ruleset(spec: &ValidLbSpec) -> Ruleset {
     Ruleset::parse(&plan(spec).full_sync_script()).unwrap()
@@ -431,33 +432,33 @@ fn incremental_syncs_converge_to_full() {
         }),
         fixture(),
     ];
-    let mut backend = NftBackend::new(RecordingRunner::new());
+    let mut backend = NftBackend::new(FakeNft::new());
     let mut applied = Ruleset::default();
     for (i, spec) in steps.iter().enumerate() {
         backend.sync(spec).unwrap();
-        if let Some(script) = backend.runner().last_script() {
+        if let Some(script) = backend.nft().last_script() {
             applied
                 .apply(&script)
                 .unwrap_or_else(|e| panic!("step {i}: {e}\n{script}"));
         }
         assert_eq!(applied, ruleset(spec), "step {i}");
     }
-    assert_eq!(backend.runner().scripts().len(), steps.len());
+    assert_eq!(backend.nft().scripts().len(), steps.len());
 }
 
 #[test]
 fn removed_service_leaves_no_element() {
-    let mut backend = NftBackend::new(RecordingRunner::new());
+    let mut backend = NftBackend::new(FakeNft::new());
     let mut applied = Ruleset::default();
     backend.sync(&fixture()).unwrap();
     applied
-        .apply(&backend.runner().last_script().unwrap())
+        .apply(&backend.nft().last_script().unwrap())
         .unwrap();
     let mut s = services();
     s.remove(0);
     backend.sync(&valid(Snat::Masquerade, s)).unwrap();
     applied
-        .apply(&backend.runner().last_script().unwrap())
+        .apply(&backend.nft().last_script().unwrap())
         .unwrap();
     let left: Vec<String> = applied
         .elements()

@@ -22,9 +22,13 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
-    /// `nft` refused a script or could not be run.
-    #[error("{op}: nft: {stderr}")]
-    Nft { op: String, stderr: String },
+    /// nft refused a transaction, could not be run, or the table could not be written.
+    #[error("{op}: nft: {source}")]
+    Nft {
+        op: String,
+        #[source]
+        source: routemesh_nft::NftError,
+    },
     /// The kernel holds something under our name that we did not make and will not touch.
     #[error("{object}: {detail}")]
     Conflict { object: String, detail: String },
@@ -136,7 +140,7 @@ mod tests {
         let e = Error::Many(vec![
             Error::Nft {
                 op: "apply".into(),
-                stderr: "boom".into(),
+                source: routemesh_nft::NftError::Injected("boom".into()),
             },
             Error::sys("umount", "/x", Errno::EBUSY),
         ]);

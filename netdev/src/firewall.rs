@@ -1,23 +1,24 @@
-//! The node namespace's own nftables table. Every sync replaces the table's whole content in
-//! one `nft -f` transaction; nothing outside this table is ever read or touched.
+//! The node namespace's own nftables table: published ports (the routing mesh's, DNATed to
+//! the ingress sandbox, and host-mode ones, straight to local tasks) and egress masquerade.
+//! Built as an nft model; every sync replaces the table's whole content in one transaction,
+//! and nothing outside this table is ever read or touched.
 //!
-//! `apply` and `remove` block on the `nft` process: call them from `spawn_blocking`.
+//! `sync` and `remove` block on the `nft` process: call them from `spawn_blocking`.
 
-use std::io::Write;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
+use std::net::Ipv4Addr;
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use ipnet::Ipv4Net;
+use routemesh_nft::{
+    AddrType, BaseChain, Chain, ChainType, Collection, CtStatus, DataType, Declare, Element,
+    ElementLayout, Executor, Expr, Hook, KeyDecl, MapRef, Match, NftCmd, Priority, Rule, Stmt,
+    Style, Table, Transaction, Value,
+};
 
 use crate::error::{Error, Result};
-use crate::netns;
 
-/// Family of the table.
-pub const FAMILY: &str = "ip";
 /// The table routemesh owns in the node namespace.
-pub const TABLE: &str = "routemesh";
+pub const TABLE: &str = routemesh_nft::tables::NODE;
 /// NAT chain on the postrouting hook (priority srcnat): egress masquerade.
 pub const CHAIN_POSTROUTING: &str = "postrouting";
 /// NAT chain on the prerouting hook (priority dstnat): published ports from other hosts.
@@ -26,8 +27,6 @@ pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_OUTPUT: &str = "output";
 /// Set of `inet_proto . inet_service` published in ingress mode.
 pub const SET_INGRESS_PORTS: &str = "ingress_ports";
-/// The binary that applies scripts.
-pub const NFT: &str = "nft";
 
 /// What the node's table should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -45,7 +44,7 @@ pub use routemesh_types::Proto;
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct IngressDnat {
     /// The ingress sandbox's address on the gateway bridge.
-    pub sbox: std::net::Ipv4Addr,
+    pub sbox: Ipv4Addr,
     pub gw_bridge: String,
     pub gw_subnet: Ipv4Net,
     pub ports: Vec<(Proto, u16)>,
@@ -57,7 +56,7 @@ pub struct IngressDnat {
 pub struct HostPort {
     pub proto: Proto,
     pub port: u16,
-    pub targets: Vec<(std::net::Ipv4Addr, u16)>,
+    pub targets: Vec<(Ipv4Addr, u16)>,
 }
 
 /// Traffic from `subnet` leaving through any interface other than `bridge` is masqueraded.
@@ -67,23 +66,16 @@ pub struct Masquerade {
     pub bridge: String,
 }
 
-/// Refuses names that could not be quoted safely into a script.
+/// Refuses what could not be written into the table safely (a bridge name nft would misread).
 pub fn validate(spec: &NodeFirewallSpec) -> Result<()> {
-    for m in &spec.masquerade {
-        let ok_char = |c: char| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.');
-        if m.bridge.is_empty() || m.bridge.len() > 15 || !m.bridge.chars().all(ok_char) {
-            return Err(Error::Invalid {
-                what: "masquerade bridge name".into(),
-                detail: format!("{:?}", m.bridge),
-            });
-        }
-    }
-    Ok(())
+    routemesh_nft::check::table(&table(spec)).map_err(|source| Error::Nft {
+        op: format!("checking table ip {TABLE}"),
+        source,
+    })
 }
 
-/// A complete `nft -f` script replacing the table's content atomically, rules in a
-/// deterministic order (sorted, duplicates dropped).
-pub fn render(spec: &NodeFirewallSpec) -> String {
+/// The whole table for `spec`, rules in a deterministic order (sorted, duplicates dropped).
+pub fn table(spec: &NodeFirewallSpec) -> Table {
     let mut masquerade: Vec<Masquerade> = spec
         .masquerade
         .iter()
@@ -94,163 +86,159 @@ pub fn render(spec: &NodeFirewallSpec) -> String {
         .collect();
     masquerade.sort();
     masquerade.dedup();
-    let mut out = replace_prelude();
-    out.push_str(&format!("table {FAMILY} {TABLE} {{\n"));
-    let dnat_rules = dnat_rules(spec);
+    let mut t = Table::new(TABLE).with_style(Style {
+        declare: Declare::EmptyBlock,
+        elements: ElementLayout::OneLine,
+    });
     if let Some(ing) = &spec.ingress {
         let mut ports = ing.ports.clone();
         ports.sort();
         ports.dedup();
-        out.push_str(&format!(
-            "\tset {SET_INGRESS_PORTS} {{\n\t\ttype inet_proto . inet_service\n"
-        ));
-        if !ports.is_empty() {
-            let elems: Vec<String> = ports.iter().map(|(p, n)| format!("{p} . {n}")).collect();
-            out.push_str(&format!("\t\telements = {{ {} }}\n", elems.join(", ")));
-        }
-        out.push_str("\t}\n");
+        t.collections.push(
+            Collection::set(
+                SET_INGRESS_PORTS,
+                KeyDecl::Type(vec![DataType::InetProto, DataType::InetService]),
+            )
+            .with_elements(
+                ports
+                    .iter()
+                    .map(|(p, n)| Element::key(vec![Value::Proto(*p), Value::Port(*n)]))
+                    .collect(),
+            ),
+        );
     }
+    let dnat_rules = dnat_rules(spec);
     if !dnat_rules.is_empty() {
         // nft 1.0.6 knows the name `dstnat` on prerouting only; -100 is the same priority.
         for (chain, hook, prio) in [
-            (CHAIN_PREROUTING, "prerouting", "dstnat"),
-            (CHAIN_OUTPUT, "output", "-100"),
+            (CHAIN_PREROUTING, Hook::Prerouting, Priority::Dstnat),
+            (CHAIN_OUTPUT, Hook::Output, Priority::Num(-100)),
         ] {
-            out.push_str(&format!("\tchain {chain} {{\n"));
-            out.push_str(&format!(
-                "\t\ttype nat hook {hook} priority {prio}; policy accept;\n"
+            t.chains.push(Chain::base(
+                chain,
+                BaseChain::new(ChainType::Nat, hook, prio),
+                dnat_rules.clone(),
             ));
-            for r in &dnat_rules {
-                out.push_str(&format!("\t\t{r}\n"));
-            }
-            out.push_str("\t}\n");
         }
     }
-    out.push_str(&format!("\tchain {CHAIN_POSTROUTING} {{\n"));
-    out.push_str("\t\ttype nat hook postrouting priority srcnat; policy accept;\n");
-    for m in &masquerade {
-        out.push_str(&format!(
-            "\t\tip saddr {} oifname != \"{}\" masquerade\n",
-            m.subnet, m.bridge
-        ));
-    }
+    let mut post: Vec<Rule> = masquerade
+        .iter()
+        .map(|m| {
+            Rule::new(
+                vec![
+                    Match::Eq(Expr::IpSaddr, Value::Net(m.subnet)),
+                    Match::Ne(Expr::Oifname, Value::Iface(m.bridge.clone())),
+                ],
+                vec![Stmt::Masquerade],
+            )
+        })
+        .collect();
     if let Some(ing) = &spec.ingress {
         // The node itself (127.0.0.1 included) and tasks calling a published port through
         // the node's address reach the sandbox on the bridge they would get replies from
         // directly: source-NAT them so replies come back through this namespace.
-        out.push_str(&format!(
-            "\t\toifname \"{}\" ct status dnat fib saddr type local masquerade\n",
-            ing.gw_bridge
+        let to_sbox = || {
+            vec![
+                Match::Eq(Expr::Oifname, Value::Iface(ing.gw_bridge.clone())),
+                Match::Eq(Expr::CtStatus, Value::CtStatus(CtStatus::Dnat)),
+            ]
+        };
+        let mut from_node = to_sbox();
+        from_node.push(Match::Eq(
+            Expr::FibSaddrType,
+            Value::AddrType(AddrType::Local),
         ));
-        out.push_str(&format!(
-            "\t\toifname \"{}\" ct status dnat ip saddr {} masquerade\n",
-            ing.gw_bridge,
-            ing.gw_subnet.trunc()
-        ));
+        let mut from_tasks = to_sbox();
+        from_tasks.push(Match::Eq(Expr::IpSaddr, Value::Net(ing.gw_subnet.trunc())));
+        post.push(Rule::new(from_node, vec![Stmt::Masquerade]));
+        post.push(Rule::new(from_tasks, vec![Stmt::Masquerade]));
     }
-    out.push_str("\t}\n}\n");
-    out
+    t.chains.push(Chain::base(
+        CHAIN_POSTROUTING,
+        BaseChain::new(ChainType::Nat, Hook::Postrouting, Priority::Srcnat),
+        post,
+    ));
+    t
 }
 
-fn dnat_rules(spec: &NodeFirewallSpec) -> Vec<String> {
+fn dnat_rules(spec: &NodeFirewallSpec) -> Vec<Rule> {
+    let local = || Match::Eq(Expr::FibDaddrType, Value::AddrType(AddrType::Local));
     let mut rules = Vec::new();
     let mut host = spec.host_ports.clone();
     host.sort();
     for hp in host.iter().filter(|h| !h.targets.is_empty()) {
         let mut targets = hp.targets.clone();
         targets.sort();
-        let elems: Vec<String> = targets
+        let elements = targets
             .iter()
-            .enumerate()
-            .map(|(i, (a, p))| format!("{i} : {a} . {p}"))
+            .zip(0u32..)
+            .map(|((a, p), i)| {
+                Element::mapping(vec![Value::Int(i)], vec![Value::Addr(*a), Value::Port(*p)])
+            })
             .collect();
-        rules.push(format!(
-            "fib daddr type local meta l4proto {} th dport {} dnat ip to numgen random mod {} map {{ {} }}",
-            hp.proto,
-            hp.port,
-            targets.len(),
-            elems.join(", ")
+        rules.push(Rule::new(
+            vec![
+                local(),
+                Match::Eq(Expr::L4proto, Value::Proto(hp.proto)),
+                Match::Eq(Expr::Dport, Value::Port(hp.port)),
+            ],
+            vec![Stmt::DnatMap {
+                key: vec![Expr::Numgen(targets.len() as u32)],
+                map: MapRef::Anonymous(elements),
+            }],
         ));
     }
     if let Some(ing) = &spec.ingress {
-        rules.push(format!(
-            "fib daddr type local meta l4proto . th dport @{SET_INGRESS_PORTS} dnat ip to {}",
-            ing.sbox
+        rules.push(Rule::new(
+            vec![
+                local(),
+                Match::InSet(
+                    vec![Expr::L4proto, Expr::Dport],
+                    SET_INGRESS_PORTS.to_string(),
+                ),
+            ],
+            vec![Stmt::DnatTo {
+                addr: ing.sbox,
+                port: None,
+            }],
         ));
     }
     rules
 }
 
-/// Validates, renders and applies `spec` in `netns` (None: the current namespace).
+/// Validates `spec` and replaces the table with it in `netns` (None: the current namespace).
 pub fn sync(netns: Option<&Path>, spec: &NodeFirewallSpec) -> Result<()> {
     validate(spec)?;
-    apply(netns, &render(spec))
-}
-
-/// Runs `nft -f -` with `script` inside `netns` (None: the current namespace).
-pub fn apply(netns: Option<&Path>, script: &str) -> Result<()> {
-    let ns_file = netns.map(netns::open).transpose()?;
-    let mut cmd = Command::new(NFT);
-    cmd.args(["-f", "-"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped());
-    if let Some(ns) = &ns_file {
-        let fd = ns.as_raw_fd();
-        // SAFETY: the closure runs in the forked child before exec and only makes the
-        // async-signal-safe setns(2) call on a descriptor opened before the fork.
-        unsafe {
-            cmd.pre_exec(move || {
-                if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                Ok(())
-            });
-        }
-    }
-    let op = format!("applying table {FAMILY} {TABLE} in {}", where_(netns));
-    let nft_err = |e: std::io::Error| Error::Nft {
-        op: op.clone(),
-        stderr: e.to_string(),
-    };
-    let mut child = cmd.spawn().map_err(nft_err)?;
-    if let Some(mut stdin) = child.stdin.take() {
-        if let Err(e) = stdin.write_all(script.as_bytes()) {
-            // nft quit early: reap it before reporting, so no zombie is left.
-            drop(stdin);
-            let _ = child.wait();
-            return Err(nft_err(e));
-        }
-    }
-    let output = child.wait_with_output().map_err(nft_err)?;
-    if output.status.success() {
-        return Ok(());
-    }
-    Err(Error::Nft {
-        op: op.clone(),
-        stderr: format!(
-            "{}: {}",
-            output.status,
-            String::from_utf8_lossy(&output.stderr).trim()
-        ),
-    })
+    executor(netns)
+        .apply(&Transaction::replace(table(spec)))
+        .map_err(|source| Error::Nft {
+            op: format!("replacing table ip {TABLE} in {}", where_(netns)),
+            source,
+        })
 }
 
 /// Deletes the table if it exists.
 pub fn remove(netns: Option<&Path>) -> Result<()> {
-    apply(
-        netns,
-        &format!("table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n"),
-    )
-}
-
-/// Declaring the table first makes the delete succeed whether or not it existed.
-fn replace_prelude() -> String {
-    format!("table {FAMILY} {TABLE} {{}}\ndelete table {FAMILY} {TABLE}\n")
+    executor(netns)
+        .apply(&Transaction::delete_table(TABLE))
+        .map_err(|source| Error::Nft {
+            op: format!("deleting table ip {TABLE} in {}", where_(netns)),
+            source,
+        })
 }
 
 fn where_(netns: Option<&Path>) -> String {
-    netns.map_or_else(|| "current netns".into(), |p| p.display().to_string())
+    netns.map_or_else(
+        || "the current namespace".into(),
+        |p| p.display().to_string(),
+    )
+}
+
+fn executor(netns: Option<&Path>) -> NftCmd {
+    match netns {
+        Some(path) => NftCmd::in_netns(path),
+        None => NftCmd::current(),
+    }
 }
 
 #[cfg(test)]
@@ -283,7 +271,7 @@ mod tests {
                       \t\tip saddr 172.18.0.0/16 oifname != \"rm_gwbridge\" masquerade\n\
                       \t}\n\
                       }\n";
-        assert_eq!(render(&spec), golden);
+        assert_eq!(table(&spec).full_sync_script(), golden);
     }
 
     pub(crate) fn mesh_spec() -> NodeFirewallSpec {
@@ -332,12 +320,12 @@ mod tests {
                       \t\toifname \"rm_gwbridge\" ct status dnat ip saddr 172.18.0.0/16 masquerade\n\
                       \t}\n\
                       }\n";
-        assert_eq!(render(&mesh_spec()), golden);
+        assert_eq!(table(&mesh_spec()).full_sync_script(), golden);
     }
 
     #[test]
     fn empty_spec_still_declares_the_chain() {
-        let script = render(&NodeFirewallSpec::default());
+        let script = table(&NodeFirewallSpec::default()).full_sync_script();
         assert!(script.ends_with("policy accept;\n\t}\n}\n"), "{script}");
     }
 

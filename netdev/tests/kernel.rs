@@ -13,7 +13,7 @@ use routemesh_netdev::firewall::{self, Masquerade, NodeFirewallSpec};
 use routemesh_netdev::spec::{
     Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
 };
-use routemesh_netdev::{bridge, netns, overlay, sandbox, Error, Netlink};
+use routemesh_netdev::{bridge, netns, overlay, sandbox, Netlink};
 
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
@@ -650,12 +650,14 @@ async fn firewall_table_is_replaced_and_removed() {
     let own = try_run("nft", &["list", "table", "ip", "rmi-never-here"]);
     assert!(!own.0);
 
-    let bad = firewall::apply(
-        Some(&node_path),
+    let bad = routemesh_nft::NftCmd::in_netns(&node_path).run_script(
         "table ip routemesh { chain x { nonsense } }\n",
+        firewall::TABLE,
     );
     match bad {
-        Err(Error::Nft { stderr, .. }) => {
+        Err(routemesh_nft::NftError::Rejected {
+            message: stderr, ..
+        }) => {
             assert!(stderr.contains("nonsense") || !stderr.is_empty())
         }
         other => panic!("expected an nft error, got {other:?}"),

@@ -22,7 +22,7 @@ pub struct Applied {
     overlays: BTreeMap<String, OverlaySpec>,
     sandboxes: BTreeMap<String, SandboxSpec>,
     ingress_sbox: Option<SandboxSpec>,
-    firewall: Option<String>,
+    firewall: Option<routemesh_nft::Table>,
 }
 
 pub struct Applier {
@@ -210,11 +210,11 @@ impl Applier {
                 .await;
         }
 
-        let script = firewall::render(&plan.firewall);
-        if self.applied.firewall.as_deref() != Some(script.as_str()) {
+        let table = firewall::table(&plan.firewall);
+        if self.applied.firewall.as_ref() != Some(&table) {
             // nft is a child process: run it off the async workers.
-            let s = script.clone();
-            let r = tokio::task::spawn_blocking(move || firewall::apply(None, &s))
+            let spec = plan.firewall.clone();
+            let r = tokio::task::spawn_blocking(move || firewall::sync(None, &spec))
                 .await
                 .unwrap_or_else(|e| {
                     Err(routemesh_netdev::Error::ThreadPanicked {
@@ -222,7 +222,7 @@ impl Applier {
                     })
                 });
             let ok = errs.note("applying the node's nftables table".to_string(), r);
-            self.applied.firewall = ok.then_some(script);
+            self.applied.firewall = ok.then_some(table);
         }
         errs
     }

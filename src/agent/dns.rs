@@ -11,13 +11,13 @@ use std::sync::Arc;
 use routemesh_dns::{
     serve, Forwarder, Limits, Querier, Resolver, ServeContext, ServerHandle, Sockets, TableOptions,
 };
-use routemesh_netdev::{firewall, netns};
+use routemesh_netdev::{dns_redirect, netns};
+use routemesh_nft::{Executor, NftCmd, Transaction};
 
 use super::plan_dns::DnsPlan;
 
-/// The table in each sandbox that sends 127.0.0.11:53 to the daemon's sockets.
-pub const DNS_TABLE: &str = "routemesh_dns";
-pub const DNS_ADDR: &str = "127.0.0.11";
+/// Where tasks send their queries.
+pub const DNS_ADDR: std::net::Ipv4Addr = dns_redirect::DNS_ADDR;
 
 struct Listener {
     netns: std::path::PathBuf,
@@ -30,20 +30,6 @@ pub struct DnsService {
     forwarder: Option<Arc<Forwarder>>,
     ttl: u32,
     listeners: BTreeMap<String, Listener>,
-}
-
-/// The redirect table for a sandbox whose sockets got these ports.
-pub fn redirect_script(udp_port: u16, tcp_port: u16) -> String {
-    format!(
-        "table ip {DNS_TABLE} {{}}\ndelete table ip {DNS_TABLE}\n\
-         table ip {DNS_TABLE} {{\n\
-         \tchain output {{\n\
-         \t\ttype nat hook output priority -100; policy accept;\n\
-         \t\tip daddr {DNS_ADDR} udp dport 53 dnat to {DNS_ADDR}:{udp_port}\n\
-         \t\tip daddr {DNS_ADDR} tcp dport 53 dnat to {DNS_ADDR}:{tcp_port}\n\
-         \t}}\n\
-         }}\n"
-    )
 }
 
 fn bind_in(ns: &Path) -> Result<(UdpSocket, TcpListener), String> {
@@ -120,7 +106,9 @@ impl DnsService {
             a.map(|a| a.port()).map_err(|e| e.to_string())
         };
         let (up, tp) = (port(udp.local_addr())?, port(tcp.local_addr())?);
-        firewall::apply(Some(ns), &redirect_script(up, tp)).map_err(|e| e.to_string())?;
+        NftCmd::in_netns(ns)
+            .apply(&Transaction::replace(dns_redirect::table(up, tp)))
+            .map_err(|e| e.to_string())?;
         let querier = Arc::new(Querier::new(networks));
         let handle = serve(
             self.resolver.clone(),

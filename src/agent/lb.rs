@@ -3,24 +3,13 @@
 //! start, periodically and after any failure.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 
 use routemesh_lb::ipvs::IpvsBackend;
-use routemesh_lb::{Backend, Frontend, LbSpec, NftBackend, NftRunner, Snat, VirtualService};
+use routemesh_lb::{Backend, Frontend, LbSpec, NftBackend, Snat, VirtualService};
+use routemesh_nft::{Executor, NftCmd, Transaction};
 
 use super::plan_mesh::LbPlan;
 use crate::config::IpvsTimeouts;
-
-/// Runs `nft -f -` inside one namespace.
-pub struct NsRunner {
-    pub netns: PathBuf,
-}
-
-impl NftRunner for NsRunner {
-    fn run(&self, script: &str) -> Result<(), String> {
-        routemesh_netdev::firewall::apply(Some(&self.netns), script).map_err(|e| e.to_string())
-    }
-}
 
 /// The lb crate's spec for one namespace's plan.
 pub fn lb_spec(plan: &LbPlan) -> LbSpec {
@@ -73,24 +62,22 @@ pub enum Kind {
 }
 
 enum DataplaneBackend {
-    Nft(NftBackend<NsRunner>),
-    Ipvs(Box<IpvsBackend<NsRunner>>),
+    Nft(NftBackend<NftCmd>),
+    Ipvs(Box<IpvsBackend<NftCmd>>),
 }
 
 impl DataplaneBackend {
     /// A backend for the namespace at `netns`; removes the other dataplane's table, left if
     /// the node ran with the other dataplane before.
     fn open(kind: Kind, netns: &std::path::Path) -> Result<DataplaneBackend, String> {
-        let runner = || NsRunner {
-            netns: netns.to_path_buf(),
-        };
+        let nft = NftCmd::in_netns(netns);
         match kind {
             Kind::Nftables => {
-                let r = runner();
-                r.run(&routemesh_lb::ipvs::delete_marking(
+                nft.apply(&Transaction::delete_table(
                     routemesh_lb::ipvs::DEFAULT_TABLE,
-                ))?;
-                Ok(DataplaneBackend::Nft(NftBackend::new(r)))
+                ))
+                .map_err(|e| e.to_string())?;
+                Ok(DataplaneBackend::Nft(NftBackend::new(nft)))
             }
             Kind::Ipvs(t) => {
                 let timeouts = routemesh_lb::ipvs::Timeouts {
@@ -100,11 +87,11 @@ impl DataplaneBackend {
                 };
                 routemesh_lb::ipvs::prepare_namespace(netns, timeouts)
                     .map_err(|e| e.to_string())?;
-                let r = runner();
-                r.run(&routemesh_lb::ipvs::delete_marking(
+                nft.apply(&Transaction::delete_table(
                     routemesh_lb::names::DEFAULT_TABLE,
-                ))?;
-                let b = IpvsBackend::open(netns, r).map_err(|e| e.to_string())?;
+                ))
+                .map_err(|e| e.to_string())?;
+                let b = IpvsBackend::open(netns, nft).map_err(|e| e.to_string())?;
                 Ok(DataplaneBackend::Ipvs(Box::new(b)))
             }
         }

@@ -12,9 +12,9 @@ use routemesh_netdev::spec::{
 };
 
 use super::runner::ProcessSpec;
+use crate::enter::EnterSpec;
 use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Driver, Network, Task};
-use crate::enter::EnterSpec;
 
 pub const GWBRIDGE: &str = "rm_gwbridge";
 pub const OVERLAY_MTU: u32 = 1450;

@@ -13,8 +13,8 @@ use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
 use tokio::sync::{mpsc, watch};
 
-use crate::model::{now_secs, TaskState, TaskStatus};
 use crate::enter::{enter_on_spawn, EnterSpec};
+use crate::model::{now_secs, TaskState, TaskStatus};
 
 /// First restart delay (Docker's default is 5 s): long enough that a crashing task visibly
 /// leaves the load balancers before it comes back.

@@ -4,14 +4,17 @@
 //! forwarded. Rendered as a whole and replaced atomically (`add table; delete table; table {}`
 //! in one `nft -f`) when its text changes.
 
-use std::fmt::Write as _;
+use routemesh_nft::{
+    AddrType, BaseChain, Chain, ChainType, Collection, CtState, Declare, Element, ElementLayout,
+    Expr, Hook, KeyDecl, Match, Priority, Reject, Rule, Stmt, Style, Table, Value,
+};
 
-use crate::model::{Frontend, Snat};
+use crate::model::{Frontend, Proto, Snat};
 
 use super::marks::{MARK_FIRST, MARK_LAST};
 
 /// Default name of the table (family `ip`) the IPVS backend owns in its namespace.
-pub const DEFAULT_TABLE: &str = "routemesh_ipvs";
+pub const DEFAULT_TABLE: &str = routemesh_nft::tables::IPVS_MARKS;
 /// `ip daddr : meta mark`, address-only VIPs.
 pub const MAP_VIP_ADDR_MARKS: &str = "vip_addr_marks";
 /// `ip daddr . meta l4proto . th dport : meta mark`, VIPs with a port.
@@ -45,13 +48,8 @@ pub struct MarkedFrontend {
     pub has_active_backend: bool,
 }
 
-fn mark_text(mark: u32) -> String {
-    format!("{mark:#010x}")
-}
-
-/// The full replacement script of the marking table. Pure; `frontends` in any order (the
-/// output is sorted by frontend).
-pub fn render_marking(table: &str, snat: Snat, frontends: &[MarkedFrontend]) -> String {
+/// The marking table. Pure; `frontends` in any order (elements are sorted by frontend).
+pub fn marking_table(table: &str, snat: Snat, frontends: &[MarkedFrontend]) -> Table {
     let mut sorted = frontends.to_vec();
     sorted.sort_by_key(|f| f.frontend);
     let mut vip_addr = Vec::new();
@@ -59,101 +57,125 @@ pub fn render_marking(table: &str, snat: Snat, frontends: &[MarkedFrontend]) -> 
     let mut published = Vec::new();
     let mut no_backend = Vec::new();
     for f in &sorted {
-        let mark = mark_text(f.mark);
+        let mark = Value::Mark(f.mark);
         match f.frontend {
-            Frontend::VipAnyPort { addr } => vip_addr.push(format!("{addr} : {mark}")),
-            Frontend::Vip { addr, port, proto } => {
-                vip_port.push(format!("{addr} . {proto} . {port} : {mark}"))
-            }
-            Frontend::Published { port, proto } => {
-                published.push(format!("{proto} . {port} : {mark}"))
-            }
+            Frontend::VipAnyPort { addr } => vip_addr.push(Element::mapping(
+                vec![Value::Addr(addr)],
+                vec![mark.clone()],
+            )),
+            Frontend::Vip { addr, port, proto } => vip_port.push(Element::mapping(
+                vec![Value::Addr(addr), Value::Proto(proto), Value::Port(port)],
+                vec![mark.clone()],
+            )),
+            Frontend::Published { port, proto } => published.push(Element::mapping(
+                vec![Value::Proto(proto), Value::Port(port)],
+                vec![mark.clone()],
+            )),
         }
         if !f.has_active_backend {
-            no_backend.push(mark);
+            no_backend.push(Element::key(vec![mark]));
         }
     }
-    let snat_stmt = match snat {
-        Snat::Masquerade => "masquerade".to_string(),
-        Snat::To(addr) => format!("snat ip to {addr}"),
+    let to_mark = || KeyDecl::Typeof(vec![Expr::Mark]);
+    let vip_key = vec![Expr::IpDaddr, Expr::L4proto, Expr::Dport];
+    let published_key = vec![Expr::L4proto, Expr::Dport];
+    let collections = vec![
+        Collection::map(
+            MAP_VIP_ADDR_MARKS,
+            KeyDecl::Typeof(vec![Expr::IpDaddr]),
+            to_mark(),
+        )
+        .with_elements(vip_addr),
+        Collection::map(
+            MAP_VIP_PORT_MARKS,
+            KeyDecl::Typeof(vip_key.clone()),
+            to_mark(),
+        )
+        .with_elements(vip_port),
+        Collection::map(
+            MAP_PUBLISHED_MARKS,
+            KeyDecl::Typeof(published_key.clone()),
+            to_mark(),
+        )
+        .with_elements(published),
+        Collection::set(SET_NO_BACKEND_MARKS, to_mark()).with_elements(no_backend),
+    ];
+    let set_mark = |guard: Option<Match>, key: Vec<Expr>, map: &str| {
+        Rule::new(
+            guard.into_iter().collect(),
+            vec![
+                Stmt::SetMarkMap {
+                    key,
+                    map: map.to_string(),
+                },
+                Stmt::Goto(CHAIN_CHECK_BACKEND.to_string()),
+            ],
+        )
     };
-
-    let mut s = String::new();
-    // Writing to a String cannot fail.
-    let _ = write!(
-        s,
-        "add table ip {table}\ndelete table ip {table}\ntable ip {table} {{\n"
-    );
-    collection(
-        &mut s,
-        "map",
-        MAP_VIP_ADDR_MARKS,
-        "ip daddr : meta mark",
-        &vip_addr,
-    );
-    collection(
-        &mut s,
-        "map",
-        MAP_VIP_PORT_MARKS,
-        "ip daddr . meta l4proto . th dport : meta mark",
-        &vip_port,
-    );
-    collection(
-        &mut s,
-        "map",
-        MAP_PUBLISHED_MARKS,
-        "meta l4proto . th dport : meta mark",
-        &published,
-    );
-    collection(
-        &mut s,
-        "set",
-        SET_NO_BACKEND_MARKS,
-        "meta mark",
-        &no_backend,
-    );
-    let _ = write!(
-        s,
-        "\tchain {CHAIN_MARK_PREROUTING} {{\n\
-         \t\ttype filter hook prerouting priority {PRIORITY_MARK}; policy accept;\n\
-         \t\tjump {CHAIN_MARK}\n\
-         \t}}\n\
-         \tchain {CHAIN_MARK_OUTPUT} {{\n\
-         \t\ttype filter hook output priority {PRIORITY_MARK}; policy accept;\n\
-         \t\tjump {CHAIN_MARK}\n\
-         \t}}\n\
-         \tchain {CHAIN_MARK} {{\n\
-         \t\tmeta mark set ip daddr . meta l4proto . th dport map @{MAP_VIP_PORT_MARKS} goto {CHAIN_CHECK_BACKEND}\n\
-         \t\tmeta mark set ip daddr map @{MAP_VIP_ADDR_MARKS} goto {CHAIN_CHECK_BACKEND}\n\
-         \t\tfib daddr type local meta mark set meta l4proto . th dport map @{MAP_PUBLISHED_MARKS} goto {CHAIN_CHECK_BACKEND}\n\
-         \t}}\n\
-         \tchain {CHAIN_CHECK_BACKEND} {{\n\
-         \t\tct state new meta mark @{SET_NO_BACKEND_MARKS} goto {CHAIN_REJECT}\n\
-         \t}}\n\
-         \tchain {CHAIN_REJECT} {{\n\
-         \t\tmeta l4proto tcp reject with tcp reset\n\
-         \t\treject with icmp type port-unreachable\n\
-         \t}}\n\
-         \tchain {CHAIN_SNAT} {{\n\
-         \t\ttype nat hook postrouting priority {PRIORITY_SRCNAT}; policy accept;\n\
-         \t\tmeta mark {first}-{last} {snat_stmt}\n\
-         \t}}\n\
-         }}\n",
-        first = mark_text(MARK_FIRST),
-        last = mark_text(MARK_LAST),
-    );
-    s
-}
-
-fn collection(s: &mut String, kind: &str, name: &str, typeof_: &str, elements: &[String]) {
-    let _ = write!(s, "\t{kind} {name} {{\n\t\ttypeof {typeof_}\n");
-    if !elements.is_empty() {
-        let _ = writeln!(s, "\t\telements = {{ {} }}", elements.join(", "));
-    }
-    s.push_str("\t}\n");
-}
-
-/// Deletes the marking table; succeeds when it does not exist.
-pub fn delete_marking(table: &str) -> String {
-    format!("add table ip {table}\ndelete table ip {table}\n")
+    let local = Match::Eq(Expr::FibDaddrType, Value::AddrType(AddrType::Local));
+    let jump_mark = vec![Rule::always(Stmt::Jump(CHAIN_MARK.to_string()))];
+    let mark_base = |hook| BaseChain::new(ChainType::Filter, hook, Priority::Num(PRIORITY_MARK));
+    let snat_stmt = match snat {
+        Snat::Masquerade => Stmt::Masquerade,
+        Snat::To(addr) => Stmt::SnatTo(addr),
+    };
+    let chains = vec![
+        Chain::base(
+            CHAIN_MARK_PREROUTING,
+            mark_base(Hook::Prerouting),
+            jump_mark.clone(),
+        ),
+        Chain::base(CHAIN_MARK_OUTPUT, mark_base(Hook::Output), jump_mark),
+        Chain::regular(
+            CHAIN_MARK,
+            vec![
+                set_mark(None, vip_key, MAP_VIP_PORT_MARKS),
+                set_mark(None, vec![Expr::IpDaddr], MAP_VIP_ADDR_MARKS),
+                set_mark(Some(local), published_key, MAP_PUBLISHED_MARKS),
+            ],
+        ),
+        Chain::regular(
+            CHAIN_CHECK_BACKEND,
+            vec![Rule::new(
+                vec![
+                    Match::Eq(Expr::CtState, Value::CtState(CtState::New)),
+                    Match::InSet(vec![Expr::Mark], SET_NO_BACKEND_MARKS.to_string()),
+                ],
+                vec![Stmt::Goto(CHAIN_REJECT.to_string())],
+            )],
+        ),
+        Chain::regular(
+            CHAIN_REJECT,
+            vec![
+                Rule::new(
+                    vec![Match::Eq(Expr::L4proto, Value::Proto(Proto::Tcp))],
+                    vec![Stmt::Reject(Reject::TcpReset)],
+                ),
+                Rule::always(Stmt::Reject(Reject::PortUnreachable)),
+            ],
+        ),
+        Chain::base(
+            CHAIN_SNAT,
+            BaseChain::new(
+                ChainType::Nat,
+                Hook::Postrouting,
+                Priority::Num(PRIORITY_SRCNAT),
+            ),
+            vec![Rule::new(
+                vec![Match::Range(
+                    Expr::Mark,
+                    Value::Mark(MARK_FIRST),
+                    Value::Mark(MARK_LAST),
+                )],
+                vec![snat_stmt],
+            )],
+        ),
+    ];
+    let mut t = Table::new(table).with_style(Style {
+        declare: Declare::AddTable,
+        elements: ElementLayout::OneLine,
+    });
+    t.collections = collections;
+    t.chains = chains;
+    t
 }

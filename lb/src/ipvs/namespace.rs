@@ -152,30 +152,66 @@ fn enter(file: &File) -> std::io::Result<()> {
     nix::sched::setns(file, nix::sched::CloneFlags::CLONE_NEWNET).map_err(std::io::Error::from)
 }
 
+/// What `modprobe ip_vs` did.
+#[derive(Debug)]
+pub enum Modprobe {
+    Succeeded,
+    Failed { status: String, stderr: String },
+    CouldNotRun(std::io::Error),
+}
+
+impl std::fmt::Display for Modprobe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Modprobe::Succeeded => f.write_str("`modprobe ip_vs` succeeded"),
+            Modprobe::Failed { status, stderr } => {
+                write!(f, "`modprobe ip_vs` failed ({status}): {stderr}")
+            }
+            Modprobe::CouldNotRun(e) => write!(f, "`modprobe ip_vs` could not run: {e}"),
+        }
+    }
+}
+
+/// Why the IPVS dataplane cannot be used here.
+#[derive(Debug, thiserror::Error)]
+pub enum IpvsUnavailable {
+    #[error("IPVS is not usable: {0}")]
+    Unusable(#[source] Box<IpvsError>),
+    #[error(
+        "IPVS is not available: this kernel has no IPVS (no generic netlink family \"IPVS\"), and {modprobe}"
+    )]
+    NoFamily { modprobe: Modprobe },
+    #[error("IPVS is not usable ({modprobe}): {source}")]
+    UnusableAfterModprobe {
+        modprobe: Modprobe,
+        #[source]
+        source: Box<IpvsError>,
+    },
+}
+
 /// Whether the kernel, seen from the calling thread's namespace, has IPVS: opens an IPVS
 /// client; when the kernel has no IPVS family, runs `modprobe ip_vs` once and tries again.
 /// `Err` says why not, for `--dataplane ipvs` to refuse to start with.
-pub fn ipvs_available() -> Result<(), String> {
+pub fn ipvs_available() -> Result<(), IpvsUnavailable> {
     match IpvsClient::open() {
         Ok(_) => return Ok(()),
         Err(IpvsError::Unavailable) => {}
-        Err(e) => return Err(format!("IPVS is not usable: {e}")),
+        Err(e) => return Err(IpvsUnavailable::Unusable(Box::new(e))),
     }
     let modprobe = match Command::new("modprobe").arg("ip_vs").output() {
-        Ok(out) if out.status.success() => "`modprobe ip_vs` succeeded".to_string(),
-        Ok(out) => format!(
-            "`modprobe ip_vs` failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        ),
-        Err(e) => format!("`modprobe ip_vs` could not run: {e}"),
+        Ok(out) if out.status.success() => Modprobe::Succeeded,
+        Ok(out) => Modprobe::Failed {
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        },
+        Err(e) => Modprobe::CouldNotRun(e),
     };
     match IpvsClient::open() {
         Ok(_) => Ok(()),
-        Err(IpvsError::Unavailable) => Err(format!(
-            "IPVS is not available: this kernel has no IPVS (no generic netlink family \
-             \"IPVS\"), and {modprobe}"
-        )),
-        Err(e) => Err(format!("IPVS is not usable ({modprobe}): {e}")),
+        Err(IpvsError::Unavailable) => Err(IpvsUnavailable::NoFamily { modprobe }),
+        Err(source) => Err(IpvsUnavailable::UnusableAfterModprobe {
+            modprobe,
+            source: Box::new(source),
+        }),
     }
 }

@@ -2,12 +2,10 @@
 //! the `no_backend_*` sets; the per-slot-count names (`vip_fe_3`, ...) come and go with the
 //! services and are internal.
 
-use super::ruleset::KeyKind;
+use super::keys::KeyKind;
 
-/// Address family of the table: routemesh load-balances IPv4.
-pub const FAMILY: &str = "ip";
 /// Default name of the table one backend instance owns in its namespace.
-pub const DEFAULT_TABLE: &str = "routemesh_lb";
+pub const DEFAULT_TABLE: &str = routemesh_nft::tables::LB;
 
 /// nat hook prerouting: DNAT of traffic arriving in the namespace.
 pub const CHAIN_NAT_PREROUTING: &str = "nat_prerouting";

@@ -8,11 +8,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::names;
-use super::ruleset::{
-    BaseChain, Chain, ChainType, FrontendKey, Hook, KeyKind, Map, Rule, Set, SlotKey, Table, Target,
+use routemesh_nft::{
+    BaseChain, Chain, ChainType, Collection, CtState, CtStatus, Element, Expr, Hook, KeyDecl,
+    MapRef, Match, Priority, Reject, Rule, Stmt, Table, Value,
 };
-use crate::model::{Backend, ValidLbSpec};
+
+use super::keys::{slot_element, FrontendKey, KeyKind, SlotKey, Target};
+use super::names;
+use crate::model::{Backend, Proto, Snat, ValidLbSpec};
 
 /// Frontends and slot targets of one (kind, slot count) group.
 type Group = (BTreeSet<FrontendKey>, BTreeMap<SlotKey, Target>);
@@ -44,121 +47,125 @@ pub fn plan(spec: &ValidLbSpec) -> Table {
         }
     }
 
-    let mut sets = BTreeMap::new();
-    let mut maps = BTreeMap::new();
+    // Sets, then maps, each sorted by name.
+    let mut sets: BTreeMap<String, Collection> = BTreeMap::new();
+    let mut maps: BTreeMap<String, Collection> = BTreeMap::new();
     let mut chains = Vec::new();
     for kind in KeyKind::ALL {
-        let name = names::no_backend_set(kind).to_string();
         let elements = no_backend.remove(&kind).unwrap_or_default();
-        sets.insert(
-            name.clone(),
-            Set {
-                name,
-                kind,
-                elements,
-            },
-        );
+        let name = names::no_backend_set(kind);
+        sets.insert(name.to_string(), frontend_set(name, kind, &elements));
     }
     let mut jumps = Vec::new();
     for ((kind, slots), (frontends, targets)) in groups {
         let set = names::frontend_set(kind, slots);
-        sets.insert(
-            set.clone(),
-            Set {
-                name: set,
-                kind,
-                elements: frontends,
-            },
-        );
+        sets.insert(set.clone(), frontend_set(&set, kind, &frontends));
         let map = names::backend_map(kind, slots);
+        let mut key = kind.key_expr();
+        key.push(Expr::Numgen(slots));
+        let elements: Vec<Element> = targets.iter().map(|(k, t)| slot_element(k, t)).collect();
         maps.insert(
             map.clone(),
-            Map {
-                name: map,
-                kind,
-                slots,
-                elements: targets,
-            },
+            Collection::map(
+                map,
+                KeyDecl::Typeof(key),
+                KeyDecl::Typeof(kind.target_expr()),
+            )
+            .with_elements(elements),
         );
         let chain = names::group_chain(kind, slots);
-        jumps.push(Rule::Jump(chain.clone()));
-        chains.push(Chain {
-            name: chain,
-            base: None,
-            rules: vec![Rule::Dispatch { kind, slots }],
-        });
+        jumps.push(Rule::always(Stmt::Jump(chain.clone())));
+        chains.push(Chain::regular(chain, vec![dispatch(kind, slots)]));
     }
-    chains.push(Chain {
-        name: names::CHAIN_SERVICES.to_string(),
-        base: None,
-        rules: jumps,
-    });
-    chains.push(Chain {
-        name: names::CHAIN_REJECT.to_string(),
-        base: None,
-        rules: vec![Rule::RejectTcpReset, Rule::RejectPortUnreachable],
-    });
-    let reject_rules: Vec<Rule> = KeyKind::ALL.map(Rule::RejectNoBackend).to_vec();
-    chains.push(base_chain(
+    chains.push(Chain::regular(names::CHAIN_SERVICES, jumps));
+    chains.push(Chain::regular(
+        names::CHAIN_REJECT,
+        vec![
+            Rule::new(
+                vec![Match::Eq(Expr::L4proto, Value::Proto(Proto::Tcp))],
+                vec![Stmt::Reject(Reject::TcpReset)],
+            ),
+            Rule::always(Stmt::Reject(Reject::PortUnreachable)),
+        ],
+    ));
+    let reject_rules: Vec<Rule> = KeyKind::ALL.map(reject_no_backend).to_vec();
+    let base = |kind, hook, priority| BaseChain::new(kind, hook, Priority::Num(priority));
+    chains.push(Chain::base(
         names::CHAIN_FILTER_PREROUTING,
-        ChainType::Filter,
-        Hook::Prerouting,
-        names::PRIORITY_REJECT,
+        base(ChainType::Filter, Hook::Prerouting, names::PRIORITY_REJECT),
         reject_rules.clone(),
     ));
-    chains.push(base_chain(
+    chains.push(Chain::base(
         names::CHAIN_FILTER_OUTPUT,
-        ChainType::Filter,
-        Hook::Output,
-        names::PRIORITY_REJECT,
+        base(ChainType::Filter, Hook::Output, names::PRIORITY_REJECT),
         reject_rules,
     ));
-    let to_services = vec![Rule::Jump(names::CHAIN_SERVICES.to_string())];
-    chains.push(base_chain(
+    let to_services = vec![Rule::always(Stmt::Jump(names::CHAIN_SERVICES.to_string()))];
+    chains.push(Chain::base(
         names::CHAIN_NAT_PREROUTING,
-        ChainType::Nat,
-        Hook::Prerouting,
-        names::PRIORITY_DSTNAT,
+        base(ChainType::Nat, Hook::Prerouting, names::PRIORITY_DSTNAT),
         to_services.clone(),
     ));
-    chains.push(base_chain(
+    chains.push(Chain::base(
         names::CHAIN_NAT_OUTPUT,
-        ChainType::Nat,
-        Hook::Output,
-        names::PRIORITY_DSTNAT,
+        base(ChainType::Nat, Hook::Output, names::PRIORITY_DSTNAT),
         to_services,
     ));
-    chains.push(base_chain(
+    chains.push(Chain::base(
         names::CHAIN_NAT_POSTROUTING,
-        ChainType::Nat,
-        Hook::Postrouting,
-        names::PRIORITY_SRCNAT,
-        vec![Rule::SnatDnatted(spec.snat())],
+        base(ChainType::Nat, Hook::Postrouting, names::PRIORITY_SRCNAT),
+        vec![snat_dnatted(spec.snat())],
     ));
-    Table {
-        name: spec.table().to_string(),
-        sets,
-        maps,
-        chains,
-    }
+    let mut table = Table::new(spec.table());
+    table.collections = sets.into_values().chain(maps.into_values()).collect();
+    table.chains = chains;
+    table
 }
 
-fn base_chain(
-    name: &str,
-    chain_type: ChainType,
-    hook: Hook,
-    priority: i32,
-    rules: Vec<Rule>,
-) -> Chain {
-    Chain {
-        name: name.to_string(),
-        base: Some(BaseChain {
-            chain_type,
-            hook,
-            priority,
-        }),
-        rules,
-    }
+fn frontend_set(name: &str, kind: KeyKind, frontends: &BTreeSet<FrontendKey>) -> Collection {
+    Collection::set(name, KeyDecl::Type(kind.set_type()))
+        .with_elements(frontends.iter().map(|f| Element::key(f.values())).collect())
+}
+
+/// The one rule of a group: frontend in the group's set -> DNAT to the slot's backend.
+fn dispatch(kind: KeyKind, slots: u32) -> Rule {
+    let mut matches: Vec<Match> = kind.guard().into_iter().collect();
+    matches.push(Match::InSet(
+        kind.key_expr(),
+        names::frontend_set(kind, slots),
+    ));
+    let mut key = kind.key_expr();
+    key.push(Expr::Numgen(slots));
+    Rule::new(
+        matches,
+        vec![Stmt::DnatMap {
+            key,
+            map: MapRef::Named(names::backend_map(kind, slots)),
+        }],
+    )
+}
+
+/// A new connection to a frontend without a usable backend goes to the reject chain.
+fn reject_no_backend(kind: KeyKind) -> Rule {
+    let mut matches = vec![Match::Eq(Expr::CtState, Value::CtState(CtState::New))];
+    matches.extend(kind.guard());
+    matches.push(Match::InSet(
+        kind.key_expr(),
+        names::no_backend_set(kind).to_string(),
+    ));
+    Rule::new(matches, vec![Stmt::Goto(names::CHAIN_REJECT.to_string())])
+}
+
+/// Source-NAT connections that were DNATed in this namespace.
+fn snat_dnatted(snat: Snat) -> Rule {
+    let stmt = match snat {
+        Snat::Masquerade => Stmt::Masquerade,
+        Snat::To(addr) => Stmt::SnatTo(addr),
+    };
+    Rule::new(
+        vec![Match::Eq(Expr::CtStatus, Value::CtStatus(CtStatus::Dnat))],
+        vec![stmt],
+    )
 }
 
 /// The backend of each slot, in backend order; empty when no backend takes new connections.

@@ -7,7 +7,7 @@ use std::os::fd::AsRawFd;
 use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 
-use routemesh_lb::{CommandRunner, NftRunner};
+use routemesh_nft::{Executor, NftCmd, NftError, Transaction};
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid has no preconditions.
@@ -120,8 +120,8 @@ pub fn in_netns<T: Send>(path: &str, f: impl FnOnce() -> T + Send) -> Result<T, 
     })
 }
 
-/// Runs nft in a namespace through the product's [`CommandRunner`] (forked from a thread that
-/// entered it) and records every script.
+/// Applies transactions in a namespace through the product's [`NftCmd`] and records every
+/// script.
 pub struct NsRunner {
     pub path: String,
     pub scripts: Mutex<Vec<String>>,
@@ -138,14 +138,22 @@ impl NsRunner {
     pub fn last_script(&self) -> Option<String> {
         self.scripts.lock().ok()?.last().cloned()
     }
-}
 
-impl NftRunner for NsRunner {
-    fn run(&self, script: &str) -> Result<(), String> {
+    /// Runs a script as it is (for tests that send text).
+    pub fn run(&self, script: &str) -> Result<(), NftError> {
         if let Ok(mut scripts) = self.scripts.lock() {
             scripts.push(script.to_string());
         }
-        in_netns(&self.path, || CommandRunner::new().run(script))?
+        NftCmd::in_netns(&self.path).run_script(script, "(test script)")
+    }
+}
+
+impl Executor for NsRunner {
+    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
+        if let Ok(mut scripts) = self.scripts.lock() {
+            scripts.push(txn.render());
+        }
+        NftCmd::in_netns(&self.path).apply(txn)
     }
 }
 

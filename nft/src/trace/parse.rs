@@ -1,11 +1,10 @@
-//! Parser for the nft text the backend renders: full table blocks and the incremental commands.
+//! Parser for the nft text routemesh renders: full table blocks and the incremental commands.
 //! Anything else is an error naming the line and the token.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
-use super::{Field, Value};
-use crate::tracer::TraceError;
+use super::{Field, TraceError, Value};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sel {
@@ -13,20 +12,27 @@ pub enum Sel {
     IpSaddr,
     L4proto,
     Dport,
+    Mark,
     Numgen(u32),
     CtState,
     CtStatus,
     FibDaddrType,
+    FibSaddrType,
+    Iifname,
+    Oifname,
 }
 
 impl Sel {
-    fn field(self) -> Option<Field> {
+    /// The type of a value this selector yields, where it can be part of a key or literal.
+    pub(crate) fn field(self) -> Option<Field> {
         match self {
             Sel::IpDaddr | Sel::IpSaddr => Some(Field::Addr),
             Sel::L4proto => Some(Field::Proto),
             Sel::Dport => Some(Field::Port),
+            Sel::Mark => Some(Field::Mark),
             Sel::Numgen(_) => Some(Field::Int),
-            Sel::CtState | Sel::CtStatus | Sel::FibDaddrType => None,
+            Sel::Iifname | Sel::Oifname => Some(Field::Iface),
+            Sel::CtState | Sel::CtStatus | Sel::FibDaddrType | Sel::FibSaddrType => None,
         }
     }
 }
@@ -35,8 +41,25 @@ impl Sel {
 pub enum Match {
     /// `expr @set`
     Lookup(Vec<Sel>, String),
-    /// `selector literal`
-    Eq(Sel, String),
+    /// `selector literal`, or `selector != literal` when `negated`.
+    Eq {
+        sel: Sel,
+        literal: String,
+        negated: bool,
+    },
+    /// `selector low-high`
+    Range(Sel, Value, Value),
+}
+
+/// Where a dnat statement finds its target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DnatSource {
+    /// `dnat ip to ADDR[:PORT]`
+    Fixed(Ipv4Addr, Option<u16>),
+    /// `dnat ip to EXPR map @name`
+    Named(Vec<Sel>, String),
+    /// `dnat ip to EXPR map { ... }`
+    Anonymous(Vec<Sel>, PSet),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -47,15 +70,27 @@ pub enum Stmt {
     Drop,
     RejectTcpReset,
     RejectPortUnreachable,
-    DnatMap(Vec<Sel>, String),
+    Dnat(DnatSource),
     Masquerade,
     SnatTo(Ipv4Addr),
+    /// `meta mark set EXPR map @name`
+    SetMark(Vec<Sel>, String),
+}
+
+impl Stmt {
+    fn references(&self, name: &str) -> bool {
+        match self {
+            Stmt::Jump(c) | Stmt::Goto(c) | Stmt::SetMark(_, c) => c == name,
+            Stmt::Dnat(DnatSource::Named(_, c)) => c == name,
+            _ => false,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PRule {
     pub matches: Vec<Match>,
-    pub stmt: Option<Stmt>,
+    pub stmts: Vec<Stmt>,
 }
 
 impl PRule {
@@ -64,16 +99,15 @@ impl PRule {
             .matches
             .iter()
             .any(|m| matches!(m, Match::Lookup(_, s) if s == name));
-        let in_stmt = matches!(&self.stmt,
-            Some(Stmt::Jump(c) | Stmt::Goto(c) | Stmt::DnatMap(_, c)) if c == name);
-        in_match || in_stmt
+        in_match || self.stmts.iter().any(|s| s.references(name))
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum HookName {
     Prerouting,
     Input,
+    Forward,
     Output,
     Postrouting,
 }
@@ -83,6 +117,7 @@ pub struct PBase {
     pub nat: bool,
     pub hook: HookName,
     pub priority: i32,
+    pub policy_drop: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,6 +216,19 @@ pub fn apply(tables: &mut BTreeMap<String, PTable>, text: &str) -> Result<(), Tr
             "add" | "delete" | "flush" => p.command(tables)?,
             other => return Err(p.err(format!("unsupported command {other:?}"))),
         }
+    }
+}
+
+/// The priority nft gives a standard name, where nft (1.0.6) accepts that name on `hook`.
+fn named_priority(name: &str, hook: HookName) -> Option<i32> {
+    match (name, hook) {
+        ("raw", _) => Some(-300),
+        ("mangle", _) => Some(-150),
+        ("dstnat", HookName::Prerouting) => Some(-100),
+        ("filter", _) => Some(0),
+        ("security", _) => Some(50),
+        ("srcnat", HookName::Postrouting) => Some(100),
+        _ => None,
     }
 }
 
@@ -451,6 +499,7 @@ impl<'a> Parser<'a> {
                 "ipv4_addr" => Field::Addr,
                 "inet_proto" => Field::Proto,
                 "inet_service" => Field::Port,
+                "mark" => Field::Mark,
                 other => return Err(self.err(format!("unsupported type {other:?}"))),
             };
             out.push(field);
@@ -515,23 +564,32 @@ impl<'a> Parser<'a> {
             let hook = match self.next()? {
                 "prerouting" => HookName::Prerouting,
                 "input" => HookName::Input,
+                "forward" => HookName::Forward,
                 "output" => HookName::Output,
                 "postrouting" => HookName::Postrouting,
                 other => return Err(self.err(format!("unsupported hook {other:?}"))),
             };
             self.expect("priority")?;
             let tok = self.next()?;
-            let priority = tok
-                .parse()
-                .map_err(|_| self.err(format!("unsupported priority {tok:?}")))?;
+            let priority = match tok.parse() {
+                Ok(n) => n,
+                Err(_) => named_priority(tok, hook).ok_or_else(|| {
+                    self.err(format!("unsupported priority {tok:?} on hook {hook:?}"))
+                })?,
+            };
             self.expect(";")?;
             self.expect("policy")?;
-            self.expect("accept")?;
+            let policy_drop = match self.next()? {
+                "accept" => false,
+                "drop" => true,
+                other => return Err(self.err(format!("unsupported policy {other:?}"))),
+            };
             self.expect(";")?;
             chain.base = Some(PBase {
                 nat,
                 hook,
                 priority,
+                policy_drop,
             });
         }
         loop {
@@ -547,31 +605,61 @@ impl<'a> Parser<'a> {
     fn rule(&mut self) -> Result<PRule, TraceError> {
         let mut rule = PRule {
             matches: Vec::new(),
-            stmt: None,
+            stmts: Vec::new(),
         };
         while let Some(tok) = self.peek() {
             if tok == NL {
                 self.pos += 1;
                 break;
             }
-            if rule.stmt.is_some() {
-                return Err(self.err(format!("unexpected {tok:?} after the rule's statement")));
-            }
             if let Some(stmt) = self.statement()? {
-                rule.stmt = Some(stmt);
+                rule.stmts.push(stmt);
                 continue;
+            }
+            if !rule.stmts.is_empty() {
+                return Err(self.err(format!("unexpected {tok:?} after the rule's statement")));
             }
             let expr = self.expr()?;
             let tok = self.next()?;
             if let Some(set) = tok.strip_prefix('@') {
                 rule.matches.push(Match::Lookup(expr, set.to_string()));
-            } else if let [sel] = expr[..] {
-                rule.matches.push(Match::Eq(sel, tok.to_string()));
-            } else {
+                continue;
+            }
+            let [sel] = expr[..] else {
                 return Err(self.err(format!("unsupported comparison with {tok:?}")));
+            };
+            if tok == "!=" {
+                let literal = self.next()?.to_string();
+                rule.matches.push(Match::Eq {
+                    sel,
+                    literal,
+                    negated: true,
+                });
+            } else if let Some(range) = self.range(sel, tok)? {
+                rule.matches.push(range);
+            } else {
+                rule.matches.push(Match::Eq {
+                    sel,
+                    literal: tok.to_string(),
+                    negated: false,
+                });
             }
         }
         Ok(rule)
+    }
+
+    /// `LOW-HIGH` for a selector with a numeric type.
+    fn range(&self, sel: Sel, tok: &str) -> Result<Option<Match>, TraceError> {
+        let Some(field @ (Field::Mark | Field::Port | Field::Int)) = sel.field() else {
+            return Ok(None);
+        };
+        let Some((lo, hi)) = tok.split_once('-') else {
+            return Ok(None);
+        };
+        let bad = || self.err(format!("{tok:?} is not a range of {field:?}"));
+        let lo = field.parse(lo).ok_or_else(bad)?;
+        let hi = field.parse(hi).ok_or_else(bad)?;
+        Ok(Some(Match::Range(sel, lo, hi)))
     }
 
     fn statement(&mut self) -> Result<Option<Stmt>, TraceError> {
@@ -629,17 +717,80 @@ impl<'a> Parser<'a> {
                 self.pos += 1;
                 self.expect("ip")?;
                 self.expect("to")?;
+                Stmt::Dnat(self.dnat_source()?)
+            }
+            "meta" if self.toks.get(self.pos + 2).map(|t| t.text) == Some("set") => {
+                self.pos += 1;
+                self.expect("mark")?;
+                self.expect("set")?;
                 let expr = self.expr()?;
                 self.expect("map")?;
                 let tok = self.next()?;
                 let map = tok
                     .strip_prefix('@')
-                    .ok_or_else(|| self.err(format!("dnat map {tok:?}: only named maps")))?;
-                Stmt::DnatMap(expr, map.to_string())
+                    .ok_or_else(|| self.err(format!("meta mark set map {tok:?}: only named")))?;
+                Stmt::SetMark(expr, map.to_string())
             }
             _ => return Ok(None),
         };
         Ok(Some(stmt))
+    }
+
+    /// After `dnat ip to`.
+    fn dnat_source(&mut self) -> Result<DnatSource, TraceError> {
+        let Some(tok) = self.peek() else {
+            return Err(self.err("dnat without a target".into()));
+        };
+        if let Ok(addr) = tok.parse::<Ipv4Addr>() {
+            self.pos += 1;
+            return Ok(DnatSource::Fixed(addr, None));
+        }
+        if let Some((addr, port)) = tok.split_once(':') {
+            let addr = addr.parse().ok();
+            let port = port.parse().ok();
+            if let (Some(addr), Some(port)) = (addr, port) {
+                self.pos += 1;
+                return Ok(DnatSource::Fixed(addr, Some(port)));
+            }
+        }
+        let expr = self.expr()?;
+        self.expect("map")?;
+        if self.eat("{") {
+            let key = fields(&expr).map_err(|m| self.err(m))?;
+            let mut set = PSet {
+                key,
+                data: None,
+                elements: BTreeMap::new(),
+            };
+            set.elements = self.anonymous_elements(&set)?;
+            return Ok(DnatSource::Anonymous(expr, set));
+        }
+        let tok = self.next()?;
+        let map = tok
+            .strip_prefix('@')
+            .ok_or_else(|| self.err(format!("dnat map {tok:?}: not a map")))?;
+        Ok(DnatSource::Named(expr, map.to_string()))
+    }
+
+    /// After `map {` of an anonymous map: `key : address [. port], ...}`.
+    fn anonymous_elements(
+        &mut self,
+        set: &PSet,
+    ) -> Result<BTreeMap<Vec<Value>, Vec<Value>>, TraceError> {
+        let mut out = BTreeMap::new();
+        loop {
+            let key = self.values(&set.key)?;
+            self.expect(":")?;
+            let mut data = self.values(&[Field::Addr])?;
+            if self.eat(".") {
+                data.extend(self.values(&[Field::Port])?);
+            }
+            out.insert(key, data);
+            if self.eat("}") {
+                return Ok(out);
+            }
+            self.expect(",")?;
+        }
     }
 
     fn expr(&mut self) -> Result<Vec<Sel>, TraceError> {
@@ -649,14 +800,33 @@ impl<'a> Parser<'a> {
                 ("ip", Some("daddr")) => Sel::IpDaddr,
                 ("ip", Some("saddr")) => Sel::IpSaddr,
                 ("meta", Some("l4proto")) => Sel::L4proto,
+                ("meta", Some("mark")) => Sel::Mark,
                 ("th", Some("dport")) => Sel::Dport,
                 ("ct", Some("state")) => Sel::CtState,
                 ("ct", Some("status")) => Sel::CtStatus,
-                ("fib", Some("daddr")) => {
+                ("fib", Some(addr @ ("daddr" | "saddr"))) => {
                     self.pos += 1;
                     self.expect("type")?;
                     self.pos -= 1;
-                    Sel::FibDaddrType
+                    if addr == "daddr" {
+                        Sel::FibDaddrType
+                    } else {
+                        Sel::FibSaddrType
+                    }
+                }
+                ("iifname", _) => {
+                    out.push(Sel::Iifname);
+                    if !self.eat(".") {
+                        return Ok(out);
+                    }
+                    continue;
+                }
+                ("oifname", _) => {
+                    out.push(Sel::Oifname);
+                    if !self.eat(".") {
+                        return Ok(out);
+                    }
+                    continue;
                 }
                 ("numgen", Some("random")) => {
                     self.pos += 1;
@@ -691,6 +861,7 @@ fn fields(expr: &[Sel]) -> Result<Vec<Field>, String> {
     expr.iter()
         .map(|s| {
             s.field()
+                .filter(|f| *f != Field::Iface)
                 .ok_or_else(|| format!("{s:?} cannot be part of a set key"))
         })
         .collect()

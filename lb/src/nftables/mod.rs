@@ -1,21 +1,19 @@
 //! The nftables backend: programs one namespace's `ip` table.
 //!
-//! [`plan`] turns a [`ValidLbSpec`] into a [`Table`] (data, no I/O); [`NftBackend`] keeps the
-//! table it last applied and sends only the difference, one `nft -f` transaction per sync, and
-//! replaces the whole table atomically at start and after any failure. See `lb/README.md` for
-//! the hook/chain diagram.
+//! [`plan`] turns a [`ValidLbSpec`] into an nft [`Table`] (data, no I/O); [`NftBackend`] keeps
+//! the table it last applied and sends only the difference ([`routemesh_nft::diff`]), one
+//! transaction per sync, and replaces the whole table atomically at start and after any
+//! failure. See `lb/README.md` for the hook/chain diagram.
 
-mod diff;
+mod keys;
 pub mod names;
 mod plan;
-pub mod ruleset;
-mod runner;
 
 use std::time::{Duration, Instant};
 
+pub use keys::{FrontendKey, KeyKind, SlotKey, Target};
 pub use plan::{apportion, plan, slot_targets};
-pub use ruleset::Table;
-pub use runner::{CommandRunner, NftRunner, RecordingRunner};
+use routemesh_nft::{diff, Executor, NftError, Table, Transaction};
 
 use crate::model::ValidLbSpec;
 
@@ -40,37 +38,49 @@ pub struct SyncReport {
     pub recovered_from: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum NftError {
-    #[error("nft table ip {table}: {mode:?} sync failed: {message}")]
+/// A sync of the load-balancing table that failed; nothing of it was applied.
+#[derive(Debug, thiserror::Error)]
+pub enum NftSyncError {
+    #[error("nft table ip {table}: {mode:?} sync failed: {source}{}", after_note(.after))]
     Sync {
         table: String,
         mode: SyncMode,
-        message: String,
+        #[source]
+        source: NftError,
+        /// The incremental sync's failure, when this was the full sync repairing it.
+        after: Option<String>,
     },
-    #[error("nft table ip {table}: delete failed: {message}")]
-    Delete { table: String, message: String },
+    #[error("nft table ip {table}: delete failed: {source}")]
+    Delete {
+        table: String,
+        #[source]
+        source: NftError,
+    },
+}
+
+fn after_note(after: &Option<String>) -> String {
+    after
+        .as_ref()
+        .map(|first| format!(" (after incremental sync failed: {first})"))
+        .unwrap_or_default()
 }
 
 /// One namespace's load-balancing table. Not shared between namespaces: the agent makes one per
-/// load-balancing namespace, with a runner that executes nft there.
-pub struct NftBackend<R> {
-    runner: R,
+/// load-balancing namespace, with an executor that applies transactions there.
+pub struct NftBackend<E> {
+    nft: E,
     applied: Option<Table>,
 }
 
-impl<R: NftRunner> NftBackend<R> {
+impl<E: Executor> NftBackend<E> {
     /// Starts with no cache, so the first [`sync`](Self::sync) is a full one (adopting whatever
     /// table of that name exists by replacing it atomically, never by flushing first).
-    pub fn new(runner: R) -> Self {
-        NftBackend {
-            runner,
-            applied: None,
-        }
+    pub fn new(nft: E) -> Self {
+        NftBackend { nft, applied: None }
     }
 
-    pub fn runner(&self) -> &R {
-        &self.runner
+    pub fn nft(&self) -> &E {
+        &self.nft
     }
 
     /// The table as last applied, if the cache is valid.
@@ -86,7 +96,7 @@ impl<R: NftRunner> NftBackend<R> {
     /// Sends only what changed since the last applied table. Falls back to a full sync when
     /// there is no cache or the change needs one, and right away after a failed incremental
     /// sync (the kernel may have drifted from the cache).
-    pub fn sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftError> {
+    pub fn sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
         let desired = plan(spec);
         let Some(applied) = &self.applied else {
             return self.apply_full(desired, None);
@@ -105,43 +115,44 @@ impl<R: NftRunner> NftBackend<R> {
                 recovered_from: None,
             });
         }
-        match self.runner.run(&change.script) {
+        match self.nft.apply(&change) {
             Ok(()) => {
+                let elapsed = start.elapsed();
                 self.applied = Some(desired);
                 Ok(SyncReport {
                     mode: SyncMode::Incremental,
-                    elements_added: change.elements_added,
-                    elements_removed: change.elements_removed,
-                    script_bytes: change.script.len(),
-                    elapsed: start.elapsed(),
+                    elements_added: change.elements_added(),
+                    elements_removed: change.elements_removed(),
+                    script_bytes: change.render().len(),
+                    elapsed,
                     recovered_from: None,
                 })
             }
-            Err(message) => {
+            Err(e) => {
                 tracing::warn!(
                     table = %desired.name,
-                    error = %message,
+                    error = %e,
                     "incremental nft sync failed; replacing the whole table"
                 );
-                self.apply_full(desired, Some(message))
+                self.apply_full(desired, Some(e.to_string()))
             }
         }
     }
 
     /// Replaces the whole table in one transaction. Run it at start and periodically to repair
     /// drift.
-    pub fn full_sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftError> {
+    pub fn full_sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
         self.apply_full(plan(spec), None)
     }
 
     /// Deletes the table (and forgets it); succeeds when it does not exist.
-    pub fn delete_table(&mut self, table: &str) -> Result<(), NftError> {
+    pub fn delete_table(&mut self, table: &str) -> Result<(), NftSyncError> {
         self.applied = None;
-        self.runner
-            .run(&delete_table_script(table))
-            .map_err(|message| NftError::Delete {
+        self.nft
+            .apply(&Transaction::delete_table(table))
+            .map_err(|source| NftSyncError::Delete {
                 table: table.to_string(),
-                message,
+                source,
             })
     }
 
@@ -149,49 +160,48 @@ impl<R: NftRunner> NftBackend<R> {
         &mut self,
         desired: Table,
         recovered_from: Option<String>,
-    ) -> Result<SyncReport, NftError> {
+    ) -> Result<SyncReport, NftSyncError> {
         let start = Instant::now();
-        let mut script = String::new();
+        let mut txn = Transaction::new();
         if let Some(old) = self.applied.as_ref().filter(|t| t.name != desired.name) {
-            script.push_str(&delete_table_script(&old.name));
+            txn.ops.extend(Transaction::delete_table(&old.name).ops);
         }
-        script.push_str(&desired.full_sync_script());
+        let elements = desired.element_count();
+        let name = desired.name.clone();
+        txn.push(routemesh_nft::Op::Replace(desired));
         self.applied = None;
-        match self.runner.run(&script) {
+        match self.nft.apply(&txn) {
             Ok(()) => {
+                let elapsed = start.elapsed();
                 let report = SyncReport {
                     mode: SyncMode::Full,
-                    elements_added: desired.element_count(),
+                    elements_added: elements,
                     elements_removed: 0,
-                    script_bytes: script.len(),
-                    elapsed: start.elapsed(),
+                    script_bytes: txn.render().len(),
+                    elapsed,
                     recovered_from,
                 };
-                self.applied = Some(desired);
+                self.applied = txn.ops.pop().and_then(|op| match op {
+                    routemesh_nft::Op::Replace(table) => Some(table),
+                    _ => None,
+                });
                 Ok(report)
             }
-            Err(message) => Err(NftError::Sync {
-                table: desired.name,
+            Err(source) => Err(NftSyncError::Sync {
+                table: name,
                 mode: SyncMode::Full,
-                message: match recovered_from {
-                    Some(first) => format!("{message} (after incremental sync failed: {first})"),
-                    None => message,
-                },
+                source,
+                after: recovered_from,
             }),
         }
     }
 }
 
-fn delete_table_script(table: &str) -> String {
-    format!(
-        "add table {fam} {table}\ndelete table {fam} {table}\n",
-        fam = names::FAMILY
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
+
+    use routemesh_nft::FakeNft;
 
     use super::*;
     use crate::model::{Backend, Frontend, LbSpec, Proto, VirtualService};
@@ -231,20 +241,20 @@ mod tests {
 
     #[test]
     fn first_sync_is_full_then_unchanged() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
+        let mut backend = NftBackend::new(FakeNft::new());
         let s = spec(vec![vip(2, vec![be(1, 1), be(2, 1)])]);
         assert_eq!(backend.sync(&s).unwrap().mode, SyncMode::Full);
-        let script = backend.runner().last_script().unwrap();
+        let script = backend.nft().last_script().unwrap();
         assert!(script.starts_with(
             "add table ip routemesh_lb\ndelete table ip routemesh_lb\ntable ip routemesh_lb {\n"
         ));
         assert_eq!(backend.sync(&s).unwrap().mode, SyncMode::Unchanged);
-        assert_eq!(backend.runner().scripts().len(), 1);
+        assert_eq!(backend.nft().scripts().len(), 1);
     }
 
     #[test]
     fn backend_swap_sends_only_elements() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
+        let mut backend = NftBackend::new(FakeNft::new());
         backend
             .sync(&spec(vec![vip(2, vec![be(1, 1), be(2, 1), be(3, 1)])]))
             .unwrap();
@@ -253,7 +263,7 @@ mod tests {
             .unwrap();
         assert_eq!(report.mode, SyncMode::Incremental);
         assert_eq!(
-            lines(&backend.runner().last_script().unwrap()),
+            lines(&backend.nft().last_script().unwrap()),
             vec![
                 "delete element ip routemesh_lb vip_be_3 { 10.0.0.2 . tcp . 80 . 2 }",
                 "add element ip routemesh_lb vip_be_3 { 10.0.0.2 . tcp . 80 . 2 : 10.1.0.4 . 80 }",
@@ -263,7 +273,7 @@ mod tests {
 
     #[test]
     fn new_and_emptied_groups_add_and_remove_their_objects() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
+        let mut backend = NftBackend::new(FakeNft::new());
         backend
             .sync(&spec(vec![vip(2, vec![be(1, 1), be(2, 1)])]))
             .unwrap();
@@ -271,7 +281,7 @@ mod tests {
             .sync(&spec(vec![vip(2, vec![be(1, 1), be(2, 1), be(3, 1)])]))
             .unwrap();
         assert_eq!(
-            lines(&backend.runner().last_script().unwrap()),
+            lines(&backend.nft().last_script().unwrap()),
             vec![
                 "flush chain ip routemesh_lb services",
                 "flush chain ip routemesh_lb vip_2",
@@ -291,7 +301,7 @@ mod tests {
 
     #[test]
     fn all_draining_moves_frontend_to_no_backend() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
+        let mut backend = NftBackend::new(FakeNft::new());
         backend
             .sync(&spec(vec![vip(2, vec![be(1, 1)]), vip(3, vec![be(1, 1)])]))
             .unwrap();
@@ -299,7 +309,7 @@ mod tests {
             .sync(&spec(vec![vip(2, vec![be(1, 0)]), vip(3, vec![be(1, 1)])]))
             .unwrap();
         assert_eq!(
-            lines(&backend.runner().last_script().unwrap()),
+            lines(&backend.nft().last_script().unwrap()),
             vec![
                 "delete element ip routemesh_lb vip_fe_1 { 10.0.0.2 . tcp . 80 }",
                 "delete element ip routemesh_lb vip_be_1 { 10.0.0.2 . tcp . 80 . 0 }",
@@ -320,14 +330,14 @@ mod tests {
 
     #[test]
     fn address_only_vip_changes_send_only_elements() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
+        let mut backend = NftBackend::new(FakeNft::new());
         backend
             .sync(&spec(vec![
                 any_port(9, vec![be(1, 1), be(2, 1), be(3, 1)]),
                 any_port(10, vec![be(1, 1)]),
             ]))
             .unwrap();
-        let full = backend.runner().last_script().unwrap();
+        let full = backend.nft().last_script().unwrap();
         for needle in [
             "\t\ttypeof ip daddr . numgen random mod 3 : ip daddr\n",
             "\t\tip daddr @vipa_fe_3 dnat ip to ip daddr . numgen random mod 3 map @vipa_be_3\n",
@@ -344,7 +354,7 @@ mod tests {
             .unwrap();
         assert_eq!(report.mode, SyncMode::Incremental);
         assert_eq!(
-            lines(&backend.runner().last_script().unwrap()),
+            lines(&backend.nft().last_script().unwrap()),
             vec![
                 "flush chain ip routemesh_lb services",
                 "flush chain ip routemesh_lb vipa_1",
@@ -361,24 +371,22 @@ mod tests {
 
     #[test]
     fn failed_incremental_sync_falls_back_to_full() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
+        let mut backend = NftBackend::new(FakeNft::new());
         backend.sync(&spec(vec![vip(2, vec![be(1, 1)])])).unwrap();
-        backend
-            .runner()
-            .fail_next("Error: No such file or directory");
+        backend.nft().fail_next("Error: No such file or directory");
         let report = backend.sync(&spec(vec![vip(2, vec![be(2, 1)])])).unwrap();
         assert_eq!(report.mode, SyncMode::Full);
         assert_eq!(
             report.recovered_from.as_deref(),
             Some("Error: No such file or directory")
         );
-        assert_eq!(backend.runner().scripts().len(), 3);
+        assert_eq!(backend.nft().scripts().len(), 3);
     }
 
     #[test]
     fn failed_full_sync_leaves_no_cache() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
-        backend.runner().fail_next("boom");
+        let mut backend = NftBackend::new(FakeNft::new());
+        backend.nft().fail_next("boom");
         let err = backend.sync(&spec(vec![])).unwrap_err();
         assert_eq!(
             err.to_string(),
@@ -390,7 +398,7 @@ mod tests {
 
     #[test]
     fn snat_change_rewrites_only_postrouting() {
-        let mut backend = NftBackend::new(RecordingRunner::new());
+        let mut backend = NftBackend::new(FakeNft::new());
         backend.sync(&spec(vec![])).unwrap();
         let s = LbSpec {
             snat: crate::model::Snat::To(Ipv4Addr::new(10, 0, 0, 1)),
@@ -400,7 +408,7 @@ mod tests {
         .unwrap();
         backend.sync(&s).unwrap();
         assert_eq!(
-            lines(&backend.runner().last_script().unwrap()),
+            lines(&backend.nft().last_script().unwrap()),
             vec![
                 "flush chain ip routemesh_lb nat_postrouting",
                 "add rule ip routemesh_lb nat_postrouting ct status dnat snat ip to 10.0.0.1",

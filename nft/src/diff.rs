@@ -1,0 +1,184 @@
+//! The incremental transaction that turns the applied [`Table`] into the desired one, sending
+//! only what differs (knftables' way): changed elements become `delete element` / `add
+//! element`; a set, map or regular chain that appears or goes is added or deleted; a chain
+//! whose rules changed is flushed and refilled.
+//!
+//! Owners that add rules referencing a map should create the rule's chain together with the
+//! map (the load balancer does): nft 1.0.6 cannot re-read a `typeof ... : ip daddr . th dport`
+//! map from the kernel when parsing a rule added to an existing chain.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::model::{Chain, Collection, CollectionKind, Element, Table, Value};
+use crate::txn::{Op, Transaction};
+
+/// `None` when only a full replacement will do: another table name, base chains that differ
+/// in type, hook or priority, or a set or map whose declared type changed.
+pub fn incremental(applied: &Table, desired: &Table) -> Option<Transaction> {
+    if applied.name != desired.name || !same_base_chains(applied, desired) {
+        return None;
+    }
+    for new in &desired.collections {
+        if let Some(old) = applied.collection(&new.name) {
+            if old.key != new.key || old.data != new.data {
+                return None;
+            }
+        }
+    }
+    let table = desired.name.as_str();
+    let mut txn = Transaction::new();
+
+    let old_chains: BTreeMap<&str, &Chain> = applied
+        .chains
+        .iter()
+        .map(|c| (c.name.as_str(), c))
+        .collect();
+    let new_chains: BTreeSet<&str> = desired.chains.iter().map(|c| c.name.as_str()).collect();
+    let removed_chains: Vec<&str> = old_chains
+        .keys()
+        .filter(|n| !new_chains.contains(*n))
+        .copied()
+        .collect();
+    let changed_chains: Vec<&Chain> = desired
+        .chains
+        .iter()
+        .filter(|c| {
+            old_chains
+                .get(c.name.as_str())
+                .is_some_and(|old| old.rules != c.rules)
+        })
+        .collect();
+    let added_chains: Vec<&Chain> = desired
+        .chains
+        .iter()
+        .filter(|c| !old_chains.contains_key(c.name.as_str()))
+        .collect();
+
+    for chain in changed_chains
+        .iter()
+        .map(|c| c.name.as_str())
+        .chain(removed_chains.iter().copied())
+    {
+        txn.push(Op::FlushChain {
+            table: table.into(),
+            chain: chain.into(),
+        });
+    }
+
+    // Sets before maps, each in declaration order.
+    fn by_kind(t: &Table, kind: CollectionKind) -> impl Iterator<Item = &Collection> {
+        t.collections.iter().filter(move |c| c.kind() == kind)
+    }
+    let kinds = [CollectionKind::Set, CollectionKind::Map];
+    let mut adds: Vec<(&str, Vec<Element>)> = Vec::new();
+    for kind in kinds {
+        for new in by_kind(desired, kind) {
+            let Some(old) = applied.collection(&new.name) else {
+                continue;
+            };
+            let (gone, came) = element_changes(old, new);
+            if !gone.is_empty() {
+                txn.push(Op::DeleteElements {
+                    table: table.into(),
+                    collection: new.name.clone(),
+                    keys: gone,
+                });
+            }
+            adds.push((&new.name, came));
+        }
+    }
+    for chain in &removed_chains {
+        txn.push(Op::DeleteChain {
+            table: table.into(),
+            chain: (*chain).into(),
+        });
+    }
+    for kind in kinds {
+        for old in by_kind(applied, kind) {
+            if desired.collection(&old.name).is_none() {
+                txn.push(Op::DeleteCollection {
+                    table: table.into(),
+                    kind,
+                    name: old.name.clone(),
+                });
+            }
+        }
+    }
+    for kind in kinds {
+        for new in by_kind(desired, kind) {
+            if applied.collection(&new.name).is_none() {
+                txn.push(Op::AddCollection {
+                    table: table.into(),
+                    collection: Collection {
+                        elements: Vec::new(),
+                        ..new.clone()
+                    },
+                });
+                adds.push((&new.name, new.elements.clone()));
+            }
+        }
+    }
+    for (collection, elements) in adds {
+        if !elements.is_empty() {
+            txn.push(Op::AddElements {
+                table: table.into(),
+                collection: collection.into(),
+                elements,
+            });
+        }
+    }
+    for chain in &added_chains {
+        txn.push(Op::AddChain {
+            table: table.into(),
+            chain: chain.name.clone(),
+        });
+    }
+    for chain in added_chains.iter().chain(changed_chains.iter()) {
+        for rule in &chain.rules {
+            txn.push(Op::AddRule {
+                table: table.into(),
+                chain: chain.name.clone(),
+                rule: rule.clone(),
+            });
+        }
+    }
+    Some(txn)
+}
+
+fn same_base_chains(applied: &Table, desired: &Table) -> bool {
+    let bases = |t: &Table| -> BTreeMap<String, _> {
+        t.chains
+            .iter()
+            .filter_map(|c| c.base.map(|b| (c.name.clone(), b)))
+            .collect()
+    };
+    // Also refuses a base chain that turns regular or back: it is in one map only.
+    bases(applied) == bases(desired)
+}
+
+/// Keys whose element went or changed, and elements that came or changed, in each side's order.
+fn element_changes(old: &Collection, new: &Collection) -> (Vec<Vec<Value>>, Vec<Element>) {
+    let new_by_key: BTreeMap<&[Value], &[Value]> = new
+        .elements
+        .iter()
+        .map(|e| (e.key.as_slice(), e.data.as_slice()))
+        .collect();
+    let old_by_key: BTreeMap<&[Value], &[Value]> = old
+        .elements
+        .iter()
+        .map(|e| (e.key.as_slice(), e.data.as_slice()))
+        .collect();
+    let gone = old
+        .elements
+        .iter()
+        .filter(|e| new_by_key.get(e.key.as_slice()) != Some(&e.data.as_slice()))
+        .map(|e| e.key.clone())
+        .collect();
+    let came = new
+        .elements
+        .iter()
+        .filter(|e| old_by_key.get(e.key.as_slice()) != Some(&e.data.as_slice()))
+        .cloned()
+        .collect();
+    (gone, came)
+}

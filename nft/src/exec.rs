@@ -1,0 +1,149 @@
+//! Applying transactions: the [`Executor`] trait, and [`NftCmd`], which runs `nft -f -` inside
+//! a network namespace. The fake for tests is [`crate::FakeNft`].
+
+use std::fs::File;
+use std::io::Write as _;
+use std::os::fd::AsRawFd;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+
+use crate::check;
+use crate::error::{netns_label, NftError};
+use crate::txn::Transaction;
+
+/// Applies one transaction atomically in one namespace: all of it, or nothing.
+pub trait Executor: Send + Sync {
+    fn apply(&self, txn: &Transaction) -> Result<(), NftError>;
+}
+
+impl<T: Executor + ?Sized> Executor for &T {
+    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
+        (**self).apply(txn)
+    }
+}
+
+impl<T: Executor + ?Sized> Executor for Box<T> {
+    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
+        (**self).apply(txn)
+    }
+}
+
+impl<T: Executor + ?Sized> Executor for Arc<T> {
+    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
+        (**self).apply(txn)
+    }
+}
+
+/// Runs `nft -f -` as a child process that enters the namespace before it executes (the
+/// calling thread's own namespace is never changed), one process per transaction. Blocks on
+/// the child: call it off async workers.
+#[derive(Debug, Clone)]
+pub struct NftCmd {
+    program: PathBuf,
+    netns: Option<PathBuf>,
+}
+
+impl NftCmd {
+    /// nft in the namespace of the calling thread.
+    pub fn current() -> NftCmd {
+        NftCmd {
+            program: PathBuf::from("nft"),
+            netns: None,
+        }
+    }
+
+    /// nft in the namespace whose file is `netns` (`/run/netns/x`, a bind mount of a
+    /// namespace, or `/proc/PID/ns/net`).
+    pub fn in_netns(netns: impl Into<PathBuf>) -> NftCmd {
+        NftCmd {
+            program: PathBuf::from("nft"),
+            netns: Some(netns.into()),
+        }
+    }
+
+    /// Another nft binary, or a wrapper with the same interface.
+    pub fn with_program(mut self, program: impl Into<PathBuf>) -> NftCmd {
+        self.program = program.into();
+        self
+    }
+
+    pub fn netns(&self) -> Option<&Path> {
+        self.netns.as_deref()
+    }
+
+    /// Runs a script as it is. For tests and tools that must send what the model cannot
+    /// express (a script nft refuses, say); product code applies transactions.
+    pub fn run_script(&self, script: &str, tables: &str) -> Result<(), NftError> {
+        let label = netns_label(self.netns.as_deref());
+        let io = |op: String| {
+            let label = label.clone();
+            move |source| NftError::Io {
+                netns: label,
+                op,
+                source,
+            }
+        };
+        let program = self.program.display().to_string();
+        let ns_file = match &self.netns {
+            Some(path) => Some(File::open(path).map_err(io("opening the namespace".into()))?),
+            None => None,
+        };
+        let mut cmd = Command::new(&self.program);
+        cmd.args(["-f", "-"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        if let Some(ns) = &ns_file {
+            let fd = ns.as_raw_fd();
+            // SAFETY: runs in the forked child before exec and makes only the
+            // async-signal-safe setns(2) call, on a descriptor opened before the fork.
+            unsafe {
+                cmd.pre_exec(move || {
+                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                    Ok(())
+                });
+            }
+        }
+        let mut child = cmd.spawn().map_err(io(format!("starting {program}")))?;
+        let mut stdin = child.stdin.take().ok_or_else(|| NftError::Io {
+            netns: label.clone(),
+            op: format!("{program}: no stdin pipe"),
+            source: std::io::Error::from(std::io::ErrorKind::BrokenPipe),
+        })?;
+        // nft reads all of its input before it reports, so writing first cannot deadlock
+        // against a full stderr pipe; a thread keeps it that way for any wrapper.
+        let text = script.to_owned();
+        let writer = std::thread::spawn(move || stdin.write_all(text.as_bytes()));
+        let output = child
+            .wait_with_output()
+            .map_err(io(format!("waiting for {program}")))?;
+        let written = writer.join().map_err(|_| NftError::Io {
+            netns: label.clone(),
+            op: format!("{program}: stdin writer panicked"),
+            source: std::io::Error::other("panic"),
+        })?;
+        if !output.status.success() {
+            return Err(NftError::Rejected {
+                netns: label,
+                tables: tables.to_string(),
+                message: format!(
+                    "{program} -f - {}: {}",
+                    output.status,
+                    String::from_utf8_lossy(&output.stderr).trim()
+                ),
+            });
+        }
+        written.map_err(io(format!("writing the script to {program}")))
+    }
+}
+
+impl Executor for NftCmd {
+    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
+        check::transaction(txn)?;
+        self.run_script(&txn.render(), &txn.tables().join(", "))
+    }
+}
