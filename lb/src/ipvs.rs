@@ -136,6 +136,26 @@ fn join(errors: &[IpvsBackendError]) -> String {
     parts.join("; ")
 }
 
+/// What the IPVS dataplane programs for `spec` with these marks: the marking table (named
+/// `table`) and the IPVS services. Pure.
+pub fn desired(table: &str, spec: &ValidLbSpec, marks: &Marks) -> (Table, IpvsState) {
+    let marked: Vec<MarkedFrontend> = spec
+        .services()
+        .iter()
+        .filter_map(|vs| {
+            marks.get(&vs.frontend).map(|&mark| MarkedFrontend {
+                frontend: vs.frontend,
+                mark,
+                has_active_backend: vs.active_backends().next().is_some(),
+            })
+        })
+        .collect();
+    (
+        marking_table(table, spec.snat(), &marked),
+        desired_state(spec, marks),
+    )
+}
+
 /// One namespace's IPVS dataplane. `ipvs` must be a client opened in that namespace
 /// ([`IpvsBackend::open`]), `nft` must apply transactions in it.
 pub struct IpvsBackend<E, K = IpvsClient> {
@@ -268,19 +288,7 @@ impl<E: Executor, K: IpvsTable> IpvsBackend<E, K> {
     ) -> Result<IpvsSyncReport, IpvsBackendError> {
         let start = Instant::now();
         let marks = allocate_marks(&self.marks, spec.services().iter().map(|s| s.frontend))?;
-        let desired = desired_state(spec, &marks);
-        let marked: Vec<MarkedFrontend> = spec
-            .services()
-            .iter()
-            .filter_map(|vs| {
-                marks.get(&vs.frontend).map(|&mark| MarkedFrontend {
-                    frontend: vs.frontend,
-                    mark,
-                    has_active_backend: vs.active_backends().next().is_some(),
-                })
-            })
-            .collect();
-        let marking = marking_table(&self.table, spec.snat(), &marked);
+        let (marking, desired) = desired(&self.table, spec, &marks);
         self.marks = marks;
 
         // Taken out of the cache: a failure below leaves no cache, so the next sync re-reads.

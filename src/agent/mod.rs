@@ -9,6 +9,7 @@ pub mod plan;
 pub mod plan_dns;
 pub mod plan_mesh;
 pub mod runner;
+pub mod trace;
 
 use std::sync::Arc;
 use std::time::Duration;
