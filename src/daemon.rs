@@ -138,8 +138,8 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
 
 /// Settles `--dataplane`: `auto` takes IPVS where the kernel has it; `ipvs` on a kernel
 /// without it refuses to start (Docker fails quietly there).
-fn choose_dataplane(cfg: &DaemonConfig) -> anyhow::Result<crate::agent::lb::Kind> {
-    use crate::agent::lb::Kind;
+fn choose_dataplane(cfg: &DaemonConfig) -> anyhow::Result<crate::agent::apply::lb::Kind> {
+    use crate::agent::apply::lb::Kind;
     use crate::config::Dataplane;
     let ipvs = Kind::Ipvs(cfg.ipvs_timeouts);
     let kind = match cfg.dataplane {

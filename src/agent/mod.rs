@@ -2,12 +2,7 @@
 //! node's tasks and reports their status.
 
 pub mod apply;
-pub mod dns;
-pub mod files;
-pub mod lb;
 pub mod plan;
-pub mod plan_dns;
-pub mod plan_mesh;
 pub mod runner;
 pub mod trace;
 
@@ -17,7 +12,9 @@ use std::time::Duration;
 use tokio::sync::mpsc;
 
 use crate::store::{keys, state, Store, Txn};
-use apply::{Applied, Applier};
+use apply::dns::DnsService;
+use apply::lb::{self, LbDataplane};
+use apply::{Applier, NodeEnv};
 use plan::NodeContext;
 use routemesh_netdev::netlink::Netlink;
 use runner::{Runner, StatusEvent};
@@ -62,14 +59,16 @@ impl Agent {
             .map_err(AgentError::Forwarding)?;
         let node_nl = Netlink::current().map_err(AgentError::Netlink)?;
         let (tx, rx) = mpsc::unbounded_channel();
-        let applier = Applier {
+        let env = NodeEnv {
             ctx: self.ctx.clone(),
             node: node_nl,
             runner: Runner::new(tx),
-            applied: Applied::default(),
-            dns: dns::DnsService::new(self.forwarder(), self.dns_ttl),
-            lb: lb::LbDataplane::new(self.dataplane),
         };
+        let applier = Applier::new(
+            env,
+            DnsService::new(self.forwarder(), self.dns_ttl),
+            LbDataplane::new(self.dataplane),
+        );
         Ok(tokio::spawn(self.run(applier, rx)))
     }
 
@@ -97,7 +96,7 @@ impl Agent {
                     if full {
                         last_full = tokio::time::Instant::now();
                     }
-                    full = !errs.0.is_empty();
+                    full = !errs.is_empty();
                     self.forget_stopped(&st, &applier).await;
                     Some(st.revision)
                 }

@@ -187,7 +187,13 @@ async fn supervise(
             }
             Err(e) => {
                 tracing::warn!(task = %spec.task, error = %e, "task cannot start");
-                report(status(TaskState::Failed, None, e, restarts, ever_ran));
+                report(status(
+                    TaskState::Failed,
+                    None,
+                    e.to_string(),
+                    restarts,
+                    ever_ran,
+                ));
             }
         }
         tokio::select! {
@@ -208,18 +214,42 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
     }
 }
 
-fn spawn(spec: &ProcessSpec) -> Result<u32, String> {
+/// Why a task's process could not be started; the message goes into the task's status.
+#[derive(Debug, thiserror::Error)]
+pub enum SpawnError {
+    #[error("empty command")]
+    EmptyCommand,
+    #[error("opening log {}: {source}", path.display())]
+    Log {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Preparing to enter the sandbox failed (its message names the namespace).
+    #[error("{0}")]
+    Enter(#[source] std::io::Error),
+    #[error("starting {prog:?}: {source}")]
+    Start {
+        prog: String,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn spawn(spec: &ProcessSpec) -> Result<u32, SpawnError> {
     let Some((prog, args)) = spec.argv.split_first() else {
-        return Err("empty command".into());
+        return Err(SpawnError::EmptyCommand);
+    };
+    let log_err = |source| SpawnError::Log {
+        path: spec.log.clone(),
+        source,
     };
     let log = OpenOptions::new()
         .create(true)
         .append(true)
         .open(&spec.log)
-        .map_err(|e| format!("opening log {}: {e}", spec.log.display()))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| format!("opening log {}: {e}", spec.log.display()))?;
+        .map_err(log_err)?;
+    let log2 = log.try_clone().map_err(log_err)?;
     let mut cmd = Command::new(prog);
     cmd.args(args)
         .env_clear()
@@ -228,8 +258,11 @@ fn spawn(spec: &ProcessSpec) -> Result<u32, String> {
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2);
-    enter_on_spawn(&mut cmd, &spec.enter, true).map_err(|e| e.to_string())?;
-    let child = cmd.spawn().map_err(|e| format!("starting {prog:?}: {e}"))?;
+    enter_on_spawn(&mut cmd, &spec.enter, true).map_err(SpawnError::Enter)?;
+    let child = cmd.spawn().map_err(|source| SpawnError::Start {
+        prog: prog.clone(),
+        source,
+    })?;
     let pid = child.id();
     // The child is reaped in wait_exit; dropping the handle neither waits nor kills.
     drop(child);

@@ -16,9 +16,9 @@ use routemesh_netdev::{dns_redirect, firewall};
 use routemesh_nft::trace::net::{Iface, IpvsDest, Netns};
 use routemesh_nft::trace::{Network, Ruleset, TraceError};
 
-use super::lb::{lb_spec, Kind};
+use super::apply::lb::{lb_spec, Kind};
+use super::plan::mesh::LbPlan;
 use super::plan::NodePlan;
-use super::plan_mesh::LbPlan;
 use crate::layout::netns_name;
 
 /// Ports the DNS redirect sends queries to in a traced sandbox (the kernel picks them for

@@ -5,22 +5,25 @@
 
 use std::collections::BTreeMap;
 use std::net::{TcpListener, UdpSocket};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use async_trait::async_trait;
 use routemesh_dns::{
     serve, Forwarder, Limits, Querier, Resolver, ServeContext, ServerHandle, Sockets, TableOptions,
 };
+use routemesh_netdev::spec::SandboxSpec;
 use routemesh_netdev::{dns_redirect, netns};
-use routemesh_nft::{Executor, NftCmd, Transaction};
+use routemesh_nft::{Executor, NftCmd, NftError, Transaction};
 
-use super::plan_dns::DnsPlan;
+use super::{Pass, Reconciler, Resource};
+use crate::agent::plan::dns::DnsPlan;
 
 /// Where tasks send their queries.
 pub const DNS_ADDR: std::net::Ipv4Addr = dns_redirect::DNS_ADDR;
 
 struct Listener {
-    netns: std::path::PathBuf,
+    netns: PathBuf,
     querier: Arc<Querier>,
     handle: ServerHandle,
 }
@@ -32,7 +35,39 @@ pub struct DnsService {
     listeners: BTreeMap<String, Listener>,
 }
 
-fn bind_in(ns: &Path) -> Result<(UdpSocket, TcpListener), String> {
+/// A sandbox whose resolver could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum DnsError {
+    #[error("dns for task {task}: entering {}: {source}", netns.display())]
+    Enter {
+        task: String,
+        netns: PathBuf,
+        #[source]
+        source: Box<routemesh_netdev::Error>,
+    },
+    #[error("dns for task {task}: binding {DNS_ADDR} in {}: {source}", netns.display())]
+    Bind {
+        task: String,
+        netns: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("dns for task {task}: redirecting {DNS_ADDR}:53: {source}")]
+    Redirect {
+        task: String,
+        #[source]
+        source: NftError,
+    },
+    #[error("dns for task {task}: serving dns in {}: {source}", netns.display())]
+    Serve {
+        task: String,
+        netns: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+fn bind_in(task: &str, ns: &Path) -> Result<(UdpSocket, TcpListener), DnsError> {
     let r = netns::run_in(ns, || -> std::io::Result<(UdpSocket, TcpListener)> {
         let udp = UdpSocket::bind((DNS_ADDR, 0))?;
         let tcp = TcpListener::bind((DNS_ADDR, 0))?;
@@ -40,8 +75,16 @@ fn bind_in(ns: &Path) -> Result<(UdpSocket, TcpListener), String> {
     });
     match r {
         Ok(Ok(s)) => Ok(s),
-        Ok(Err(e)) => Err(format!("binding {DNS_ADDR} in {}: {e}", ns.display())),
-        Err(e) => Err(e.to_string()),
+        Ok(Err(source)) => Err(DnsError::Bind {
+            task: task.to_string(),
+            netns: ns.to_path_buf(),
+            source,
+        }),
+        Err(source) => Err(DnsError::Enter {
+            task: task.to_string(),
+            netns: ns.to_path_buf(),
+            source: Box::new(source),
+        }),
     }
 }
 
@@ -56,12 +99,8 @@ impl DnsService {
     }
 
     /// Swaps in the new table, then makes the listeners match the sandboxes that exist.
-    /// `ready` maps each local task whose sandbox is up to its namespace path.
-    pub fn sync(
-        &mut self,
-        plan: &DnsPlan,
-        ready: &BTreeMap<String, std::path::PathBuf>,
-    ) -> Vec<String> {
+    /// `ready` holds each local task whose sandbox is up.
+    pub fn sync(&mut self, plan: &DnsPlan, ready: &BTreeMap<String, SandboxSpec>) -> Vec<DnsError> {
         let mut errors = Vec::new();
         let skipped = self
             .resolver
@@ -72,7 +111,9 @@ impl DnsService {
         let gone: Vec<String> = self
             .listeners
             .iter()
-            .filter(|(t, l)| ready.get(*t) != Some(&l.netns) || !plan.queriers.contains_key(*t))
+            .filter(|(t, l)| {
+                ready.get(*t).map(|s| &s.netns) != Some(&l.netns) || !plan.queriers.contains_key(*t)
+            })
             .map(|(t, _)| t.clone())
             .collect();
         for t in gone {
@@ -80,7 +121,7 @@ impl DnsService {
                 l.handle.stop();
             }
         }
-        for (task, ns) in ready {
+        for (task, sandbox) in ready {
             let Some(nets) = plan.queriers.get(task) else {
                 continue;
             };
@@ -90,25 +131,31 @@ impl DnsService {
                 }
                 continue;
             }
-            match self.listen(ns, nets.clone()) {
+            match self.listen(task, &sandbox.netns, nets.clone()) {
                 Ok(l) => {
                     self.listeners.insert(task.clone(), l);
                 }
-                Err(e) => errors.push(format!("dns for task {task}: {e}")),
+                Err(e) => errors.push(e),
             }
         }
         errors
     }
 
-    fn listen(&self, ns: &Path, networks: Vec<String>) -> Result<Listener, String> {
-        let (udp, tcp) = bind_in(ns)?;
-        let port = |a: std::io::Result<std::net::SocketAddr>| {
-            a.map(|a| a.port()).map_err(|e| e.to_string())
+    fn listen(&self, task: &str, ns: &Path, networks: Vec<String>) -> Result<Listener, DnsError> {
+        let (udp, tcp) = bind_in(task, ns)?;
+        let bind_err = |source| DnsError::Bind {
+            task: task.to_string(),
+            netns: ns.to_path_buf(),
+            source,
         };
-        let (up, tp) = (port(udp.local_addr())?, port(tcp.local_addr())?);
+        let up = udp.local_addr().map_err(bind_err)?.port();
+        let tp = tcp.local_addr().map_err(bind_err)?.port();
         NftCmd::in_netns(ns)
             .apply(&Transaction::replace(dns_redirect::table(up, tp)))
-            .map_err(|e| e.to_string())?;
+            .map_err(|source| DnsError::Redirect {
+                task: task.to_string(),
+                source,
+            })?;
         let querier = Arc::new(Querier::new(networks));
         let handle = serve(
             self.resolver.clone(),
@@ -122,12 +169,32 @@ impl DnsService {
                 limits: Limits::default(),
             },
         )
-        .map_err(|e| format!("serving dns in {}: {e}", ns.display()))?;
+        .map_err(|source| DnsError::Serve {
+            task: task.to_string(),
+            netns: ns.to_path_buf(),
+            source,
+        })?;
         tracing::debug!(netns = %ns.display(), udp = up, tcp = tp, "dns listening");
         Ok(Listener {
             netns: ns.to_path_buf(),
             querier,
             handle,
         })
+    }
+}
+
+/// Listeners stay across full passes: their sockets are what the tasks talk to.
+#[async_trait]
+impl Reconciler for DnsService {
+    fn resource(&self) -> Resource {
+        Resource::Dns
+    }
+
+    fn forget(&mut self) {}
+
+    async fn ensure(&mut self, pass: &mut Pass<'_>) {
+        for e in self.sync(&pass.plan.dns, pass.ready) {
+            pass.note(self.resource(), "dns", Err(e));
+        }
     }
 }

@@ -10,7 +10,7 @@ use ipnet::Ipv4Net;
 use routemesh_netdev::firewall::{HostPort, IngressDnat};
 use routemesh_netdev::spec::{Attachment, InterfaceSpec, Mac, SandboxSpec};
 
-use super::plan::{outer_ifname, NodeContext, BRIDGE_MTU, GWBRIDGE, OVERLAY_MTU};
+use super::{outer_ifname, NodeContext, BRIDGE_MTU, GWBRIDGE, OVERLAY_MTU};
 use crate::layout::INGRESS_SBOX;
 use crate::model::{
     ClusterState, DesiredState, EndpointMode, Proto, PublishMode, Scheduler, Task, TaskState,

@@ -1,7 +1,6 @@
 //! The contents of the per-task files a sandbox needs (their paths: `crate::layout`).
 
 use std::net::Ipv4Addr;
-use std::path::Path;
 
 /// Docker's embedded-DNS resolv.conf: the sandbox asks 127.0.0.11 and nothing else, and a
 /// bare name is tried as is first (`ndots:0`), so service names resolve without search domains.
@@ -15,17 +14,4 @@ pub fn hosts(task: &str, first_addr: Option<Ipv4Addr>) -> String {
         s.push_str(&format!("{ip}\t{task}\n"));
     }
     s
-}
-
-/// Writes `content` to `path` unless it already says exactly that.
-pub fn write_if_changed(path: &Path, content: &str) -> std::io::Result<()> {
-    if std::fs::read_to_string(path).is_ok_and(|c| c == content) {
-        return Ok(());
-    }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)?;
-    }
-    let tmp = path.with_extension("tmp");
-    std::fs::write(&tmp, content)?;
-    std::fs::rename(&tmp, path)
 }

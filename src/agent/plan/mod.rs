@@ -2,6 +2,10 @@
 //! state. No I/O: every name, address and path is decided here, so the tests below pin the
 //! whole layout down without root.
 
+pub mod dns;
+pub mod files;
+pub mod mesh;
+
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
@@ -53,9 +57,9 @@ pub struct NodePlan {
     pub task_files: BTreeMap<String, TaskFiles>,
     pub firewall: NodeFirewallSpec,
     /// Load balancers and the ingress sandbox.
-    pub mesh: super::plan_mesh::MeshPlan,
+    pub mesh: mesh::MeshPlan,
     /// The embedded DNS's names and who may see them.
-    pub dns: super::plan_dns::DnsPlan,
+    pub dns: dns::DnsPlan,
 }
 
 /// The contents of a task's resolv.conf and hosts files.
@@ -239,7 +243,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         gateway: ctx.gwbridge_gateway(),
         mtu: BRIDGE_MTU,
     };
-    let mesh = super::plan_mesh::plan_mesh(st, ctx);
+    let mesh = mesh::plan_mesh(st, ctx);
     let mut firewall = NodeFirewallSpec {
         masquerade: vec![Masquerade {
             subnet: ctx.gwbridge_subnet,
@@ -293,8 +297,8 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         task_files.insert(
             task.name.clone(),
             TaskFiles {
-                resolv_conf: super::files::resolv_conf(),
-                hosts: super::files::hosts(&task.name, first.or(Some(task.gateway_address.addr()))),
+                resolv_conf: files::resolv_conf(),
+                hosts: files::hosts(&task.name, first.or(Some(task.gateway_address.addr()))),
             },
         );
         sandboxes.insert(task.name.clone(), sb);
@@ -309,7 +313,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         task_files,
         firewall,
         mesh,
-        dns: super::plan_dns::plan_dns(st, &ctx.node),
+        dns: dns::plan_dns(st, &ctx.node),
     }
 }
 
