@@ -262,7 +262,7 @@ impl Topology {
         let mut nss: Vec<PathBuf> = list_ns(&node.run_dir().join("netns"));
         nss.push(node.netns.clone());
         for ns in &nss {
-            kill_processes_in(ns);
+            netns::kill_processes_in(ns);
         }
         for ns in nss {
             let _ = netns::remove(&ns);
@@ -330,7 +330,7 @@ pub fn teardown_dir(dir: &Path) {
     // fabric (etcd).
     for d in &nsdirs {
         for ns in list_ns(d) {
-            kill_processes_in(&ns);
+            netns::kill_processes_in(&ns);
         }
     }
     for d in &nsdirs {
@@ -374,35 +374,6 @@ fn list_ns(dir: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(dir)
         .map(|rd| rd.flatten().map(|e| e.path()).collect())
         .unwrap_or_default()
-}
-
-/// Kills every process whose network namespace is the one bound at `ns`.
-pub fn kill_processes_in(ns: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(ino) = std::fs::metadata(ns).map(|m| m.ino()) else {
-        return;
-    };
-    let want = format!("net:[{ino}]");
-    let me = std::process::id();
-    let Ok(rd) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for e in rd.flatten() {
-        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if pid as u32 == me {
-            continue;
-        }
-        if std::fs::read_link(format!("/proc/{pid}/ns/net"))
-            .is_ok_and(|l| l.to_string_lossy() == want)
-        {
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
 }
 
 fn which(prog: &str) -> Option<PathBuf> {

@@ -44,7 +44,7 @@ struct Upstream {
 
 impl Upstream {
     fn new(node: &Node) -> Upstream {
-        let ns = Netns::new(&unique("ups"));
+        let ns = Netns::new(&unique("ups")).unwrap_or_else(|e| panic!("{e}"));
         node.ns.sh_ok(&format!(
             "ip link add rmtup0 type veth peer name rmtup1 && ip link set rmtup1 netns {} && \
              ip addr add 192.168.91.1/24 dev rmtup0 && ip link set rmtup0 up",

@@ -255,7 +255,7 @@ fn bridge_network_and_gateway_bridge_egress() {
     }
     let node = Node::start("brg");
     // An outside host joined to the node by a veth, with a server of its own.
-    let world = Netns::new(&unique("world"));
+    let world = Netns::new(&unique("world")).unwrap_or_else(|e| panic!("{e}"));
     let (a, b) = (unique("va"), unique("vb"));
     let (a, b) = (
         &a[a.len().saturating_sub(12)..],
@@ -580,7 +580,7 @@ fn dataplane_choice_follows_the_kernel() {
         return;
     }
     let has_ipvs = routemesh_lb::ipvs::ipvs_available().is_ok();
-    let ns = Netns::new(&unique("dp"));
+    let ns = Netns::new(&unique("dp")).unwrap_or_else(|e| panic!("{e}"));
     let dir = std::env::temp_dir().join(&ns.name);
     let out = run(ns
         .cmd(bin().to_str().unwrap_or("routemesh"))
@@ -671,7 +671,7 @@ fn bad_store_settings_refuse_to_start_and_change_nothing() {
     if !root_or_skip("bad_store_settings_refuse_to_start_and_change_nothing") {
         return;
     }
-    let ns = Netns::new(&unique("st"));
+    let ns = Netns::new(&unique("st")).unwrap_or_else(|e| panic!("{e}"));
     // Removed with `tmp`, even when an assertion fails.
     let tmp = tempfile::tempdir().expect("temp dir");
     let dir = tmp.path().to_path_buf();

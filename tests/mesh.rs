@@ -20,7 +20,7 @@ const NODE_ADDR: &str = "192.168.90.1";
 impl Mesh {
     fn new(label: &str) -> Mesh {
         let node = Node::start(label);
-        let client = Netns::new(&unique("cli"));
+        let client = Netns::new(&unique("cli")).unwrap_or_else(|e| panic!("{e}"));
         let (a, b) = ("rmtcli0", "rmtcli1");
         node.ns.sh_ok(&format!(
             "ip link add {a} type veth peer name {b} && ip link set {b} netns {} && \

@@ -5,9 +5,6 @@
 //! real connections. Prints `ok: ...` / `FAIL: ...` per check and a summary line; exits 1 on
 //! any failure.
 
-#[path = "../tests/support/netns.rs"]
-mod support;
-
 use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::fs::File;
@@ -23,7 +20,10 @@ use routemesh_lb::{
     ipvs_available, prepare_namespace, Backend, Frontend, LbSpec, Proto, Scheduler, Snat, SyncMode,
     ValidLbSpec, VirtualService,
 };
-use support::{veth, Netns, NsRunner};
+use routemesh_testsupport::{veth, Netns, RecordingNft};
+
+/// What a step of the run can fail with.
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const VIP_ANY: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 10);
 const VIP_PORT: Ipv4Addr = Ipv4Addr::new(10, 9, 0, 11);
@@ -69,21 +69,22 @@ fn main() {
     }
 }
 
-fn enter(path: &str) -> Result<(), String> {
+fn enter(path: &str) -> Res<()> {
     let file = File::open(path).map_err(|e| format!("{path}: {e}"))?;
     // SAFETY: setns on a valid fd; it only affects the calling thread.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()));
+        return Err(format!("setns {path}: {}", std::io::Error::last_os_error()).into());
     }
     Ok(())
 }
 
 /// A server in namespace `path` on `port`: answers `NAME:PORT\n`, then echoes lines.
-fn serve(path: String, name: &'static str, port: u16) -> Result<(), String> {
+fn serve(path: String, name: &'static str, port: u16) -> Res<()> {
     let (ready, wait) = mpsc::channel();
     std::thread::spawn(move || {
         let listener = enter(&path).and_then(|()| {
-            TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("{name} bind {port}: {e}"))
+            TcpListener::bind(("0.0.0.0", port))
+                .map_err(|e| format!("{name} bind {port}: {e}").into())
         });
         let listener = match listener {
             Ok(l) => {
@@ -117,6 +118,24 @@ fn serve(path: String, name: &'static str, port: u16) -> Result<(), String> {
         .map_err(|_| format!("{name}: server thread died"))?
 }
 
+/// How a connection through the VIP that idled ended.
+#[derive(Debug)]
+enum Idle {
+    Answered(String),
+    ConnectFailed(std::io::ErrorKind),
+    Broken(&'static str, std::io::ErrorKind),
+}
+
+impl std::fmt::Display for Idle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Idle::Answered(line) => write!(f, "answered {line:?}"),
+            Idle::ConnectFailed(kind) => write!(f, "connect: {kind}"),
+            Idle::Broken(step, kind) => write!(f, "{step}: {kind}"),
+        }
+    }
+}
+
 fn connect(addr: SocketAddr) -> Result<(TcpStream, String), std::io::Error> {
     let stream = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
     stream.set_read_timeout(Some(Duration::from_secs(3)))?;
@@ -126,13 +145,9 @@ fn connect(addr: SocketAddr) -> Result<(TcpStream, String), std::io::Error> {
 }
 
 /// `count` connections to `addr` from the client namespace: answers by name (errors too).
-fn spread(
-    client: &Netns,
-    addr: SocketAddr,
-    count: usize,
-) -> Result<BTreeMap<String, usize>, String> {
-    client.run_in(|| {
-        let mut seen = BTreeMap::new();
+fn spread(client: &Netns, addr: SocketAddr, count: usize) -> Res<BTreeMap<String, usize>> {
+    let seen = client.run_in(|| {
+        let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         for _ in 0..count {
             let key = match connect(addr) {
                 Ok((_, name)) => name.split(':').next().unwrap_or("").to_string(),
@@ -141,7 +156,8 @@ fn spread(
             *seen.entry(key).or_insert(0) += 1;
         }
         seen
-    })
+    })?;
+    Ok(seen)
 }
 
 fn check_spread(
@@ -162,8 +178,8 @@ fn check_spread(
     );
 }
 
-fn ipvsadm(lb: &Netns, args: &[&str]) -> Result<String, String> {
-    lb.exec("/usr/sbin/ipvsadm", args)
+fn ipvsadm(lb: &Netns, args: &[&str]) -> Res<String> {
+    Ok(lb.exec("/usr/sbin/ipvsadm", args)?)
 }
 
 /// Lines of `ipvsadm -Ln` as whitespace-separated words.
@@ -183,7 +199,7 @@ fn spec(
     weights: [u32; 3],
     present: usize,
     published_weights: Option<[u32; 3]>,
-) -> Result<ValidLbSpec, String> {
+) -> Res<ValidLbSpec> {
     let backends = |port: u16, weights: [u32; 3]| -> Vec<Backend> {
         BACKENDS
             .iter()
@@ -221,10 +237,10 @@ fn spec(
         ..LbSpec::default()
     }
     .validate()
-    .map_err(|e| e.to_string())
+    .map_err(Into::into)
 }
 
-fn run(checks: &mut Checks) -> Result<(), String> {
+fn run(checks: &mut Checks) -> Res<()> {
     checks.check(
         "IPVS available in this kernel",
         ipvs_available().is_ok(),
@@ -235,8 +251,8 @@ fn run(checks: &mut Checks) -> Result<(), String> {
     );
 
     // --- namespaces: client -> lb (bridge br0) -> b1, b2, b3 ---------------------------------
-    let client = Netns::new("client".into())?;
-    let lb = Netns::new("lb".into())?;
+    let client = Netns::new("client")?;
+    let lb = Netns::new("lb")?;
     veth(&client, "c0", &lb, "l0")?;
     client.ip(&["addr", "add", "10.0.0.2/24", "dev", "c0"])?;
     client.ip(&["route", "add", "default", "via", "10.0.0.1"])?;
@@ -251,20 +267,20 @@ fn run(checks: &mut Checks) -> Result<(), String> {
     lb.sysctl("net.ipv4.ip_forward=1")?;
     let mut backends = Vec::new();
     for (i, name) in NAMES.iter().enumerate() {
-        let ns = Netns::new((*name).into())?;
+        let ns = Netns::new(name)?;
         let lb_if = format!("v{name}");
         veth(&lb, &lb_if, &ns, "eth0")?;
         lb.ip(&["link", "set", &lb_if, "master", "br0"])?;
         // No default route: replies reach the lb only because of the SNAT.
         ns.ip(&["addr", "add", &format!("{}/24", BACKENDS[i]), "dev", "eth0"])?;
-        serve(ns.path(), name, 80)?;
-        serve(ns.path(), name, 5000)?;
+        serve(ns.path().display().to_string(), name, 80)?;
+        serve(ns.path().display().to_string(), name, 5000)?;
         backends.push(ns);
     }
 
     // --- prepare + first sync -------------------------------------------------------------
     let lb_path = lb.path();
-    prepare_namespace(Path::new(&lb_path), Timeouts::default()).map_err(|e| e.to_string())?;
+    prepare_namespace(Path::new(&lb_path), Timeouts::default())?;
     for (key, value) in routemesh_lb::ipvs::SYSCTLS {
         let got = lb.exec("cat", &[&format!("/proc/sys/{key}")])?;
         checks.check(
@@ -280,11 +296,8 @@ fn run(checks: &mut Checks) -> Result<(), String> {
         &out,
     );
 
-    let mut backend =
-        IpvsBackend::open(Path::new(&lb_path), NsRunner::new(&lb)).map_err(|e| e.to_string())?;
-    let report = backend
-        .sync(&spec([1, 1, 1], 3, None)?)
-        .map_err(|e| e.to_string())?;
+    let mut backend = IpvsBackend::open(Path::new(&lb_path), RecordingNft::new(&lb))?;
+    let report = backend.sync(&spec([1, 1, 1], 3, None)?)?;
     checks.check(
         "first sync is full",
         report.mode == SyncMode::Full,
@@ -325,9 +338,7 @@ fn run(checks: &mut Checks) -> Result<(), String> {
         listed.contains("map vip_addr_marks") && listed.contains("meta mark set"),
         &listed,
     );
-    let report = backend
-        .sync(&spec([1, 1, 1], 3, None)?)
-        .map_err(|e| e.to_string())?;
+    let report = backend.sync(&spec([1, 1, 1], 3, None)?)?;
     checks.check(
         "same spec: unchanged",
         report.mode == SyncMode::Unchanged,
@@ -368,9 +379,7 @@ fn run(checks: &mut Checks) -> Result<(), String> {
     );
 
     // --- draining and removal -------------------------------------------------------------
-    let report = backend
-        .sync(&spec([1, 1, 0], 3, None)?)
-        .map_err(|e| e.to_string())?;
+    let report = backend.sync(&spec([1, 1, 0], 3, None)?)?;
     checks.check(
         "draining b3: incremental, 3 destination updates, marking untouched",
         report.mode == SyncMode::Incremental
@@ -391,9 +400,7 @@ fn run(checks: &mut Checks) -> Result<(), String> {
         !seen.contains_key("b3") && seen.values().sum::<usize>() == 60 && seen.len() == 2,
         format!("{seen:?}"),
     );
-    let report = backend
-        .sync(&spec([1, 1, 0], 2, None)?)
-        .map_err(|e| e.to_string())?;
+    let report = backend.sync(&spec([1, 1, 0], 2, None)?)?;
     checks.check(
         "removing b3 deletes 3 destinations",
         report.changes.destinations_removed == 3 && report.changes.services_removed == 0,
@@ -403,9 +410,7 @@ fn run(checks: &mut Checks) -> Result<(), String> {
     checks.check("b3 gone from ipvsadm", !out.contains("10.1.0.13"), &out);
 
     // --- a frontend without an active backend refuses at once -------------------------------
-    backend
-        .sync(&spec([1, 1, 0], 2, Some([0, 0, 0]))?)
-        .map_err(|e| e.to_string())?;
+    backend.sync(&spec([1, 1, 0], 2, Some([0, 0, 0]))?)?;
     let refused = client.run_in(|| {
         let started = Instant::now();
         let result = connect(SocketAddr::from((LB_FRONT, 8080)));
@@ -426,29 +431,32 @@ fn run(checks: &mut Checks) -> Result<(), String> {
         seen.keys().all(|k| k == "b1" || k == "b2") && seen.values().sum::<usize>() == 20,
         format!("{seen:?}"),
     );
-    backend
-        .sync(&spec([1, 1, 0], 2, None)?)
-        .map_err(|e| e.to_string())?;
+    backend.sync(&spec([1, 1, 0], 2, None)?)?;
 
     // --- idle timeout reaches the kernel ------------------------------------------------------
-    let idle = |client: &Netns| -> Result<Result<String, String>, String> {
-        client.run_in(|| {
-            let (mut stream, _) =
-                connect(SocketAddr::from((VIP_ANY, 80))).map_err(|e| format!("connect: {e}"))?;
+    let idle = |client: &Netns| -> Res<Idle> {
+        let outcome = client.run_in(|| {
+            let (mut stream, _) = match connect(SocketAddr::from((VIP_ANY, 80))) {
+                Ok(c) => c,
+                Err(e) => return Idle::ConnectFailed(e.kind()),
+            };
             std::thread::sleep(Duration::from_secs(8));
-            writeln!(stream, "ping").map_err(|e| format!("write: {e}"))?;
+            if let Err(e) = writeln!(stream, "ping") {
+                return Idle::Broken("write", e.kind());
+            }
             let mut line = String::new();
-            BufReader::new(stream)
-                .read_line(&mut line)
-                .map_err(|e| format!("read: {}", e.kind()))?;
-            Ok(line.trim().to_string())
-        })
+            match BufReader::new(stream).read_line(&mut line) {
+                Ok(_) => Idle::Answered(line.trim().to_string()),
+                Err(e) => Idle::Broken("read", e.kind()),
+            }
+        })?;
+        Ok(outcome)
     };
     let answer = idle(&client)?;
     checks.check(
         "TCP idle 8 s with the default timeout: connection alive",
-        answer.as_deref() == Ok("ping"),
-        format!("{answer:?}"),
+        matches!(&answer, Idle::Answered(a) if a == "ping"),
+        answer.to_string(),
     );
     prepare_namespace(
         Path::new(&lb_path),
@@ -456,8 +464,7 @@ fn run(checks: &mut Checks) -> Result<(), String> {
             tcp: 5,
             ..Timeouts::default()
         },
-    )
-    .map_err(|e| e.to_string())?;
+    )?;
     let out = ipvsadm(&lb, &["-L", "--timeout"])?;
     checks.check(
         "tcp timeout 5 set",
@@ -466,14 +473,14 @@ fn run(checks: &mut Checks) -> Result<(), String> {
     );
     let answer = idle(&client)?;
     checks.check(
-        &format!("TCP idle 8 s with a 5 s timeout: connection dropped ({answer:?})"),
-        !matches!(&answer, Ok(a) if a == "ping")
-            && !matches!(&answer, Err(e) if e.starts_with("connect")),
-        format!("{answer:?}"),
+        &format!("TCP idle 8 s with a 5 s timeout: connection dropped ({answer})"),
+        !matches!(&answer, Idle::Answered(a) if a == "ping")
+            && !matches!(&answer, Idle::ConnectFailed(_)),
+        answer.to_string(),
     );
 
     // --- teardown ---------------------------------------------------------------------------
-    backend.teardown().map_err(|e| e.to_string())?;
+    backend.teardown()?;
     let out = ipvsadm(&lb, &["-Ln"])?;
     checks.check("teardown leaves no FWM service", !out.contains("FWM"), &out);
     drop(backends);

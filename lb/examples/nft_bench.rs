@@ -8,9 +8,6 @@
 //! and the time of a single backend change at both sizes, with ratios to the port VIP. Ratios,
 //! not absolute numbers, are the point.
 
-#[path = "../tests/support/netns.rs"]
-mod support;
-
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -20,7 +17,10 @@ use std::time::{Duration, Instant};
 use routemesh_lb::{
     Backend, Frontend, LbSpec, NftBackend, Proto, Snat, ValidLbSpec, VirtualService,
 };
-use support::{in_netns, is_root, veth, Netns, NsRunner};
+use routemesh_testsupport::{in_netns, is_root, veth, Netns, RecordingNft};
+
+/// What a step of the run can fail with.
+type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
 
 const VIP: Ipv4Addr = Ipv4Addr::new(10, 97, 0, 10);
 /// The lb namespace's address on the client side: where published ports are reached.
@@ -128,7 +128,7 @@ fn main() {
     }
 }
 
-fn spec(layout: Layout, extra_services: u32, change: bool) -> Result<ValidLbSpec, String> {
+fn spec(layout: Layout, extra_services: u32, change: bool) -> Res<ValidLbSpec> {
     let backend_port = if layout == Layout::AnyPort { 0 } else { 80 };
     let mut services = vec![VirtualService {
         frontend: layout.frontend(0),
@@ -158,7 +158,7 @@ fn spec(layout: Layout, extra_services: u32, change: bool) -> Result<ValidLbSpec
         ..LbSpec::default()
     }
     .validate()
-    .map_err(|e| e.to_string())
+    .map_err(Into::into)
 }
 
 struct Lab {
@@ -167,12 +167,12 @@ struct Lab {
     backend: Netns,
 }
 
-fn lab() -> Result<Lab, String> {
+fn lab() -> Res<Lab> {
     let pid = std::process::id();
     let lab = Lab {
-        client: Netns::new(format!("rmbench-client-{pid}"))?,
-        lb: Netns::new(format!("rmbench-lb-{pid}"))?,
-        backend: Netns::new(format!("rmbench-be-{pid}"))?,
+        client: Netns::new(&format!("rmbench-client-{pid}"))?,
+        lb: Netns::new(&format!("rmbench-lb-{pid}"))?,
+        backend: Netns::new(&format!("rmbench-be-{pid}"))?,
     };
     veth(&lab.client, "c0", &lab.lb, "l0")?;
     veth(&lab.lb, "l1", &lab.backend, "e0")?;
@@ -204,7 +204,7 @@ fn lab() -> Result<Lab, String> {
 }
 
 /// Accept loops in the backend namespace, one thread per port, living until the process ends.
-fn start_servers(backend: &Netns) -> Result<(), String> {
+fn start_servers(backend: &Netns) -> Res<()> {
     for port in PORTS {
         let listener = in_netns(&backend.path(), || {
             TcpListener::bind(("0.0.0.0", port)).map_err(|e| format!("bind {port}: {e}"))
@@ -223,7 +223,7 @@ fn start_servers(backend: &Netns) -> Result<(), String> {
 
 /// New connections per second from the client namespace over `duration`, spread round-robin
 /// over `targets` (the backend's three ports when direct, so the server side is the same).
-fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Result<f64, String> {
+fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Res<f64> {
     let done = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
     let first_error = Mutex::new(None::<String>);
@@ -271,7 +271,8 @@ fn conn_rate(client: &Netns, targets: &[SocketAddr], duration: Duration) -> Resu
         return Err(format!(
             "{failed} connections to {targets:?} failed (first: {})",
             first.unwrap_or_default()
-        ));
+        )
+        .into());
     }
     Ok(done.load(Ordering::Relaxed) as f64 / elapsed)
 }
@@ -305,10 +306,10 @@ struct SyncRow {
     bytes: usize,
 }
 
-fn bench(duration: Duration) -> Result<(), String> {
+fn bench(duration: Duration) -> Res<()> {
     let lab = lab()?;
     start_servers(&lab.backend)?;
-    let mut nft = NftBackend::new(NsRunner::new(&lab.lb));
+    let mut nft = NftBackend::new(RecordingNft::new(&lab.lb));
     let table = routemesh_lb::names::DEFAULT_TABLE;
     // Per layout: 1 service, 10,000 services.
     let mut specs = Vec::new();
@@ -346,9 +347,9 @@ fn bench(duration: Duration) -> Result<(), String> {
     for _ in 0..ROUNDS {
         for (mode, samples) in modes.iter().zip(rates.iter_mut()) {
             match mode.spec {
-                None => nft.delete_table(table).map_err(|e| e.to_string())?,
+                None => nft.delete_table(table)?,
                 Some(spec) => {
-                    nft.full_sync(spec).map_err(|e| e.to_string())?;
+                    nft.full_sync(spec)?;
                 }
             }
             let rate = conn_rate(&lab.client, &mode.targets, duration)?;
@@ -366,16 +367,16 @@ fn bench(duration: Duration) -> Result<(), String> {
             let changed = spec(layout, n - 1, true)?;
             let (mut empty, mut replace, mut change) = (Vec::new(), Vec::new(), Vec::new());
             for _ in 0..ROUNDS {
-                nft.delete_table(table).map_err(|e| e.to_string())?;
-                empty.push(ms(nft.full_sync(&base).map_err(|e| e.to_string())?.elapsed));
-                replace.push(ms(nft.full_sync(&base).map_err(|e| e.to_string())?.elapsed));
+                nft.delete_table(table)?;
+                empty.push(ms(nft.full_sync(&base)?.elapsed));
+                replace.push(ms(nft.full_sync(&base)?.elapsed));
             }
             let mut bytes = 0;
             for i in 0..10 {
                 let next = if i % 2 == 0 { &changed } else { &base };
-                let report = nft.sync(next).map_err(|e| e.to_string())?;
+                let report = nft.sync(next)?;
                 if report.mode != routemesh_lb::SyncMode::Incremental {
-                    return Err(format!("expected an incremental sync, got {report:?}"));
+                    return Err(format!("expected an incremental sync, got {report:?}").into());
                 }
                 bytes = report.script_bytes;
                 change.push(ms(report.elapsed));
@@ -391,7 +392,7 @@ fn bench(duration: Duration) -> Result<(), String> {
             });
         }
     }
-    nft.delete_table(table).map_err(|e| e.to_string())?;
+    nft.delete_table(table)?;
 
     // The same case with port VIPs: what the "ratio to port VIP" columns divide by.
     let port_vip_rate = |mode: &Mode| -> Option<f64> {

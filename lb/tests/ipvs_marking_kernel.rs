@@ -4,20 +4,12 @@
 //! entry points fail with a message that says so. The IPVS side runs in the VM
 //! (`vm/tests/lb-ipvs.sh`).
 
-#[path = "support/netns.rs"]
-mod support;
-
 use std::net::{Ipv4Addr, SocketAddr, TcpStream};
-use std::path::Path;
 use std::time::{Duration, Instant};
 
 use routemesh_lb::ipvs::{marking_table, MarkedFrontend, Timeouts, DEFAULT_TABLE};
 use routemesh_lb::{Frontend, Proto, Snat};
-use support::{is_root, veth, Netns, NsRunner};
-
-fn unique(name: &str) -> String {
-    format!("rmi{}-{name}", std::process::id() % 100_000)
-}
+use routemesh_testsupport::{root_or_skip, unique, veth, Netns, RecordingNft};
 
 fn frontends(active: bool) -> Vec<MarkedFrontend> {
     vec![
@@ -50,12 +42,11 @@ fn frontends(active: bool) -> Vec<MarkedFrontend> {
 
 #[test]
 fn marking_table_loads_replaces_and_rejects() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root");
+    if !root_or_skip("marking_table_loads_replaces_and_rejects") {
         return;
     }
-    let client = Netns::new(unique("c")).unwrap();
-    let lb = Netns::new(unique("lb")).unwrap();
+    let client = Netns::new(&unique("c")).unwrap();
+    let lb = Netns::new(&unique("lb")).unwrap();
     veth(&client, "c0", &lb, "l0").unwrap();
     client
         .ip(&["addr", "add", "10.76.0.2/24", "dev", "c0"])
@@ -67,7 +58,7 @@ fn marking_table_loads_replaces_and_rejects() {
         .unwrap();
     lb.ip(&["addr", "add", "10.77.0.10/32", "dev", "lo"])
         .unwrap();
-    let runner = NsRunner::new(&lb);
+    let runner = RecordingNft::new(&lb);
 
     let empty = marking_table(DEFAULT_TABLE, Snat::Masquerade, &[]).full_sync_script();
     runner.run(&empty).unwrap();
@@ -140,8 +131,7 @@ fn marking_table_loads_replaces_and_rejects() {
 
 #[test]
 fn without_ipvs_the_errors_say_so() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root");
+    if !root_or_skip("without_ipvs_the_errors_say_so") {
         return;
     }
     if routemesh_lb::ipvs_available().is_ok() {
@@ -154,19 +144,19 @@ fn without_ipvs_the_errors_say_so() {
         "{message}"
     );
     assert!(message.contains("modprobe ip_vs"), "{message}");
-    let ns = Netns::new(unique("prep")).unwrap();
-    let err = routemesh_lb::prepare_namespace(Path::new(&ns.path()), Timeouts::default())
+    let ns = Netns::new(&unique("prep")).unwrap();
+    let err = routemesh_lb::prepare_namespace(&ns.path(), Timeouts::default())
         .unwrap_err()
         .to_string();
     assert!(
         err.starts_with(&format!(
             "preparing IPVS in {}: IPVS is not available",
-            ns.path()
+            ns.path().display()
         )),
         "{err}"
     );
     let err = routemesh_lb::prepare_namespace(
-        Path::new(&ns.path()),
+        &ns.path(),
         Timeouts {
             tcp: 0,
             ..Timeouts::default()

@@ -2,8 +2,6 @@
 //! VIP the nftables backend programs. Skipped loudly without root.
 
 mod common;
-#[path = "support/netns.rs"]
-mod support;
 
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
@@ -12,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use routemesh_lb::{Backend, NftBackend, Proto, Snat, SyncMode, ValidLbSpec, VirtualService};
-use support::{is_root, veth, ChildGuard, Netns, NsRunner};
+use routemesh_testsupport::{root_or_skip, veth, ChildGuard, Netns, RecordingNft};
 
 const VIP: &str = "10.97.0.10";
 const OTHER_VIP: &str = "10.97.0.11";
@@ -80,8 +78,8 @@ fn started(mut server: ChildGuard) -> ChildGuard {
 /// the first, `be{i}@PORT` on the others) and, with `udp_echo`, UDP echo on that port.
 fn topology(tag: &str, http_ports: &[u16], udp_echo: Option<u16>) -> Topology {
     let pid = std::process::id();
-    let client = Netns::new(format!("rmlb-{tag}client-{pid}")).unwrap();
-    let lb = Netns::new(format!("rmlb-{tag}lb-{pid}")).unwrap();
+    let client = Netns::new(&format!("rmlb-{tag}client-{pid}")).unwrap();
+    let lb = Netns::new(&format!("rmlb-{tag}lb-{pid}")).unwrap();
     let mut backends = Vec::new();
     let mut servers = Vec::new();
 
@@ -110,7 +108,7 @@ fn topology(tag: &str, http_ports: &[u16], udp_echo: Option<u16>) -> Topology {
     lb.sysctl("net.ipv4.ip_forward=1").unwrap();
 
     for i in 0..3 {
-        let ns = Netns::new(format!("rmlb-{tag}be{i}-{pid}")).unwrap();
+        let ns = Netns::new(&format!("rmlb-{tag}be{i}-{pid}")).unwrap();
         let port_name = format!("b{i}");
         veth(&lb, &port_name, &ns, "e0").unwrap();
         lb.ip(&["link", "set", &port_name, "master", "br0"])
@@ -202,12 +200,11 @@ fn spread_to(client: &Netns, addr: &str, port: u16, n: usize) -> BTreeMap<String
 
 #[test]
 fn vip_spreads_drains_rejects_and_cleans_up() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root");
+    if !root_or_skip("vip_spreads_drains_rejects_and_cleans_up") {
         return;
     }
     let topo = topology("", &[PORT], None);
-    let mut nft = NftBackend::new(NsRunner::new(&topo.lb));
+    let mut nft = NftBackend::new(RecordingNft::new(&topo.lb));
 
     // All three backends get a share.
     let report = nft.sync(&spec(backends(&[1, 1, 1]), true)).unwrap();
@@ -297,14 +294,13 @@ fn vip_spreads_drains_rejects_and_cleans_up() {
 
 #[test]
 fn published_udp_port_through_the_kernel() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root");
+    if !root_or_skip("published_udp_port_through_the_kernel") {
         return;
     }
     let pid = std::process::id();
-    let client = Netns::new(format!("rmlb-uc-{pid}")).unwrap();
-    let lb = Netns::new(format!("rmlb-ul-{pid}")).unwrap();
-    let backend = Netns::new(format!("rmlb-ub-{pid}")).unwrap();
+    let client = Netns::new(&format!("rmlb-uc-{pid}")).unwrap();
+    let lb = Netns::new(&format!("rmlb-ul-{pid}")).unwrap();
+    let backend = Netns::new(&format!("rmlb-ub-{pid}")).unwrap();
     veth(&client, "c0", &lb, "l0").unwrap();
     veth(&lb, "l1", &backend, "e0").unwrap();
     client
@@ -332,7 +328,7 @@ while True:
     BufReader::new(server.0.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let mut nft = NftBackend::new(NsRunner::new(&lb));
+    let mut nft = NftBackend::new(RecordingNft::new(&lb));
     nft.sync(&valid(
         Snat::Masquerade,
         vec![
@@ -404,12 +400,11 @@ fn tcp_connect(client: &Netns, port: u16) -> Result<(), std::io::ErrorKind> {
 
 #[test]
 fn address_only_vip_through_the_kernel() {
-    if !is_root() {
-        eprintln!("SKIPPED: needs root");
+    if !root_or_skip("address_only_vip_through_the_kernel") {
         return;
     }
     let topo = topology("a", &[80, PORT], Some(UDP_PORT));
-    let mut nft = NftBackend::new(NsRunner::new(&topo.lb));
+    let mut nft = NftBackend::new(RecordingNft::new(&topo.lb));
 
     // TCP to port 80 spreads over the three backends, each reached on port 80.
     assert_eq!(

@@ -196,6 +196,36 @@ fn unescape_octal(s: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Kills (SIGKILL) every process whose network namespace is the one bound at `ns`, but the
+/// caller: what is left in a namespace that is about to go (a test's, a demo node's).
+pub fn kill_processes_in(ns: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(ino) = std::fs::metadata(ns).map(|m| m.ino()) else {
+        return;
+    };
+    let want = format!("net:[{ino}]");
+    let me = std::process::id();
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return;
+    };
+    for e in rd.flatten() {
+        let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if pid as u32 == me {
+            continue;
+        }
+        if std::fs::read_link(format!("/proc/{pid}/ns/net"))
+            .is_ok_and(|l| l.to_string_lossy() == want)
+        {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -2,11 +2,9 @@
 //! fixture removes them on drop, also when the test panics. Results are checked with `ip`,
 //! `bridge`, `nft` and `ping` run inside the namespaces, never with this crate's own readers.
 
-use std::io::Write;
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use ipnet::Ipv4Net;
 use routemesh_netdev::firewall::{self, Masquerade, NodeFirewallSpec};
@@ -14,53 +12,34 @@ use routemesh_netdev::spec::{
     Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
 };
 use routemesh_netdev::{bridge, netns, overlay, sandbox, Netlink};
+use routemesh_testsupport::{errtext, nsenter, output, root_or_skip, text, unique, Netns};
 
-static NEXT: AtomicU32 = AtomicU32::new(0);
-
-fn is_root() -> bool {
-    if nix::unistd::geteuid().is_root() {
-        return true;
-    }
-    // Straight to the stderr handle: the harness captures eprintln! of passing tests.
-    let _ = writeln!(
-        std::io::stderr(),
-        "SKIPPED: needs root (kernel tests of routemesh-ingress did not run)"
-    );
-    false
-}
-
-/// Test-owned namespaces: `ip netns` nodes plus a prepared dir for the namespaces the code
+/// Test-owned namespaces: node namespaces plus a prepared dir for the namespaces the code
 /// under test creates. Everything is removed on drop.
 struct World {
     id: String,
-    nodes: Vec<String>,
+    nodes: Vec<Netns>,
     dir: PathBuf,
 }
 
 impl World {
     fn new() -> World {
-        let id = format!(
-            "{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        );
-        let dir = PathBuf::from(format!("/tmp/rmi-{id}"));
-        let world = World {
+        let id = unique("i");
+        let dir = std::env::temp_dir().join(&id);
+        netns::prepare_dir(&dir).unwrap_or_else(|e| panic!("prepare_dir: {e}"));
+        World {
             id,
             nodes: Vec::new(),
             dir,
-        };
-        netns::prepare_dir(&world.dir).unwrap_or_else(|e| panic!("prepare_dir: {e}"));
-        world
+        }
     }
 
     /// A new node namespace; returns its path under /run/netns.
     fn node(&mut self, suffix: &str) -> PathBuf {
-        let name = format!("rmi-{}-{suffix}", self.id);
-        run("ip", &["netns", "add", &name]);
-        run("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        self.nodes.push(name.clone());
-        PathBuf::from("/run/netns").join(name)
+        let ns = Netns::new(&format!("{}-{suffix}", self.id)).unwrap_or_else(|e| panic!("{e}"));
+        let path = ns.path();
+        self.nodes.push(ns);
+        path
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -75,23 +54,17 @@ impl Drop for World {
         }
         let _ = nix::mount::umount2(&self.dir, nix::mount::MntFlags::MNT_DETACH);
         let _ = std::fs::remove_dir(&self.dir);
-        for node in &self.nodes {
-            let _ = Command::new("ip").args(["netns", "del", node]).status();
-        }
+        // The node namespaces go when `nodes` drops.
     }
 }
 
+/// Whether the command succeeded, and what it printed (stdout, then stderr).
+fn both(o: &std::process::Output) -> (bool, String) {
+    (o.status.success(), format!("{}{}", text(o), errtext(o)))
+}
+
 fn try_run(cmd: &str, args: &[&str]) -> (bool, String) {
-    let out = Command::new(cmd)
-        .args(args)
-        .output()
-        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    (out.status.success(), text)
+    both(&output(Command::new(cmd).args(args)))
 }
 
 fn run(cmd: &str, args: &[&str]) -> String {
@@ -102,17 +75,13 @@ fn run(cmd: &str, args: &[&str]) -> String {
 
 /// Runs a command inside the namespace file `ns`.
 fn ns_run(ns: &Path, args: &[&str]) -> String {
-    let net = format!("--net={}", ns.display());
-    let mut all = vec![net.as_str()];
-    all.extend_from_slice(args);
-    run("nsenter", &all)
+    let (ok, text) = ns_try(ns, args);
+    assert!(ok, "in {}: {args:?} failed: {text}", ns.display());
+    text
 }
 
 fn ns_try(ns: &Path, args: &[&str]) -> (bool, String) {
-    let net = format!("--net={}", ns.display());
-    let mut all = vec![net.as_str()];
-    all.extend_from_slice(args);
-    try_run("nsenter", &all)
+    both(&nsenter(ns, args))
 }
 
 fn ifindex(ns: &Path, ifname: &str) -> u32 {
@@ -184,7 +153,7 @@ fn sorted_lines(text: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
 
 #[tokio::test]
 async fn netns_create_adopt_list_sysctl_remove() {
-    if !is_root() {
+    if !root_or_skip("netns_create_adopt_list_sysctl_remove") {
         return;
     }
     let world = World::new();
@@ -243,7 +212,7 @@ async fn netns_create_adopt_list_sysctl_remove() {
 
 #[tokio::test]
 async fn bridge_gets_exactly_its_address_and_refuses_overlap() {
-    if !is_root() {
+    if !root_or_skip("bridge_gets_exactly_its_address_and_refuses_overlap") {
         return;
     }
     let mut world = World::new();
@@ -310,7 +279,7 @@ async fn bridge_gets_exactly_its_address_and_refuses_overlap() {
 
 #[tokio::test]
 async fn overlay_device_fdb_and_neighbours_are_exact() {
-    if !is_root() {
+    if !root_or_skip("overlay_device_fdb_and_neighbours_are_exact") {
         return;
     }
     let mut world = World::new();
@@ -419,7 +388,7 @@ async fn overlay_device_fdb_and_neighbours_are_exact() {
 
 #[tokio::test]
 async fn sandboxes_on_one_overlay_ping_and_ensure_is_a_noop() {
-    if !is_root() {
+    if !root_or_skip("sandboxes_on_one_overlay_ping_and_ensure_is_a_noop") {
         return;
     }
     let mut world = World::new();
@@ -493,7 +462,7 @@ async fn sandboxes_on_one_overlay_ping_and_ensure_is_a_noop() {
 
 #[tokio::test]
 async fn sandbox_on_node_bridge_has_default_route_and_is_recreated_on_change() {
-    if !is_root() {
+    if !root_or_skip("sandbox_on_node_bridge_has_default_route_and_is_recreated_on_change") {
         return;
     }
     let mut world = World::new();
@@ -564,7 +533,7 @@ async fn sandbox_on_node_bridge_has_default_route_and_is_recreated_on_change() {
 
 #[tokio::test]
 async fn tasks_on_two_nodes_ping_over_vxlan() {
-    if !is_root() {
+    if !root_or_skip("tasks_on_two_nodes_ping_over_vxlan") {
         return;
     }
     let mut world = World::new();
@@ -625,7 +594,7 @@ async fn tasks_on_two_nodes_ping_over_vxlan() {
 
 #[tokio::test]
 async fn firewall_table_is_replaced_and_removed() {
-    if !is_root() {
+    if !root_or_skip("firewall_table_is_replaced_and_removed") {
         return;
     }
     let mut world = World::new();
@@ -671,7 +640,7 @@ async fn firewall_table_is_replaced_and_removed() {
 
 #[tokio::test]
 async fn published_port_rules_are_accepted_by_the_kernel() {
-    if !is_root() {
+    if !root_or_skip("published_port_rules_are_accepted_by_the_kernel") {
         return;
     }
     let mut world = World::new();

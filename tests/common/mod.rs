@@ -8,10 +8,14 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+pub use routemesh_netdev::netns::kill_processes_in as kill_processes_in_netns;
+// Each test binary uses some of these.
+#[allow(unused_imports)]
+pub use routemesh_testsupport::{
+    errtext, root_or_skip, text, unique, wait_for, wait_for_or_timeout, Netns,
+};
 
 pub fn bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_routemesh"))
@@ -26,123 +30,13 @@ pub fn path_with_bin() -> String {
     format!("{dir}:{}", std::env::var("PATH").unwrap_or_default())
 }
 
-/// True when the test may run; prints a loud SKIPPED line otherwise.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix_is_root() {
-        return true;
-    }
-    eprintln!("SKIPPED {test}: kernel tests need root (CI runs them as root)");
-    false
-}
-
-fn nix_is_root() -> bool {
-    nix::unistd::geteuid().is_root()
-}
-
-/// A unique short tag for names made by this test process.
-pub fn unique(label: &str) -> String {
-    let n = COUNTER.fetch_add(1, Ordering::SeqCst);
-    format!("rmt{}{}{}", std::process::id() % 100_000, label, n)
-}
-
 pub fn run(cmd: &mut Command) -> Output {
-    cmd.output()
-        .unwrap_or_else(|e| panic!("running {cmd:?}: {e}"))
+    routemesh_testsupport::output(cmd)
 }
-
-pub fn text(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-pub fn errtext(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-/// Polls `f` until it returns Some, or panics with `what` after `timeout`.
-pub fn wait_for<T>(what: &str, timeout: Duration, mut f: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out after {timeout:?} waiting for {what}");
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// Polls `f` until it returns Some, or returns None after `timeout`.
-pub fn wait_for_or_timeout<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() > deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
-
-/// A network namespace made with `ip netns add`, deleted on drop.
-pub struct Netns {
-    pub name: String,
-}
-
-impl Netns {
-    pub fn new(name: &str) -> Netns {
-        let o = run(Command::new("ip").args(["netns", "add", name]));
-        assert!(o.status.success(), "ip netns add {name}: {}", errtext(&o));
-        let ns = Netns { name: name.into() };
-        ns.sh("ip link set lo up");
-        ns
-    }
-
-    pub fn path(&self) -> String {
-        format!("/run/netns/{}", self.name)
-    }
-
-    pub fn cmd(&self, prog: &str) -> Command {
-        let mut c = Command::new("nsenter");
-        c.arg(format!("--net={}", self.path())).arg(prog);
-        c
-    }
-
-    /// Runs a shell command inside the namespace (same mount namespace as ours).
-    pub fn sh(&self, script: &str) -> Output {
-        run(self.cmd("sh").args(["-c", script]))
-    }
-
-    pub fn sh_ok(&self, script: &str) -> String {
-        let o = self.sh(script);
-        assert!(
-            o.status.success(),
-            "in {}: {script}: {}",
-            self.name,
-            errtext(&o)
-        );
-        text(&o)
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        kill_processes_in_netns(Path::new(&self.path()));
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .output();
-    }
-}
-
-pub use routemesh::topology::kill_processes_in as kill_processes_in_netns;
 
 /// Runs `args` in the network namespace bound at `ns` (a node's sandbox, overlay namespace...).
 pub fn in_netns(ns: &Path, args: &[&str]) -> Output {
-    run(Command::new("nsenter")
-        .arg(format!("--net={}", ns.display()))
-        .args(args))
+    routemesh_testsupport::nsenter(ns, args)
 }
 
 /// The output of a shell script run in the network namespace bound at `ns`.
@@ -166,7 +60,7 @@ impl Node {
 
     pub fn start_with(label: &str, extra: &[&str]) -> Node {
         let name = unique(label);
-        let ns = Netns::new(&name);
+        let ns = Netns::new(&name).unwrap_or_else(|e| panic!("{e}"));
         let dir = std::env::temp_dir().join(&name);
         std::fs::create_dir_all(&dir).expect("temp dir");
         let mut node = Node {
