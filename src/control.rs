@@ -55,7 +55,7 @@ impl Control {
             let net = self.plan_network(&req, &st, node_nets)?;
             let mut txn = Txn::new()
                 .when_absent(keys::network(&net.name))
-                .put_json(keys::network(&net.name), &net);
+                .put_json(keys::network(&net.name), &net)?;
             if req.subnet.is_none() {
                 let claim = keys::subnet_claim(&net.subnet);
                 txn = txn
@@ -175,7 +175,7 @@ impl Control {
                 .when_absent(keys::network(INGRESS))
                 .when_absent(&claim)
                 .put(claim, INGRESS.as_bytes().to_vec())
-                .put_json(keys::network(INGRESS), &net);
+                .put_json(keys::network(INGRESS), &net)?;
             if self.store.txn(txn).await?.succeeded {
                 tracing::info!(subnet = %subnet, vni, "ingress network created");
                 return Ok(());
@@ -289,7 +289,7 @@ impl Control {
                     });
                 }
             }
-            txn = txn.put_json(keys::service(&svc.name), &svc);
+            txn = txn.put_json(keys::service(&svc.name), &svc)?;
             txn = claim_ports(txn, &svc.name, &[], &svc.ports);
             // The networks must still be there when the service lands, and a concurrent
             // `network rm` must fail: rewriting them unchanged moves their revision, which
@@ -341,7 +341,7 @@ impl Control {
             svc.updated_at = now_secs();
             let txn = Txn::new()
                 .when_revision(kv.key.clone(), kv.mod_revision)
-                .put_json(kv.key, &svc);
+                .put_json(kv.key, &svc)?;
             if self.store.txn(txn).await?.succeeded {
                 tracing::info!(service = name, replicas, "service scaled");
                 return Ok(svc);
@@ -382,7 +382,7 @@ impl Control {
             svc.updated_at = now_secs();
             let txn = Txn::new()
                 .when_revision(kv.key.clone(), kv.mod_revision)
-                .put_json(kv.key, &svc);
+                .put_json(kv.key, &svc)?;
             let txn = claim_ports(txn, name, &before_ports, &svc.ports);
             if self.store.txn(txn).await?.succeeded {
                 tracing::info!(service = name, ports = ?svc.ports, "service updated");

@@ -260,7 +260,7 @@ impl Orchestrator {
         task.desired = DesiredState::Shutdown;
         let txn = Txn::new()
             .when_revision(kv.key.clone(), kv.mod_revision)
-            .put_json(kv.key, &task);
+            .put_json(kv.key, &task)?;
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
             tracing::info!(task = name, node = %task.node, "task to shut down");
@@ -340,7 +340,7 @@ impl Orchestrator {
             .when_absent(&claim)
             .when_absent(keys::node_addr(network, node))
             .put(claim, format!("node {node}").into_bytes())
-            .put_json(keys::node_addr(network, node), &na);
+            .put_json(keys::node_addr(network, node), &na)?;
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
             tracing::info!(network, node, address = %na.address, "node address assigned");
@@ -417,7 +417,7 @@ impl Orchestrator {
             created_at: now_secs(),
             desired: DesiredState::Running,
         };
-        txn = txn.put_json(keys::task(&name), &task);
+        txn = txn.put_json(keys::task(&name), &task)?;
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
             tracing::info!(task = %name, node = %task.node, "task assigned");
