@@ -31,8 +31,29 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
-    #[error("store {0}")]
-    Unavailable(String),
+    #[error("store etcd url {url:?}: {problem}")]
+    EtcdUrl {
+        url: String,
+        problem: etcd::UrlProblem,
+    },
+    /// `connect` was given an empty list (the message keeps the list's place, empty).
+    #[error("store etcd at : no endpoint given")]
+    NoEndpoint,
+    // The two etcd variants below spell their cause in the message and so do not also return
+    // it as `source()`: a chain printer (anyhow's `{:#}`, at daemon start) shows it once.
+    /// The TLS files could not be used; nothing was dialled.
+    #[error("store etcd at {endpoints}: {tls}")]
+    EtcdTls {
+        endpoints: String,
+        tls: etcd::TlsError,
+    },
+    /// A request to etcd failed; `what` says which (`get /routemesh/...`, `connecting`).
+    #[error("store etcd at {endpoints}: {what}: {failure}")]
+    Etcd {
+        endpoints: String,
+        what: String,
+        failure: etcd::EtcdFailure,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
