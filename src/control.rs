@@ -613,9 +613,9 @@ fn check_capacity(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::api::types::{NetworkCreate, ServiceCreate};
     use crate::store::local::LocalStore;
     use crate::validate;
+    use crate::wire::{NetworkCreate, ServiceCreate};
 
     fn control(dir: &tempfile::TempDir) -> Control {
         Control {

@@ -10,8 +10,8 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::client::Client;
-use crate::api::types::{NetworkCreate, ServiceCreate, TaskView};
 use crate::topology::{teardown_dir, Topology, CLIENT_ADDR};
+use crate::wire::{NetworkCreate, ServiceCreate, TaskView};
 
 pub struct DemoOptions {
     pub nodes: usize,

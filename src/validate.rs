@@ -7,8 +7,8 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 
-use crate::api::types::{NetworkCreate, ServiceCreate};
 use crate::model::{Driver, EndpointMode, PortConfig, Proto, PublishMode, Scheduler};
+use crate::wire::{NetworkCreate, ServiceCreate};
 
 /// A bad request, in words a user can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::types::ErrorBody;
+use crate::wire::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {

@@ -1,9 +1,9 @@
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::types::ErrorBody;
 use crate::store::StoreError;
 use crate::validate::Invalid;
+use crate::wire::ErrorBody;
 
 /// An API failure: what went wrong, in words for the user, and the HTTP status it maps to.
 #[derive(Debug, thiserror::Error)]

@@ -3,4 +3,3 @@
 pub mod client;
 pub mod error;
 pub mod server;
-pub mod types;

@@ -11,13 +11,13 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::error::ApiError;
-use super::types::*;
 use crate::agent::plan::NodeContext;
 use crate::control::Control;
 use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Network, Task, TaskState};
 use crate::store::state;
 use crate::validate;
+use crate::wire::*;
 
 pub struct App {
     pub control: Control,

@@ -10,8 +10,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::client::{seg, Client};
-use crate::api::types::*;
 use crate::config::DaemonArgs;
+use crate::wire::*;
 use output::{json, table};
 
 /// How long `service create/scale/update` wait for the tasks to run.

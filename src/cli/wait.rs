@@ -4,8 +4,8 @@ use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
 use crate::api::client::{seg, Client};
-use crate::api::types::ServiceView;
 use crate::model::{DesiredState, TaskState};
+use crate::wire::ServiceView;
 
 /// Why a wait ended without convergence.
 #[derive(Debug)]
