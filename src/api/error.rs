@@ -2,7 +2,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
 use crate::store::StoreError;
-use crate::validate::Invalid;
+use crate::validate::ValidationError;
 use crate::wire::ErrorBody;
 
 /// An API failure: what went wrong, in words for the user, and the HTTP status it maps to.
@@ -18,9 +18,9 @@ pub enum ApiError {
     Internal(String),
 }
 
-impl From<Invalid> for ApiError {
-    fn from(e: Invalid) -> Self {
-        ApiError::BadRequest(e.0)
+impl From<ValidationError> for ApiError {
+    fn from(e: ValidationError) -> Self {
+        ApiError::BadRequest(e.to_string())
     }
 }
 

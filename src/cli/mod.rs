@@ -284,16 +284,18 @@ fn run_daemon(args: DaemonArgs) -> i32 {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
+    // A ConfigError's message names its cause already: reported as its message alone, since
+    // `report`'s `{:#}` would print the cause a second time.
     let file = match &args.config {
         Some(p) => match crate::config::read_file(p) {
             Ok(f) => f,
-            Err(e) => return report(Err(e.into())),
+            Err(e) => return report(Err(anyhow::anyhow!("{e}"))),
         },
         None => Default::default(),
     };
     let cfg = match crate::config::resolve(&args, file, &host) {
         Ok(c) => c,
-        Err(e) => return report(Err(e.into())),
+        Err(e) => return report(Err(anyhow::anyhow!("{e}"))),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));
