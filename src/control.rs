@@ -8,7 +8,10 @@ use std::sync::Arc;
 
 use ipnet::Ipv4Net;
 
-use crate::api::error::ApiError;
+mod error;
+
+pub use error::{ControlError, Operation, Subject};
+
 use crate::ipam;
 use crate::model::{
     now_secs, random_id, ClusterState, Driver, EndpointMode, Network, PortConfig, Proto, Service,
@@ -33,14 +36,8 @@ pub struct Control {
     pub cfg: ControlConfig,
 }
 
-fn conflict_after_retries(what: &str) -> ApiError {
-    ApiError::Conflict(format!(
-        "{what}: the cluster state kept changing underneath, try again"
-    ))
-}
-
 impl Control {
-    async fn read(&self) -> Result<ClusterState, ApiError> {
+    async fn read(&self) -> Result<ClusterState, ControlError> {
         Ok(state::read(self.store.as_ref()).await?)
     }
 
@@ -49,7 +46,7 @@ impl Control {
         &self,
         req: NetworkRequest,
         node_nets: &[Ipv4Net],
-    ) -> Result<Network, ApiError> {
+    ) -> Result<Network, ControlError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
             let net = self.plan_network(&req, &st, node_nets)?;
@@ -73,10 +70,9 @@ impl Control {
                 return Ok(net);
             }
         }
-        Err(conflict_after_retries(&format!(
-            "creating network {:?}",
-            req.name
-        )))
+        Err(ControlError::KeptChanging {
+            what: Operation::CreateNetwork { name: req.name },
+        })
     }
 
     fn plan_network(
@@ -84,14 +80,16 @@ impl Control {
         req: &NetworkRequest,
         st: &ClusterState,
         node_nets: &[Ipv4Net],
-    ) -> Result<Network, ApiError> {
+    ) -> Result<Network, ControlError> {
         if st.networks.contains_key(&req.name) {
-            return Err(ApiError::Conflict(format!(
-                "network {:?} already exists",
-                req.name
-            )));
+            return Err(ControlError::NetworkExists {
+                name: req.name.clone(),
+            });
         }
-        let what = format!("{} network {:?}", req.driver, req.name);
+        let what = Subject::Network {
+            driver: req.driver,
+            name: req.name.clone(),
+        };
         let subnet = match req.subnet {
             Some(s) => {
                 check_explicit_subnet(
@@ -111,19 +109,19 @@ impl Control {
                     taken.extend_from_slice(node_nets);
                 }
                 ipam::next_pool_subnet(self.cfg.pool, self.cfg.pool_prefix, &taken).ok_or_else(
-                    || {
-                        ApiError::Conflict(format!(
-                            "{what}: address pool {} is exhausted: no free /{} left",
-                            self.cfg.pool, self.cfg.pool_prefix
-                        ))
+                    || ControlError::PoolExhausted {
+                        subject: what.clone(),
+                        pool: self.cfg.pool,
+                        prefix: self.cfg.pool_prefix,
                     },
                 )?
             }
         };
         let gateway = match req.gateway {
             Some(g) => g,
-            None => ipam::default_gateway(subnet).ok_or_else(|| {
-                ApiError::BadRequest(format!("{what}: subnet {subnet} has no host address"))
+            None => ipam::default_gateway(subnet).ok_or_else(|| ControlError::NoHostAddress {
+                subject: what.clone(),
+                subnet,
             })?,
         };
         let vni = match req.driver {
@@ -143,7 +141,7 @@ impl Control {
     }
 
     /// Creates the ingress overlay if it does not exist yet (daemon start).
-    pub async fn ensure_ingress_network(&self, subnet: Ipv4Net) -> Result<(), ApiError> {
+    pub async fn ensure_ingress_network(&self, subnet: Ipv4Net) -> Result<(), ControlError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
             if let Some(existing) = st.networks.get(INGRESS) {
@@ -155,11 +153,12 @@ impl Control {
                 }
                 return Ok(());
             }
-            let what = "ingress network";
-            let gateway = ipam::default_gateway(subnet).ok_or_else(|| {
-                ApiError::BadRequest(format!("{what}: subnet {subnet} has no host address"))
-            })?;
-            let vni = pick_vni(what, None, &st)?;
+            let gateway =
+                ipam::default_gateway(subnet).ok_or_else(|| ControlError::NoHostAddress {
+                    subject: Subject::Ingress,
+                    subnet,
+                })?;
+            let vni = pick_vni(&Subject::Ingress, None, &st)?;
             let net = Network {
                 name: INGRESS.to_string(),
                 id: random_id(),
@@ -181,37 +180,37 @@ impl Control {
                 return Ok(());
             }
         }
-        Err(conflict_after_retries("creating the ingress network"))
+        Err(ControlError::KeptChanging {
+            what: Operation::CreateIngress,
+        })
     }
 
-    pub async fn remove_network(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn remove_network(&self, name: &str) -> Result<(), ControlError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
             let Some(net) = st.networks.get(name) else {
-                return Err(ApiError::NotFound(format!("network {name:?} not found")));
+                return Err(ControlError::NetworkNotFound { name: name.into() });
             };
             if net.ingress {
-                return Err(ApiError::Conflict(format!(
-                    "network {name:?} is the routing mesh's ingress network and cannot be removed"
-                )));
+                return Err(ControlError::IngressNetwork { name: name.into() });
             }
-            let users: Vec<&str> = st
+            let users: Vec<String> = st
                 .services
                 .values()
                 .filter(|s| s.networks.iter().any(|n| n == name))
-                .map(|s| s.name.as_str())
+                .map(|s| s.name.clone())
                 .collect();
             if !users.is_empty() {
-                return Err(ApiError::Conflict(format!(
-                    "network {name:?} is in use by service {}",
-                    users.join(", ")
-                )));
+                return Err(ControlError::NetworkInUse {
+                    name: name.into(),
+                    services: users,
+                });
             }
             let kv = self
                 .store
                 .get(&keys::network(name))
                 .await?
-                .ok_or_else(|| ApiError::NotFound(format!("network {name:?} not found")))?;
+                .ok_or_else(|| ControlError::NetworkNotFound { name: name.into() })?;
             let mut txn = Txn::new()
                 .when_revision(kv.key.clone(), kv.mod_revision)
                 .delete(kv.key)
@@ -234,19 +233,18 @@ impl Control {
                 return Ok(());
             }
         }
-        Err(conflict_after_retries(&format!(
-            "removing network {name:?}"
-        )))
+        Err(ControlError::KeptChanging {
+            what: Operation::RemoveNetwork { name: name.into() },
+        })
     }
 
-    pub async fn create_service(&self, req: ServiceRequest) -> Result<Service, ApiError> {
+    pub async fn create_service(&self, req: ServiceRequest) -> Result<Service, ControlError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
             if st.services.contains_key(&req.name) {
-                return Err(ApiError::Conflict(format!(
-                    "service {:?} already exists",
-                    req.name
-                )));
+                return Err(ControlError::ServiceExists {
+                    name: req.name.clone(),
+                });
             }
             let nets = service_networks(&req.name, &req.networks, &st)?;
             let vips_needed = usize::from(req.endpoint_mode == EndpointMode::Vip);
@@ -274,10 +272,11 @@ impl Control {
                 for net in nets.iter().filter(|n| n.driver == Driver::Overlay) {
                     let taken = taken_addresses(self.store.as_ref(), net).await?;
                     let ip = ipam::next_host(net.subnet, &taken).ok_or_else(|| {
-                        ApiError::Conflict(format!(
-                            "service {:?}: network {:?} ({}) has no free address for a VIP",
-                            svc.name, net.name, net.subnet
-                        ))
+                        ControlError::NoAddressForVip {
+                            service: svc.name.clone(),
+                            network: net.name.clone(),
+                            subnet: net.subnet,
+                        }
                     })?;
                     let claim = keys::addr_claim(&net.id, ip);
                     txn = txn
@@ -306,27 +305,26 @@ impl Control {
                 return Ok(svc);
             }
         }
-        Err(conflict_after_retries(&format!(
-            "creating service {:?}",
-            req.name
-        )))
+        Err(ControlError::KeptChanging {
+            what: Operation::CreateService { name: req.name },
+        })
     }
 
     /// A service's stored record (for a compare-and-set) and its decoded value.
     async fn service_record(
         &self,
         name: &str,
-    ) -> Result<(crate::store::KeyValue, Service), ApiError> {
+    ) -> Result<(crate::store::KeyValue, Service), ControlError> {
         let kv = self
             .store
             .get(&keys::service(name))
             .await?
-            .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))?;
+            .ok_or_else(|| ControlError::ServiceNotFound { name: name.into() })?;
         let svc = state::decode(&kv)?;
         Ok((kv, svc))
     }
 
-    pub async fn scale_service(&self, name: &str, replicas: u32) -> Result<Service, ApiError> {
+    pub async fn scale_service(&self, name: &str, replicas: u32) -> Result<Service, ControlError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
             let (kv, mut svc) = self.service_record(name).await?;
@@ -347,7 +345,9 @@ impl Control {
                 return Ok(svc);
             }
         }
-        Err(conflict_after_retries(&format!("scaling service {name:?}")))
+        Err(ControlError::KeptChanging {
+            what: Operation::ScaleService { name: name.into() },
+        })
     }
 
     /// Adds and removes published ports of a running service.
@@ -356,7 +356,7 @@ impl Control {
         name: &str,
         add: &[PortConfig],
         remove: &[(u16, Proto)],
-    ) -> Result<Service, ApiError> {
+    ) -> Result<Service, ControlError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
             let (kv, mut svc) = self.service_record(name).await?;
@@ -366,9 +366,11 @@ impl Control {
                 svc.ports
                     .retain(|p| !(p.published == *port && p.proto == *proto));
                 if svc.ports.len() == before {
-                    return Err(ApiError::NotFound(format!(
-                        "service {name:?} does not publish {port}/{proto}"
-                    )));
+                    return Err(ControlError::PortNotPublished {
+                        service: name.into(),
+                        port: *port,
+                        proto: *proto,
+                    });
                 }
             }
             // An added spec replaces one with the same published port and protocol.
@@ -389,15 +391,15 @@ impl Control {
                 return Ok(svc);
             }
         }
-        Err(conflict_after_retries(&format!(
-            "updating service {name:?}"
-        )))
+        Err(ControlError::KeptChanging {
+            what: Operation::UpdateService { name: name.into() },
+        })
     }
 
     /// Removes the service, its VIP and port claims in one transaction, so a `network rm`
     /// right after it succeeds; the orchestrator then shuts its tasks down (with a compare of
     /// its own, and one transaction per task, so a service of any size can go).
-    pub async fn remove_service(&self, name: &str) -> Result<(), ApiError> {
+    pub async fn remove_service(&self, name: &str) -> Result<(), ControlError> {
         for _ in 0..TXN_ATTEMPTS {
             let st = self.read().await?;
             let (kv, svc) = self.service_record(name).await?;
@@ -415,9 +417,9 @@ impl Control {
                 return Ok(());
             }
         }
-        Err(conflict_after_retries(&format!(
-            "removing service {name:?}"
-        )))
+        Err(ControlError::KeptChanging {
+            what: Operation::RemoveService { name: name.into() },
+        })
     }
 }
 
@@ -460,7 +462,7 @@ fn check_ports_free(
     service: &str,
     ports: &[PortConfig],
     st: &ClusterState,
-) -> Result<(), ApiError> {
+) -> Result<(), ControlError> {
     for p in ports {
         let owner = st.services.values().find(|s| {
             s.name != service
@@ -469,10 +471,11 @@ fn check_ports_free(
                     .any(|q| q.published == p.published && q.proto == p.proto)
         });
         if let Some(owner) = owner {
-            return Err(ApiError::Conflict(format!(
-                "port {}/{} is already published by service {:?}",
-                p.published, p.proto, owner.name
-            )));
+            return Err(ControlError::PortTaken {
+                port: p.published,
+                proto: p.proto,
+                owner: owner.name.clone(),
+            });
         }
     }
     Ok(())
@@ -493,17 +496,19 @@ pub async fn taken_addresses(
 }
 
 fn check_explicit_subnet(
-    what: &str,
+    what: &Subject,
     subnet: Ipv4Net,
     driver: Driver,
     st: &ClusterState,
     node_nets: &[Ipv4Net],
     gwbridge: Ipv4Net,
-) -> Result<(), ApiError> {
+) -> Result<(), ControlError> {
     if ipam::overlaps(&subnet, &gwbridge) {
-        return Err(ApiError::Conflict(format!(
-            "{what}: subnet {subnet} overlaps the gateway bridge rm_gwbridge ({gwbridge})"
-        )));
+        return Err(ControlError::OverlapsGwbridge {
+            subject: what.clone(),
+            subnet,
+            gwbridge,
+        });
     }
     if driver == Driver::Bridge {
         if let Some(other) = st
@@ -511,32 +516,38 @@ fn check_explicit_subnet(
             .values()
             .find(|n| n.driver == Driver::Bridge && ipam::overlaps(&n.subnet, &subnet))
         {
-            return Err(ApiError::Conflict(format!(
-                "{what}: subnet {subnet} overlaps bridge network {:?} ({})",
-                other.name, other.subnet
-            )));
+            return Err(ControlError::OverlapsBridge {
+                subject: what.clone(),
+                subnet,
+                other: other.name.clone(),
+                other_subnet: other.subnet,
+            });
         }
         if let Some(route) = node_nets.iter().find(|r| ipam::overlaps(r, &subnet)) {
-            return Err(ApiError::Conflict(format!(
-                "{what}: subnet {subnet} overlaps {route}, which is already on this node"
-            )));
+            return Err(ControlError::OverlapsNodeRoute {
+                subject: what.clone(),
+                subnet,
+                route: *route,
+            });
         }
     }
     Ok(())
 }
 
-fn pick_vni(what: &str, wanted: Option<u32>, st: &ClusterState) -> Result<u32, ApiError> {
+fn pick_vni(what: &Subject, wanted: Option<u32>, st: &ClusterState) -> Result<u32, ControlError> {
     let used: BTreeSet<u32> = st.networks.values().filter_map(|n| n.vni).collect();
     match wanted {
         Some(v) => match st.networks.values().find(|n| n.vni == Some(v)) {
-            Some(owner) => Err(ApiError::Conflict(format!(
-                "{what}: VNI {v} in use by {:?}",
-                owner.name
-            ))),
+            Some(owner) => Err(ControlError::VniInUse {
+                subject: what.clone(),
+                vni: v,
+                owner: owner.name.clone(),
+            }),
             None => Ok(v),
         },
-        None => ipam::next_vni(&used)
-            .ok_or_else(|| ApiError::Conflict(format!("{what}: no free VNI left"))),
+        None => ipam::next_vni(&used).ok_or_else(|| ControlError::VnisExhausted {
+            subject: what.clone(),
+        }),
     }
 }
 
@@ -545,17 +556,24 @@ fn service_networks<'a>(
     service: &str,
     names: &[String],
     st: &'a ClusterState,
-) -> Result<Vec<&'a Network>, ApiError> {
+) -> Result<Vec<&'a Network>, ControlError> {
     let mut nets: Vec<&Network> = Vec::new();
     for name in names {
-        let net = st.networks.get(name).ok_or_else(|| {
-            ApiError::NotFound(format!("service {service:?}: network {name:?} not found"))
-        })?;
+        let net = st
+            .networks
+            .get(name)
+            .ok_or_else(|| ControlError::ServiceNetworkNotFound {
+                service: service.into(),
+                network: name.clone(),
+            })?;
         if let Some(other) = nets.iter().find(|o| ipam::overlaps(&o.subnet, &net.subnet)) {
-            return Err(ApiError::BadRequest(format!(
-                "service {service:?} cannot join networks {:?} ({}) and {:?} ({}): their subnets overlap",
-                other.name, other.subnet, net.name, net.subnet
-            )));
+            return Err(ControlError::NetworksOverlap {
+                service: service.into(),
+                first: other.name.clone(),
+                first_subnet: other.subnet,
+                second: net.name.clone(),
+                second_subnet: net.subnet,
+            });
         }
         nets.push(net);
     }
@@ -570,7 +588,7 @@ fn check_capacity(
     existing: u32,
     vips: usize,
     st: &ClusterState,
-) -> Result<(), ApiError> {
+) -> Result<(), ControlError> {
     let more = replicas.saturating_sub(existing) as usize + vips;
     for net in nets {
         let used: BTreeSet<Ipv4Addr> = st
@@ -601,10 +619,13 @@ fn check_capacity(
             .take(more)
             .count();
         if free < more {
-            return Err(ApiError::Conflict(format!(
-                "service {service:?}: network {:?} ({}) has {free} free addresses, {more} more are needed (one per task, one for the VIP)",
-                net.name, net.subnet
-            )));
+            return Err(ControlError::NotEnoughAddresses {
+                service: service.into(),
+                network: net.name.clone(),
+                subnet: net.subnet,
+                free,
+                needed: more,
+            });
         }
     }
     Ok(())
