@@ -1,21 +1,17 @@
 //! The `routemesh` command line, in Docker's habits.
 
 mod output;
-mod wait;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::client::{seg, Client};
+use crate::api::wait::{wait_converged, CONVERGE_TIMEOUT};
 use crate::config::DaemonArgs;
 use crate::wire::*;
 use output::{json, table};
-
-/// How long `service create/scale/update` wait for the tasks to run.
-pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
 
 const DEFAULT_SOCKET: &str = "/run/routemesh/routemesh.sock";
 
@@ -250,13 +246,6 @@ pub fn main() -> i32 {
             report(runtime().and_then(|rt| rt.block_on(dispatch(&client, cmd))))
         }
     }
-}
-
-/// Waits until `service` runs all its tasks (for other commands that create services).
-pub async fn wait_converged(c: &Client, service: &str, timeout: Duration) -> anyhow::Result<()> {
-    wait::converge(c, service, timeout)
-        .await
-        .map_err(|e| anyhow::anyhow!("service {service}: {e}"))
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
