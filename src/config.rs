@@ -8,9 +8,59 @@ use clap::Args;
 use ipnet::Ipv4Net;
 use serde::Deserialize;
 
-use crate::validate::Invalid;
+use crate::store::StoreError;
+use crate::validate::ValidationError;
 
 pub const DEFAULT_INGRESS_SUBNET: &str = "10.255.0.0/16";
+
+/// A daemon setting (flag or config file key) that cannot be used, and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading config {}: {source}", path.display())]
+    ReadFile {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {}: {source}", path.display())]
+    ParseFile {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid node name {name:?}: use 1-63 letters, digits, '-', '_' or '.'")]
+    NodeName { name: String },
+    #[error("invalid --advertise-addr {value:?}: expected an IPv4 address")]
+    AdvertiseAddr { value: String },
+    #[error("invalid --store: {0}")]
+    StoreUrl(#[source] StoreError),
+    #[error("invalid --store {value:?}: expected \"local\" or etcd://HOST:PORT[,HOST:PORT...]")]
+    StoreKind { value: String },
+    #[error("invalid --lease-ttl {value}: must be between 2 and 300 seconds")]
+    LeaseTtl { value: u64 },
+    #[error("--etcd-cert and --etcd-key go together")]
+    CertWithoutKey,
+    #[error(
+        "--etcd-cert and --etcd-key need --etcd-cacert (the CA that signed etcd's certificate)"
+    )]
+    CertWithoutCa,
+    #[error("invalid --dataplane {value:?}: expected auto, ipvs or nftables")]
+    Dataplane { value: String },
+    #[error("invalid {flag} {value}: must be between 1 and 2000000 seconds")]
+    IpvsTimeout { flag: &'static str, value: u32 },
+    #[error("invalid --log-level {value:?}: expected trace, debug, info, warn or error")]
+    LogLevel { value: String },
+    #[error("--gwbridge-subnet: {0}")]
+    GwbridgeSubnet(#[source] ValidationError),
+    #[error("--ingress-subnet: {0}")]
+    IngressSubnet(#[source] ValidationError),
+    #[error("--ingress-subnet {ingress} overlaps --gwbridge-subnet {gwbridge}")]
+    SubnetsOverlap { ingress: Ipv4Net, gwbridge: Ipv4Net },
+    #[error("invalid --dns {value:?}: expected IP or IP:PORT")]
+    Dns { value: String },
+    #[error("invalid --dns-ttl {value}: at most 86400")]
+    DnsTtl { value: u32 },
+    #[error("{} must be an absolute path", path.display())]
+    RelativeDir { path: PathBuf },
+}
 
 #[derive(Args, Debug, Default, Clone)]
 pub struct DaemonArgs {
@@ -160,10 +210,15 @@ impl DaemonConfig {
     }
 }
 
-pub fn read_file(path: &Path) -> Result<FileConfig, Invalid> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| Invalid(format!("reading config {}: {e}", path.display())))?;
-    toml::from_str(&text).map_err(|e| Invalid(format!("config {}: {e}", path.display())))
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::ReadFile {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    toml::from_str(&text).map_err(|source| ConfigError::ParseFile {
+        path: path.to_path_buf(),
+        source,
+    })
 }
 
 /// Flags over file over defaults, every value checked.
@@ -171,7 +226,7 @@ pub fn resolve(
     args: &DaemonArgs,
     file: FileConfig,
     hostname: &str,
-) -> Result<DaemonConfig, Invalid> {
+) -> Result<DaemonConfig, ConfigError> {
     let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
     let node_name = pick(&args.node_name, file.node_name).unwrap_or_else(|| hostname.to_string());
     let node_ok = !node_name.is_empty()
@@ -180,42 +235,32 @@ pub fn resolve(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if !node_ok {
-        return Err(Invalid(format!(
-            "invalid node name {node_name:?}: use 1-63 letters, digits, '-', '_' or '.'"
-        )));
+        return Err(ConfigError::NodeName { name: node_name });
     }
     let advertise_addr = pick(&args.advertise_addr, file.advertise_addr)
         .map(|s| {
-            s.parse::<Ipv4Addr>().map_err(|_| {
-                Invalid(format!(
-                    "invalid --advertise-addr {s:?}: expected an IPv4 address"
-                ))
-            })
+            s.parse::<Ipv4Addr>()
+                .map_err(|_| ConfigError::AdvertiseAddr { value: s.clone() })
         })
         .transpose()?;
     let store = match pick(&args.store, file.store).as_deref().unwrap_or("local") {
         "local" => StoreSpec::Local,
         s if s.starts_with("etcd://") => {
-            let endpoints = crate::store::etcd::endpoints_from_url(s)
-                .map_err(|e| Invalid(format!("invalid --store: {e}")))?;
+            let endpoints =
+                crate::store::etcd::endpoints_from_url(s).map_err(ConfigError::StoreUrl)?;
             let lease_ttl = args.lease_ttl.or(file.lease_ttl).unwrap_or(10);
             if !(2..=300).contains(&lease_ttl) {
-                return Err(Invalid(format!(
-                    "invalid --lease-ttl {lease_ttl}: must be between 2 and 300 seconds"
-                )));
+                return Err(ConfigError::LeaseTtl { value: lease_ttl });
             }
             let cert = args.etcd_cert.clone().or(file.etcd_cert);
             let key = args.etcd_key.clone().or(file.etcd_key);
             if cert.is_some() != key.is_some() {
-                return Err(Invalid("--etcd-cert and --etcd-key go together".into()));
+                return Err(ConfigError::CertWithoutKey);
             }
             let cacert = args.etcd_cacert.clone().or(file.etcd_cacert);
             if cert.is_some() && cacert.is_none() {
                 // Without a CA there is no TLS at all: a client certificate would be ignored.
-                return Err(Invalid(
-                    "--etcd-cert and --etcd-key need --etcd-cacert (the CA that signed etcd's certificate)"
-                        .into(),
-                ));
+                return Err(ConfigError::CertWithoutCa);
             }
             StoreSpec::Etcd {
                 endpoints,
@@ -225,11 +270,7 @@ pub fn resolve(
                 lease_ttl,
             }
         }
-        s => {
-            return Err(Invalid(format!(
-                "invalid --store {s:?}: expected \"local\" or etcd://HOST:PORT[,HOST:PORT...]"
-            )))
-        }
+        s => return Err(ConfigError::StoreKind { value: s.into() }),
     };
     let dataplane = match pick(&args.dataplane, file.dataplane)
         .as_deref()
@@ -238,19 +279,13 @@ pub fn resolve(
         "auto" => Dataplane::Auto,
         "nftables" => Dataplane::Nftables,
         "ipvs" => Dataplane::Ipvs,
-        s => {
-            return Err(Invalid(format!(
-                "invalid --dataplane {s:?}: expected auto, ipvs or nftables"
-            )))
-        }
+        s => return Err(ConfigError::Dataplane { value: s.into() }),
     };
     let defaults = IpvsTimeouts::default();
-    let timeout = |flag: &str, a: Option<u32>, f: Option<u32>, d: u32| -> Result<u32, Invalid> {
+    let timeout = |flag: &'static str, a: Option<u32>, f: Option<u32>, d: u32| {
         let v = a.or(f).unwrap_or(d);
         if v == 0 || v > 2_000_000 {
-            return Err(Invalid(format!(
-                "invalid {flag} {v}: must be between 1 and 2000000 seconds"
-            )));
+            return Err(ConfigError::IpvsTimeout { flag, value: v });
         }
         Ok(v)
     };
@@ -276,22 +311,19 @@ pub fn resolve(
     };
     let log_level = pick(&args.log_level, file.log_level).unwrap_or_else(|| "info".into());
     if !["trace", "debug", "info", "warn", "error"].contains(&log_level.as_str()) {
-        return Err(Invalid(format!(
-            "invalid --log-level {log_level:?}: expected trace, debug, info, warn or error"
-        )));
+        return Err(ConfigError::LogLevel { value: log_level });
     }
     let gw = pick(&args.gwbridge_subnet, file.gwbridge_subnet)
         .unwrap_or_else(|| crate::ipam::DEFAULT_GWBRIDGE_SUBNET.into());
-    let gwbridge_subnet =
-        crate::validate::subnet(&gw).map_err(|e| Invalid(format!("--gwbridge-subnet: {e}")))?;
+    let gwbridge_subnet = crate::validate::subnet(&gw).map_err(ConfigError::GwbridgeSubnet)?;
     let ing = pick(&args.ingress_subnet, file.ingress_subnet)
         .unwrap_or_else(|| DEFAULT_INGRESS_SUBNET.into());
-    let ingress_subnet =
-        crate::validate::subnet(&ing).map_err(|e| Invalid(format!("--ingress-subnet: {e}")))?;
+    let ingress_subnet = crate::validate::subnet(&ing).map_err(ConfigError::IngressSubnet)?;
     if crate::ipam::overlaps(&ingress_subnet, &gwbridge_subnet) {
-        return Err(Invalid(format!(
-            "--ingress-subnet {ingress_subnet} overlaps --gwbridge-subnet {gwbridge_subnet}"
-        )));
+        return Err(ConfigError::SubnetsOverlap {
+            ingress: ingress_subnet,
+            gwbridge: gwbridge_subnet,
+        });
     }
     let dns_given = if args.dns.is_empty() {
         file.dns.unwrap_or_default()
@@ -306,21 +338,19 @@ pub fn resolve(
                     s.parse::<Ipv4Addr>()
                         .map(|ip| std::net::SocketAddr::from((ip, 53)))
                 })
-                .map_err(|_| Invalid(format!("invalid --dns {s:?}: expected IP or IP:PORT")))
+                .map_err(|_| ConfigError::Dns { value: s.clone() })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let dns_ttl = args.dns_ttl.or(file.dns_ttl).unwrap_or(5);
     if dns_ttl > 86_400 {
-        return Err(Invalid(format!(
-            "invalid --dns-ttl {dns_ttl}: at most 86400"
-        )));
+        return Err(ConfigError::DnsTtl { value: dns_ttl });
     }
-    let dir = |a: &Option<PathBuf>, f: Option<PathBuf>, d: &str| -> Result<PathBuf, Invalid> {
-        let p = a.clone().or(f).unwrap_or_else(|| PathBuf::from(d));
-        if !p.is_absolute() {
-            return Err(Invalid(format!("{} must be an absolute path", p.display())));
+    let dir = |a: &Option<PathBuf>, f: Option<PathBuf>, d: &str| {
+        let path = a.clone().or(f).unwrap_or_else(|| PathBuf::from(d));
+        if !path.is_absolute() {
+            return Err(ConfigError::RelativeDir { path });
         }
-        Ok(p)
+        Ok(path)
     };
     Ok(DaemonConfig {
         node_name,
@@ -427,7 +457,9 @@ mod tests {
         let bad = |f: fn(&mut DaemonArgs)| {
             let mut a = DaemonArgs::default();
             f(&mut a);
-            resolve(&a, FileConfig::default(), "h").unwrap_err().0
+            resolve(&a, FileConfig::default(), "h")
+                .unwrap_err()
+                .to_string()
         };
         assert!(bad(|a| a.advertise_addr = Some("x".into())).contains("--advertise-addr"));
         assert!(bad(|a| a.store = Some("etcd://".into())).contains("invalid --store"));

@@ -72,10 +72,12 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             gwbridge_subnet: cfg.gwbridge_subnet,
         },
     };
+    // A ControlError's message names its cause already; through `.context`, anyhow's `{:#}`
+    // would print that cause a second time.
     control
         .ensure_ingress_network(cfg.ingress_subnet)
         .await
-        .context("creating the ingress network")?;
+        .map_err(|e| anyhow::anyhow!("creating the ingress network: {e}"))?;
     let leading = membership::join(
         membership,
         Node {

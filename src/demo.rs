@@ -10,8 +10,9 @@ use std::time::Duration;
 use anyhow::Context;
 
 use crate::api::client::Client;
-use crate::api::types::{NetworkCreate, ServiceCreate, TaskView};
+use crate::api::wait::{wait_converged, CONVERGE_TIMEOUT};
 use crate::topology::{teardown_dir, Topology, CLIENT_ADDR};
+use crate::wire::{NetworkCreate, ServiceCreate, TaskView};
 
 pub struct DemoOptions {
     pub nodes: usize,
@@ -99,7 +100,7 @@ async fn show(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<()> {
         "$ routemesh service create --name web --replicas {} --network app --publish 8080:80 -- routemesh whoami --port 80",
         opts.nodes
     );
-    crate::cli::wait_converged(&c, "web", crate::cli::CONVERGE_TIMEOUT).await?;
+    wait_converged(&c, "web", CONVERGE_TIMEOUT).await?;
     let tasks: Vec<TaskView> = c.get("/v1/tasks?service=web").await?;
     let on: BTreeMap<String, String> = tasks
         .iter()

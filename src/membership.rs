@@ -26,7 +26,7 @@ pub async fn join(m: Membership, node: Node) -> Result<watch::Receiver<bool>, St
     match m {
         Membership::Local(store) => {
             let txn = Txn::new()
-                .put_json(keys::node(&node.name), &node)
+                .put_json(keys::node(&node.name), &node)?
                 .put(keys::alive(&node.name), b"local".to_vec());
             store.txn(txn).await?;
             let (_tx, rx) = watch::channel(true);
@@ -45,7 +45,7 @@ pub async fn join(m: Membership, node: Node) -> Result<watch::Receiver<bool>, St
 async fn register(store: &EtcdStore, node: &Node, ttl: u64) -> Result<LeaseId, StoreError> {
     let lease = store.grant_lease(ttl).await?;
     store
-        .txn(Txn::new().put_json(keys::node(&node.name), node))
+        .txn(Txn::new().put_json(keys::node(&node.name), node)?)
         .await?;
     store
         .put_with_lease(

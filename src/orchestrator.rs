@@ -21,8 +21,24 @@ use crate::store::{keys, state, Store, StoreError, Txn};
 pub enum OrchestratorError {
     #[error(transparent)]
     Store(#[from] StoreError),
-    #[error("task {task}: {detail}")]
-    Placement { task: String, detail: String },
+    /// `task` cannot be placed now (for a node's own address, `task` names that address).
+    #[error("task {task}: {problem}")]
+    Placement { task: String, problem: Unplaceable },
+}
+
+/// Why a task (or a node's address) cannot be placed now; it is tried again on a later pass.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Unplaceable {
+    #[error("no ready node")]
+    NoReadyNode,
+    #[error("network {network:?} not found")]
+    NetworkNotFound { network: String },
+    #[error("network {network:?} ({subnet}) has no free address")]
+    NetworkFull { network: String, subnet: Ipv4Net },
+    #[error("gateway bridge subnet has no host address")]
+    GatewayBridgeNoHost,
+    #[error("gateway bridge {subnet} on node {node} has no free address")]
+    GatewayBridgeFull { subnet: Ipv4Net, node: String },
 }
 
 /// One change the orchestrator wants, computed from the state without I/O.
@@ -243,8 +259,8 @@ impl Orchestrator {
             };
             match result {
                 Ok(_) => {}
-                Err(OrchestratorError::Placement { task, detail }) => {
-                    tracing::warn!(task, detail, "cannot place task");
+                Err(OrchestratorError::Placement { task, problem }) => {
+                    tracing::warn!(task, detail = %problem, "cannot place task");
                     unplaceable.push(action);
                 }
                 Err(e) => return Err(e),
@@ -260,7 +276,7 @@ impl Orchestrator {
         task.desired = DesiredState::Shutdown;
         let txn = Txn::new()
             .when_revision(kv.key.clone(), kv.mod_revision)
-            .put_json(kv.key, &task);
+            .put_json(kv.key, &task)?;
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
             tracing::info!(task = name, node = %task.node, "task to shut down");
@@ -325,7 +341,10 @@ impl Orchestrator {
         let Some(ip) = ipam::next_host(net.subnet, &taken) else {
             return Err(OrchestratorError::Placement {
                 task: format!("{node}'s address on {network}"),
-                detail: format!("network {network:?} ({}) has no free address", net.subnet),
+                problem: Unplaceable::NetworkFull {
+                    network: network.to_string(),
+                    subnet: net.subnet,
+                },
             });
         };
         let claim = keys::addr_claim(&net.id, ip);
@@ -340,7 +359,7 @@ impl Orchestrator {
             .when_absent(&claim)
             .when_absent(keys::node_addr(network, node))
             .put(claim, format!("node {node}").into_bytes())
-            .put_json(keys::node_addr(network, node), &na);
+            .put_json(keys::node_addr(network, node), &na)?;
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
             tracing::info!(network, node, address = %na.address, "node address assigned");
@@ -355,11 +374,11 @@ impl Orchestrator {
         slot: u32,
     ) -> Result<bool, OrchestratorError> {
         let name = Task::name_for(&svc.name, slot);
-        let placement = |detail: String| OrchestratorError::Placement {
+        let placement = |problem| OrchestratorError::Placement {
             task: name.clone(),
-            detail,
+            problem,
         };
-        let node = pick_node(st, &svc.name).ok_or_else(|| placement("no ready node".into()))?;
+        let node = pick_node(st, &svc.name).ok_or_else(|| placement(Unplaceable::NoReadyNode))?;
         let mut txn = Txn::new().when_absent(keys::task(&name));
         let svc_kv = self.store.get(&keys::service(&svc.name)).await?;
         let Some(svc_kv) = svc_kv else {
@@ -368,17 +387,18 @@ impl Orchestrator {
         txn = txn.when_revision(svc_kv.key, svc_kv.mod_revision);
         let mut attachments = Vec::new();
         for net_name in &wanted_networks(svc) {
-            let net = st
-                .networks
-                .get(net_name)
-                .ok_or_else(|| placement(format!("network {net_name:?} not found")))?;
+            let net = st.networks.get(net_name).ok_or_else(|| {
+                placement(Unplaceable::NetworkNotFound {
+                    network: net_name.clone(),
+                })
+            })?;
             let mut taken = claimed_ips(self.store.as_ref(), &keys::addr_claims(&net.id)).await?;
             taken.insert(net.gateway);
             let ip = ipam::next_host(net.subnet, &taken).ok_or_else(|| {
-                placement(format!(
-                    "network {net_name:?} ({}) has no free address",
-                    net.subnet
-                ))
+                placement(Unplaceable::NetworkFull {
+                    network: net_name.clone(),
+                    subnet: net.subnet,
+                })
             })?;
             let claim = keys::addr_claim(&net.id, ip);
             txn = txn
@@ -391,16 +411,16 @@ impl Orchestrator {
         }
         let mut taken = claimed_ips(self.store.as_ref(), &keys::gw_claims(&node)).await?;
         let gw = ipam::default_gateway(self.gwbridge_subnet)
-            .ok_or_else(|| placement("gateway bridge subnet has no host address".into()))?;
+            .ok_or_else(|| placement(Unplaceable::GatewayBridgeNoHost))?;
         taken.insert(gw);
         if let Some(sbox) = ipam::ingress_sbox_gw_address(self.gwbridge_subnet) {
             taken.insert(sbox);
         }
         let gw_ip = ipam::next_host(self.gwbridge_subnet, &taken).ok_or_else(|| {
-            placement(format!(
-                "gateway bridge {} on node {node} has no free address",
-                self.gwbridge_subnet
-            ))
+            placement(Unplaceable::GatewayBridgeFull {
+                subnet: self.gwbridge_subnet,
+                node: node.clone(),
+            })
         })?;
         let claim = keys::gw_claim(&node, gw_ip);
         txn = txn
@@ -417,7 +437,7 @@ impl Orchestrator {
             created_at: now_secs(),
             desired: DesiredState::Running,
         };
-        txn = txn.put_json(keys::task(&name), &task);
+        txn = txn.put_json(keys::task(&name), &task)?;
         let ok = self.store.txn(txn).await?.succeeded;
         if ok {
             tracing::info!(task = %name, node = %task.node, "task assigned");

@@ -7,17 +7,102 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 
-use crate::api::types::{NetworkCreate, ServiceCreate};
 use crate::model::{Driver, EndpointMode, PortConfig, Proto, PublishMode, Scheduler};
+use crate::wire::{NetworkCreate, ServiceCreate};
 
-/// A bad request, in words a user can act on.
+/// A bad request: which field, the value given, and what is wrong with it, in words a user
+/// can act on.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct Invalid(pub String);
-
-fn invalid<T>(msg: impl Into<String>) -> Result<T, Invalid> {
-    Err(Invalid(msg.into()))
+pub enum ValidationError {
+    #[error("invalid network name {name:?}: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit")]
+    NetworkName { name: String },
+    #[error("network name {name:?} is reserved")]
+    ReservedNetworkName { name: String },
+    #[error("invalid service name {name:?}: use 1-{MAX_SERVICE_NAME} letters, digits or '-', not starting or ending with '-'")]
+    ServiceName { name: String },
+    #[error("invalid replicas {value}: must be between 0 and {MAX_REPLICAS}")]
+    Replicas { value: i64 },
+    #[error("invalid --env {spec:?}: expected KEY=VALUE")]
+    EnvNotKeyValue { spec: String },
+    #[error(
+        "invalid --env {spec:?}: KEY must be letters, digits and '_', not starting with a digit"
+    )]
+    EnvKey { spec: String },
+    #[error("missing command: give it after `--`, e.g. `-- routemesh whoami --port 80`")]
+    MissingCommand,
+    #[error("invalid command: the program name is empty")]
+    EmptyProgram,
+    #[error("command {program:?} not found or not executable")]
+    NotExecutable { program: String },
+    #[error("command {program:?} not found in PATH ({path})")]
+    NotInPath { program: String, path: String },
+    #[error("invalid driver {value:?}: expected \"overlay\" or \"bridge\"")]
+    Driver { value: String },
+    #[error("invalid subnet {value:?}: expected an IPv4 CIDR like 10.1.0.0/24")]
+    SubnetSyntax { value: String },
+    #[error("invalid subnet {value}: a /{prefix} has no room for a gateway and a task; use /30 or wider")]
+    SubnetTooSmall { value: String, prefix: u8 },
+    #[error("invalid subnet {value}: host bits set, did you mean {network}?")]
+    SubnetHostBits { value: String, network: Ipv4Net },
+    #[error("invalid gateway {value:?}: expected an IPv4 address")]
+    GatewaySyntax { value: String },
+    #[error("invalid gateway {gateway}: not a host address of subnet {subnet}")]
+    GatewayNotInSubnet { gateway: Ipv4Addr, subnet: Ipv4Net },
+    #[error("--gateway needs --subnet")]
+    GatewayWithoutSubnet,
+    #[error("invalid VNI {value}: must be between 1 and {}", crate::ipam::VNI_MAX)]
+    Vni { value: u32 },
+    #[error("--vni is only for overlay networks")]
+    VniOnBridge,
+    #[error("invalid --publish {spec:?}: {problem}")]
+    Publish {
+        spec: String,
+        problem: PublishProblem,
+    },
+    #[error("port {port}/{proto} is published twice")]
+    PublishedTwice { port: u16, proto: Proto },
+    #[error("invalid --lb-scheduler {value:?}: expected rr, wrr, lc, sh or mh")]
+    Scheduler { value: String },
+    #[error("invalid --endpoint-mode {value:?}: expected vip or dnsrr")]
+    EndpointMode { value: String },
+    #[error("network {network:?} given twice")]
+    NetworkTwice { network: String },
 }
+
+/// What is wrong with one `--publish` spec.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PublishProblem {
+    #[error("{role} port {value:?} must be 1-65535")]
+    Port { role: PortRole, value: String },
+    #[error("protocol {value:?} must be tcp or udp")]
+    Protocol { value: String },
+    #[error("mode {value:?} must be ingress or host")]
+    Mode { value: String },
+    #[error("unknown key {key:?}")]
+    UnknownKey { key: String },
+    #[error("expected PUBLISHED:TARGET[/tcp|/udp]")]
+    Syntax,
+    #[error("both a published and a target port are needed")]
+    Incomplete,
+}
+
+/// Which port of a `--publish` spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortRole {
+    Published,
+    Target,
+}
+
+impl std::fmt::Display for PortRole {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            PortRole::Published => "published",
+            PortRole::Target => "target",
+        })
+    }
+}
+
+type Result<T> = std::result::Result<T, ValidationError>;
 
 pub const MAX_REPLICAS: i64 = 10_000;
 /// Names the ingress network will take; refused for user networks from the start.
@@ -25,7 +110,7 @@ pub const RESERVED_NETWORK_NAMES: &[&str] = &["ingress", "host", "none", "rm_gwb
 
 /// Network names: 1-63 characters, letters, digits, `_`, `.`, `-`, starting with a letter or
 /// digit (Docker's rule).
-pub fn network_name(name: &str) -> Result<(), Invalid> {
+pub fn network_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= 63
         && name.starts_with(|c: char| c.is_ascii_alphanumeric())
@@ -33,12 +118,10 @@ pub fn network_name(name: &str) -> Result<(), Invalid> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
     if !ok {
-        return invalid(format!(
-            "invalid network name {name:?}: use 1-63 letters, digits, '_', '.' or '-', starting with a letter or digit"
-        ));
+        return Err(ValidationError::NetworkName { name: name.into() });
     }
     if RESERVED_NETWORK_NAMES.contains(&name) {
-        return invalid(format!("network name {name:?} is reserved"));
+        return Err(ValidationError::ReservedNetworkName { name: name.into() });
     }
     Ok(())
 }
@@ -49,39 +132,33 @@ pub const MAX_SERVICE_NAME: usize = 58;
 
 /// Service names are DNS labels (they become DNS names): 1-58 letters, digits and `-`, not
 /// starting or ending with `-`. No `.`, which separates a task's slot (`web.1`).
-pub fn service_name(name: &str) -> Result<(), Invalid> {
+pub fn service_name(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() <= MAX_SERVICE_NAME
         && !name.starts_with('-')
         && !name.ends_with('-')
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
     if !ok {
-        return invalid(format!(
-            "invalid service name {name:?}: use 1-{MAX_SERVICE_NAME} letters, digits or '-', not starting or ending with '-'"
-        ));
+        return Err(ValidationError::ServiceName { name: name.into() });
     }
     Ok(())
 }
 
-pub fn replicas(n: i64) -> Result<u32, Invalid> {
+pub fn replicas(n: i64) -> Result<u32> {
     if !(0..=MAX_REPLICAS).contains(&n) {
-        return invalid(format!(
-            "invalid replicas {n}: must be between 0 and {MAX_REPLICAS}"
-        ));
+        return Err(ValidationError::Replicas { value: n });
     }
     Ok(n as u32)
 }
 
-pub fn env_var(kv: &str) -> Result<(String, String), Invalid> {
+pub fn env_var(kv: &str) -> Result<(String, String)> {
     let Some((k, v)) = kv.split_once('=') else {
-        return invalid(format!("invalid --env {kv:?}: expected KEY=VALUE"));
+        return Err(ValidationError::EnvNotKeyValue { spec: kv.into() });
     };
     let ok = k.starts_with(|c: char| c.is_ascii_alphabetic() || c == '_')
         && k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
     if !ok {
-        return invalid(format!(
-            "invalid --env {kv:?}: KEY must be letters, digits and '_', not starting with a digit"
-        ));
+        return Err(ValidationError::EnvKey { spec: kv.into() });
     }
     Ok((k.to_string(), v.to_string()))
 }
@@ -89,20 +166,20 @@ pub fn env_var(kv: &str) -> Result<(String, String), Invalid> {
 /// The command must be something this node can execute: an executable path, or a name found
 /// on `path_var` (the daemon's PATH). A task that cannot start is refused before anything is
 /// stored, rather than restarted forever.
-pub fn command(argv: &[String], path_var: &str) -> Result<(), Invalid> {
+pub fn command(argv: &[String], path_var: &str) -> Result<()> {
     let Some(prog) = argv.first() else {
-        return invalid(
-            "missing command: give it after `--`, e.g. `-- routemesh whoami --port 80`",
-        );
+        return Err(ValidationError::MissingCommand);
     };
     if prog.is_empty() {
-        return invalid("invalid command: the program name is empty");
+        return Err(ValidationError::EmptyProgram);
     }
     if prog.contains('/') {
         return if is_executable(Path::new(prog)) {
             Ok(())
         } else {
-            invalid(format!("command {prog:?} not found or not executable"))
+            Err(ValidationError::NotExecutable {
+                program: prog.clone(),
+            })
         };
     }
     let found = path_var
@@ -110,7 +187,10 @@ pub fn command(argv: &[String], path_var: &str) -> Result<(), Invalid> {
         .filter(|d| !d.is_empty())
         .any(|d| is_executable(&Path::new(d).join(prog)));
     if !found {
-        return invalid(format!("command {prog:?} not found in PATH ({path_var})"));
+        return Err(ValidationError::NotInPath {
+            program: prog.clone(),
+            path: path_var.into(),
+        });
     }
     Ok(())
 }
@@ -120,56 +200,52 @@ fn is_executable(p: &Path) -> bool {
     std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
-pub fn driver(s: Option<&str>) -> Result<Driver, Invalid> {
+pub fn driver(s: Option<&str>) -> Result<Driver> {
     match s.unwrap_or("overlay") {
         "overlay" => Ok(Driver::Overlay),
         "bridge" => Ok(Driver::Bridge),
-        other => invalid(format!(
-            "invalid driver {other:?}: expected \"overlay\" or \"bridge\""
-        )),
+        other => Err(ValidationError::Driver {
+            value: other.into(),
+        }),
     }
 }
 
 /// An IPv4 subnet with room for a gateway and at least one task, given in canonical form.
-pub fn subnet(s: &str) -> Result<Ipv4Net, Invalid> {
-    let net: Ipv4Net = s.parse().map_err(|_| {
-        Invalid(format!(
-            "invalid subnet {s:?}: expected an IPv4 CIDR like 10.1.0.0/24"
-        ))
-    })?;
+pub fn subnet(s: &str) -> Result<Ipv4Net> {
+    let net: Ipv4Net = s
+        .parse()
+        .map_err(|_| ValidationError::SubnetSyntax { value: s.into() })?;
     if net.prefix_len() > 30 {
-        return invalid(format!(
-            "invalid subnet {s}: a /{} has no room for a gateway and a task; use /30 or wider",
-            net.prefix_len()
-        ));
+        return Err(ValidationError::SubnetTooSmall {
+            value: s.into(),
+            prefix: net.prefix_len(),
+        });
     }
     if net.network() != net.addr() {
-        return invalid(format!(
-            "invalid subnet {s}: host bits set, did you mean {}?",
-            net.trunc()
-        ));
+        return Err(ValidationError::SubnetHostBits {
+            value: s.into(),
+            network: net.trunc(),
+        });
     }
     Ok(net)
 }
 
-pub fn gateway(s: &str, subnet: &Ipv4Net) -> Result<Ipv4Addr, Invalid> {
+pub fn gateway(s: &str, subnet: &Ipv4Net) -> Result<Ipv4Addr> {
     let ip: Ipv4Addr = s
         .parse()
-        .map_err(|_| Invalid(format!("invalid gateway {s:?}: expected an IPv4 address")))?;
+        .map_err(|_| ValidationError::GatewaySyntax { value: s.into() })?;
     if !subnet.contains(&ip) || ip == subnet.network() || ip == subnet.broadcast() {
-        return invalid(format!(
-            "invalid gateway {ip}: not a host address of subnet {subnet}"
-        ));
+        return Err(ValidationError::GatewayNotInSubnet {
+            gateway: ip,
+            subnet: *subnet,
+        });
     }
     Ok(ip)
 }
 
-pub fn vni(v: u32) -> Result<u32, Invalid> {
+pub fn vni(v: u32) -> Result<u32> {
     if !(1..=crate::ipam::VNI_MAX).contains(&v) {
-        return invalid(format!(
-            "invalid VNI {v}: must be between 1 and {}",
-            crate::ipam::VNI_MAX
-        ));
+        return Err(ValidationError::Vni { value: v });
     }
     Ok(v)
 }
@@ -184,18 +260,18 @@ pub struct NetworkRequest {
     pub vni: Option<u32>,
 }
 
-pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest, Invalid> {
+pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest> {
     network_name(&req.name)?;
     let driver = driver(req.driver.as_deref())?;
     let subnet = req.subnet.as_deref().map(subnet).transpose()?;
     let gateway = match (&req.gateway, &subnet) {
         (Some(g), Some(s)) => Some(gateway(g, s)?),
-        (Some(_), None) => return invalid("--gateway needs --subnet"),
+        (Some(_), None) => return Err(ValidationError::GatewayWithoutSubnet),
         (None, _) => None,
     };
     let vni = match (req.vni, driver) {
         (Some(v), Driver::Overlay) => Some(vni(v)?),
-        (Some(_), Driver::Bridge) => return invalid("--vni is only for overlay networks"),
+        (Some(_), Driver::Bridge) => return Err(ValidationError::VniOnBridge),
         (None, _) => None,
     };
     Ok(NetworkRequest {
@@ -207,48 +283,68 @@ pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest, Invalid> {
     })
 }
 
-fn port(s: &str, what: &str, spec: &str) -> Result<u16, Invalid> {
+fn bad_publish(spec: &str, problem: PublishProblem) -> ValidationError {
+    ValidationError::Publish {
+        spec: spec.into(),
+        problem,
+    }
+}
+
+fn port(s: &str, role: PortRole, spec: &str) -> Result<u16> {
     match s.parse::<u16>() {
         Ok(p) if p > 0 => Ok(p),
-        _ => invalid(format!(
-            "invalid --publish {spec:?}: {what} port {s:?} must be 1-65535"
+        _ => Err(bad_publish(
+            spec,
+            PublishProblem::Port {
+                role,
+                value: s.into(),
+            },
         )),
     }
 }
 
-fn proto(s: &str, spec: &str) -> Result<Proto, Invalid> {
+fn proto(s: &str, spec: &str) -> Result<Proto> {
     match s {
         "tcp" => Ok(Proto::Tcp),
         "udp" => Ok(Proto::Udp),
-        other => invalid(format!(
-            "invalid --publish {spec:?}: protocol {other:?} must be tcp or udp"
+        other => Err(bad_publish(
+            spec,
+            PublishProblem::Protocol {
+                value: other.into(),
+            },
         )),
     }
 }
 
-fn publish_mode(s: &str, spec: &str) -> Result<PublishMode, Invalid> {
+fn publish_mode(s: &str, spec: &str) -> Result<PublishMode> {
     match s {
         "ingress" => Ok(PublishMode::Ingress),
         "host" => Ok(PublishMode::Host),
-        other => invalid(format!(
-            "invalid --publish {spec:?}: mode {other:?} must be ingress or host"
+        other => Err(bad_publish(
+            spec,
+            PublishProblem::Mode {
+                value: other.into(),
+            },
         )),
     }
 }
 
 /// A published port, in Docker's short form `[mode=M,]PUBLISHED:TARGET[/PROTO]` or long form
 /// `published=P,target=T[,protocol=PROTO][,mode=M]`.
-pub fn publish(spec: &str) -> Result<PortConfig, Invalid> {
+pub fn publish(spec: &str) -> Result<PortConfig> {
     let mut mode = PublishMode::Ingress;
     let (mut published, mut target, mut protocol) = (None, None, Proto::Tcp);
     for part in spec.split(',') {
         match part.split_once('=') {
             Some(("mode", v)) => mode = publish_mode(v, spec)?,
-            Some(("published", v)) => published = Some(port(v, "published", spec)?),
-            Some(("target", v)) => target = Some(port(v, "target", spec)?),
+            Some(("published", v)) => published = Some(port(v, PortRole::Published, spec)?),
+            Some(("target", v)) => target = Some(port(v, PortRole::Target, spec)?),
             Some(("protocol", v)) => protocol = proto(v, spec)?,
             Some((k, _)) => {
-                return invalid(format!("invalid --publish {spec:?}: unknown key {k:?}"))
+                return Err(bad_publish(
+                    spec,
+                    PublishProblem::UnknownKey { key: k.into() },
+                ))
             }
             None => {
                 let (ports, p) = match part.split_once('/') {
@@ -256,12 +352,10 @@ pub fn publish(spec: &str) -> Result<PortConfig, Invalid> {
                     None => (part, Proto::Tcp),
                 };
                 let Some((pub_s, tgt_s)) = ports.split_once(':') else {
-                    return invalid(format!(
-                        "invalid --publish {spec:?}: expected PUBLISHED:TARGET[/tcp|/udp]"
-                    ));
+                    return Err(bad_publish(spec, PublishProblem::Syntax));
                 };
-                published = Some(port(pub_s, "published", spec)?);
-                target = Some(port(tgt_s, "target", spec)?);
+                published = Some(port(pub_s, PortRole::Published, spec)?);
+                target = Some(port(tgt_s, PortRole::Target, spec)?);
                 protocol = p;
             }
         }
@@ -273,53 +367,48 @@ pub fn publish(spec: &str) -> Result<PortConfig, Invalid> {
             proto: protocol,
             mode,
         }),
-        _ => invalid(format!(
-            "invalid --publish {spec:?}: both a published and a target port are needed"
-        )),
+        _ => Err(bad_publish(spec, PublishProblem::Incomplete)),
     }
 }
 
 /// `PUBLISHED[/PROTO]`, as `--publish-rm` takes it.
-pub fn published_port(spec: &str) -> Result<(u16, Proto), Invalid> {
+pub fn published_port(spec: &str) -> Result<(u16, Proto)> {
     let (p, pr) = match spec.split_once('/') {
         Some((p, pr)) => (p, proto(pr, spec)?),
         None => (spec, Proto::Tcp),
     };
-    Ok((port(p, "published", spec)?, pr))
+    Ok((port(p, PortRole::Published, spec)?, pr))
 }
 
 /// No two ports of one list with the same published port and protocol.
-pub fn distinct_ports(ports: &[PortConfig]) -> Result<(), Invalid> {
+pub fn distinct_ports(ports: &[PortConfig]) -> Result<()> {
     for (i, a) in ports.iter().enumerate() {
         if ports[..i]
             .iter()
             .any(|b| a.published == b.published && a.proto == b.proto)
         {
-            return invalid(format!(
-                "port {}/{} is published twice",
-                a.published, a.proto
-            ));
+            return Err(ValidationError::PublishedTwice {
+                port: a.published,
+                proto: a.proto,
+            });
         }
     }
     Ok(())
 }
 
-pub fn lb_scheduler(s: Option<&str>) -> Result<Scheduler, Invalid> {
+pub fn lb_scheduler(s: Option<&str>) -> Result<Scheduler> {
     let s = s.unwrap_or("rr");
-    s.parse().map_err(|_| {
-        Invalid(format!(
-            "invalid --lb-scheduler {s:?}: expected rr, wrr, lc, sh or mh"
-        ))
-    })
+    s.parse()
+        .map_err(|_| ValidationError::Scheduler { value: s.into() })
 }
 
-pub fn endpoint_mode(s: Option<&str>) -> Result<EndpointMode, Invalid> {
+pub fn endpoint_mode(s: Option<&str>) -> Result<EndpointMode> {
     match s.unwrap_or("vip") {
         "vip" => Ok(EndpointMode::Vip),
         "dnsrr" => Ok(EndpointMode::Dnsrr),
-        other => invalid(format!(
-            "invalid --endpoint-mode {other:?}: expected vip or dnsrr"
-        )),
+        other => Err(ValidationError::EndpointMode {
+            value: other.into(),
+        }),
     }
 }
 
@@ -335,13 +424,13 @@ pub struct ServiceRequest {
     pub lb_scheduler: Scheduler,
 }
 
-pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceRequest, Invalid> {
+pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceRequest> {
     service_name(&req.name)?;
     let replicas = replicas(req.replicas.unwrap_or(1))?;
     let mut networks: Vec<String> = Vec::new();
     for n in &req.networks {
         if networks.contains(n) {
-            return invalid(format!("network {n:?} given twice"));
+            return Err(ValidationError::NetworkTwice { network: n.clone() });
         }
         networks.push(n.clone());
     }
@@ -349,14 +438,14 @@ pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceReq
         .env
         .iter()
         .map(|kv| env_var(kv))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>>>()?;
     command(&req.command, path_var)?;
     let endpoint_mode = endpoint_mode(req.endpoint_mode.as_deref())?;
     let ports = req
         .publish
         .iter()
         .map(|p| publish(p))
-        .collect::<Result<Vec<_>, _>>()?;
+        .collect::<Result<Vec<_>>>()?;
     distinct_ports(&ports)?;
     let lb_scheduler = lb_scheduler(req.lb_scheduler.as_deref())?;
     Ok(ServiceRequest {
@@ -420,7 +509,7 @@ mod tests {
         let twice = [publish("80:1").unwrap(), publish("80:2").unwrap()];
         assert!(distinct_ports(&twice)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("published twice"));
         let both = [publish("80:1").unwrap(), publish("80:1/udp").unwrap()];
         assert!(
@@ -432,6 +521,43 @@ mod tests {
         assert_eq!(lb_scheduler(None), Ok(Scheduler::Rr));
         assert_eq!(lb_scheduler(Some("mh")), Ok(Scheduler::Mh));
         assert!(lb_scheduler(Some("random")).is_err());
+    }
+
+    #[test]
+    fn errors_carry_what_was_wrong_and_say_it_as_before() {
+        assert_eq!(
+            publish("1:b"),
+            Err(ValidationError::Publish {
+                spec: "1:b".into(),
+                problem: PublishProblem::Port {
+                    role: PortRole::Target,
+                    value: "b".into(),
+                },
+            })
+        );
+        let text = |r: Result<PortConfig>| r.unwrap_err().to_string();
+        assert_eq!(
+            text(publish("1:b")),
+            "invalid --publish \"1:b\": target port \"b\" must be 1-65535"
+        );
+        assert_eq!(
+            text(publish("mode=x,1:2")),
+            "invalid --publish \"mode=x,1:2\": mode \"x\" must be ingress or host"
+        );
+        assert_eq!(
+            subnet("10.1.0.0/31").unwrap_err().to_string(),
+            "invalid subnet 10.1.0.0/31: a /31 has no room for a gateway and a task; use /30 or wider"
+        );
+        assert_eq!(
+            command(&["no-such-xyz".into()], "/a:/b")
+                .unwrap_err()
+                .to_string(),
+            "command \"no-such-xyz\" not found in PATH (/a:/b)"
+        );
+        assert_eq!(
+            driver(Some("x")).unwrap_err().to_string(),
+            "invalid driver \"x\": expected \"overlay\" or \"bridge\""
+        );
     }
 
     #[test]
@@ -459,7 +585,7 @@ mod tests {
             "a b",
             &"x".repeat(MAX_SERVICE_NAME + 1),
         ] {
-            let err = service_name(bad).unwrap_err().0;
+            let err = service_name(bad).unwrap_err().to_string();
             assert!(err.contains("invalid service name"), "{bad:?}: {err}");
         }
     }
@@ -468,7 +594,10 @@ mod tests {
     fn replicas_bounds() {
         assert_eq!(replicas(0), Ok(0));
         assert_eq!(replicas(3), Ok(3));
-        assert!(replicas(-1).unwrap_err().0.contains("invalid replicas -1"));
+        assert!(replicas(-1)
+            .unwrap_err()
+            .to_string()
+            .contains("invalid replicas -1"));
         assert!(replicas(MAX_REPLICAS + 1).is_err());
     }
 
@@ -487,7 +616,7 @@ mod tests {
         assert!(command(&["/bin/sh".into()], "").is_ok());
         let e = command(&["no-such-program-xyz".into()], "/usr/bin:/bin")
             .unwrap_err()
-            .0;
+            .to_string();
         assert!(e.contains("not found in PATH"), "{e}");
         let dir = tempfile::tempdir().unwrap();
         let plain = dir.path().join("plain");
@@ -496,7 +625,7 @@ mod tests {
         assert!(command(&[plain], "").is_err(), "not executable");
         assert!(command(&[], "/bin")
             .unwrap_err()
-            .0
+            .to_string()
             .contains("missing command"));
     }
 
@@ -505,7 +634,7 @@ mod tests {
         assert_eq!(subnet("10.1.0.0/24").unwrap().to_string(), "10.1.0.0/24");
         assert!(subnet("10.1.0.1/24")
             .unwrap_err()
-            .0
+            .to_string()
             .contains("did you mean 10.1.0.0/24"));
         assert!(subnet("10.1.0.0/31").is_err());
         assert!(subnet("fd00::/64").is_err());
@@ -528,13 +657,13 @@ mod tests {
         };
         assert!(network_request(&req)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("--gateway needs --subnet"));
         req.gateway = None;
         req.driver = Some("macvlan".into());
         assert!(network_request(&req)
             .unwrap_err()
-            .0
+            .to_string()
             .contains("invalid driver"));
         req.driver = Some("bridge".into());
         req.vni = Some(5000);
@@ -555,7 +684,7 @@ mod tests {
         dup.networks = vec!["a".into(), "a".into()];
         assert!(service_request(&dup, "/bin")
             .unwrap_err()
-            .0
+            .to_string()
             .contains("given twice"));
     }
 }

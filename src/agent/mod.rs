@@ -175,10 +175,14 @@ impl Agent {
             Ok(t) if t.node == self.ctx.node => {}
             _ => return,
         }
-        let txn = Txn::new()
+        let written = match Txn::new()
             .when_revision(key, kv.mod_revision)
-            .put_json(keys::status(&ev.task), &ev.status);
-        if let Err(e) = self.store.txn(txn).await {
+            .put_json(keys::status(&ev.task), &ev.status)
+        {
+            Ok(txn) => self.store.txn(txn).await.map(|_| ()),
+            Err(e) => Err(e),
+        };
+        if let Err(e) = written {
             tracing::warn!(task = %ev.task, error = %e, "reporting task status");
         }
     }

@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::types::ErrorBody;
+use crate::wire::ErrorBody;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -18,11 +18,30 @@ pub enum ClientError {
         socket: String,
         source: std::io::Error,
     },
-    #[error("talking to the daemon at {socket}: {detail}")]
-    Protocol { socket: String, detail: String },
+    /// The exchange itself failed. The failure is spelled in the message, so it is not also
+    /// `source()`: the CLI prints chains, and would print it twice.
+    #[error("talking to the daemon at {socket}: {failure}")]
+    Protocol {
+        socket: String,
+        failure: ProtocolFailure,
+    },
     /// The daemon refused the request; the message is the daemon's.
     #[error("{message}")]
     Api { status: u16, message: String },
+}
+
+/// Which step of a request to the daemon failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ProtocolFailure {
+    /// The HTTP/1.1 handshake, sending the request or reading the answer's body.
+    #[error(transparent)]
+    Http(#[from] hyper::Error),
+    /// Building the request (a path that is no URI).
+    #[error(transparent)]
+    Request(#[from] hyper::http::Error),
+    /// Encoding the request body or decoding the answer.
+    #[error(transparent)]
+    Json(#[from] serde_json::Error),
 }
 
 pub struct Client {
@@ -36,10 +55,10 @@ impl Client {
         }
     }
 
-    fn protocol(&self, detail: impl std::fmt::Display) -> ClientError {
+    fn protocol(&self, failure: impl Into<ProtocolFailure>) -> ClientError {
         ClientError::Protocol {
             socket: self.socket.display().to_string(),
-            detail: detail.to_string(),
+            failure: failure.into(),
         }
     }
 

@@ -1,42 +1,112 @@
+//! The API's failures: the typed errors of the layers below, a few of its own, and the one
+//! place that decides the HTTP status of each ([`ApiError::status`]).
+
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 
-use super::types::ErrorBody;
+use crate::control::ControlError;
+use crate::model::Proto;
 use crate::store::StoreError;
-use crate::validate::Invalid;
+use crate::validate::ValidationError;
+use crate::wire::ErrorBody;
 
-/// An API failure: what went wrong, in words for the user, and the HTTP status it maps to.
 #[derive(Debug, thiserror::Error)]
 pub enum ApiError {
-    #[error("{0}")]
-    BadRequest(String),
-    #[error("{0}")]
-    NotFound(String),
-    #[error("{0}")]
-    Conflict(String),
-    #[error("{0}")]
-    Internal(String),
+    #[error(transparent)]
+    Invalid(#[from] ValidationError),
+    #[error(transparent)]
+    Control(#[from] ControlError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A read found no such object.
+    #[error("{kind} {name:?} not found")]
+    NotFound { kind: Object, name: String },
+    /// A process on this node already listens on a port the service would publish.
+    #[error("service {service:?}: port {port}/{proto} is in use on this node by {owner}")]
+    PortInUse {
+        service: String,
+        port: u16,
+        proto: Proto,
+        owner: String,
+    },
+    /// The task's sandbox is on a node whose run dir this daemon cannot see.
+    #[error(
+        "task {task:?} runs on node {node:?}: run `routemesh exec` against that node's daemon{}",
+        socket.as_ref().map(|s| format!(" ({s})")).unwrap_or_default()
+    )]
+    TaskElsewhere {
+        task: String,
+        node: String,
+        /// The other node's API socket, when it is known.
+        socket: Option<String>,
+    },
+    #[error("reading the node's routes: {0}")]
+    NodeRoutes(#[source] routemesh_netdev::error::Error),
 }
 
-impl From<Invalid> for ApiError {
-    fn from(e: Invalid) -> Self {
-        ApiError::BadRequest(e.0)
-    }
+/// The kinds of object a read can miss.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Object {
+    Network,
+    Service,
+    Task,
 }
 
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        ApiError::Internal(e.to_string())
+impl std::fmt::Display for Object {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Object::Network => "network",
+            Object::Service => "service",
+            Object::Task => "task",
+        })
     }
 }
 
 impl ApiError {
+    pub fn not_found(kind: Object, name: &str) -> ApiError {
+        ApiError::NotFound {
+            kind,
+            name: name.to_string(),
+        }
+    }
+
+    /// 400: the request is wrong whatever the state; 404: it names something that does not
+    /// exist; 409: the state stands in its way (exists, in use, overlapping, exhausted, taken,
+    /// elsewhere, kept changing); 500: the store or the node failed us.
     pub fn status(&self) -> StatusCode {
+        const BAD_REQUEST: StatusCode = StatusCode::BAD_REQUEST;
+        const NOT_FOUND: StatusCode = StatusCode::NOT_FOUND;
+        const CONFLICT: StatusCode = StatusCode::CONFLICT;
+        const INTERNAL: StatusCode = StatusCode::INTERNAL_SERVER_ERROR;
         match self {
-            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
-            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Invalid(_) => BAD_REQUEST,
+            ApiError::NotFound { .. } => NOT_FOUND,
+            ApiError::PortInUse { .. } | ApiError::TaskElsewhere { .. } => CONFLICT,
+            ApiError::Store(_) | ApiError::NodeRoutes(_) => INTERNAL,
+            ApiError::Control(e) => match e {
+                ControlError::Invalid(_)
+                | ControlError::NoHostAddress { .. }
+                | ControlError::NetworksOverlap { .. } => BAD_REQUEST,
+                ControlError::NetworkNotFound { .. }
+                | ControlError::ServiceNotFound { .. }
+                | ControlError::ServiceNetworkNotFound { .. }
+                | ControlError::PortNotPublished { .. } => NOT_FOUND,
+                ControlError::NetworkExists { .. }
+                | ControlError::ServiceExists { .. }
+                | ControlError::IngressNetwork { .. }
+                | ControlError::NetworkInUse { .. }
+                | ControlError::PortTaken { .. }
+                | ControlError::OverlapsGwbridge { .. }
+                | ControlError::OverlapsBridge { .. }
+                | ControlError::OverlapsNodeRoute { .. }
+                | ControlError::VniInUse { .. }
+                | ControlError::PoolExhausted { .. }
+                | ControlError::VnisExhausted { .. }
+                | ControlError::NoAddressForVip { .. }
+                | ControlError::NotEnoughAddresses { .. }
+                | ControlError::KeptChanging { .. } => CONFLICT,
+                ControlError::Store(_) => INTERNAL,
+            },
         }
     }
 }
@@ -54,5 +124,99 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses() {
+        let status = |e: ApiError| e.status().as_u16();
+        let control = |e: ControlError| status(e.into());
+        assert_eq!(status(ValidationError::MissingCommand.into()), 400);
+        assert_eq!(
+            control(ControlError::Invalid(ValidationError::MissingCommand)),
+            400
+        );
+        assert_eq!(
+            control(ControlError::NoHostAddress {
+                subject: crate::control::Subject::Ingress,
+                subnet: "10.0.0.0/32".parse().unwrap(),
+            }),
+            400
+        );
+        assert_eq!(status(ApiError::not_found(Object::Task, "web.1")), 404);
+        assert_eq!(
+            control(ControlError::ServiceNotFound { name: "w".into() }),
+            404
+        );
+        assert_eq!(
+            control(ControlError::PortNotPublished {
+                service: "w".into(),
+                port: 80,
+                proto: Proto::Tcp,
+            }),
+            404
+        );
+        assert_eq!(
+            control(ControlError::NetworkExists { name: "a".into() }),
+            409
+        );
+        assert_eq!(
+            control(ControlError::KeptChanging {
+                what: crate::control::Operation::CreateIngress,
+            }),
+            409
+        );
+        assert_eq!(
+            status(ApiError::TaskElsewhere {
+                task: "w.1".into(),
+                node: "n2".into(),
+                socket: None,
+            }),
+            409
+        );
+        let store = || StoreError::Corrupt {
+            path: "/s".into(),
+            detail: "x".into(),
+        };
+        assert_eq!(status(store().into()), 500);
+        assert_eq!(control(store().into()), 500);
+    }
+
+    #[test]
+    fn messages_of_the_api_s_own_errors() {
+        assert_eq!(
+            ApiError::not_found(Object::Network, "app").to_string(),
+            "network \"app\" not found"
+        );
+        let elsewhere = |socket: Option<&str>| {
+            ApiError::TaskElsewhere {
+                task: "web.1".into(),
+                node: "n2".into(),
+                socket: socket.map(Into::into),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            elsewhere(Some("/run/n2.sock")),
+            "task \"web.1\" runs on node \"n2\": run `routemesh exec` against that node's daemon (/run/n2.sock)"
+        );
+        assert_eq!(
+            elsewhere(None),
+            "task \"web.1\" runs on node \"n2\": run `routemesh exec` against that node's daemon"
+        );
+        let in_use = ApiError::PortInUse {
+            service: "web".into(),
+            port: 8080,
+            proto: Proto::Udp,
+            owner: "nc (pid 7)".into(),
+        };
+        assert_eq!(
+            in_use.to_string(),
+            "service \"web\": port 8080/udp is in use on this node by nc (pid 7)"
+        );
     }
 }

@@ -1,6 +1,7 @@
-//! The HTTP/JSON API on the daemon's unix socket, and the client the CLI uses.
+//! The HTTP/JSON API on the daemon's unix socket (`server`), and the client the CLI and the
+//! demo use (`client`, and `wait` for a service to converge).
 
 pub mod client;
 pub mod error;
 pub mod server;
-pub mod types;
+pub mod wait;

@@ -10,14 +10,14 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
-use super::error::ApiError;
-use super::types::*;
+use super::error::{ApiError, Object};
 use crate::agent::plan::NodeContext;
 use crate::control::Control;
 use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Network, Task, TaskState};
 use crate::store::state;
 use crate::validate;
+use crate::wire::*;
 
 pub struct App {
     pub control: Control,
@@ -124,7 +124,7 @@ async fn inspect_network(State(app): Shared, Path(name): Path<String>) -> ApiRes
     let net = st
         .networks
         .get(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("network {name:?} not found")))?;
+        .ok_or_else(|| ApiError::not_found(Object::Network, &name))?;
     Ok(Json(network_view(net, &st)))
 }
 
@@ -140,12 +140,8 @@ async fn create_network(
 
 /// Every route of the daemon's own namespace but the default route.
 async fn node_networks() -> Result<Vec<ipnet::Ipv4Net>, ApiError> {
-    let nl = routemesh_netdev::netlink::Netlink::current()
-        .map_err(|e| ApiError::Internal(format!("reading the node's routes: {e}")))?;
-    let mut nets = nl
-        .ipv4_routes()
-        .await
-        .map_err(|e| ApiError::Internal(format!("reading the node's routes: {e}")))?;
+    let nl = routemesh_netdev::netlink::Netlink::current().map_err(ApiError::NodeRoutes)?;
+    let mut nets = nl.ipv4_routes().await.map_err(ApiError::NodeRoutes)?;
     nets.retain(|n| n.prefix_len() > 0);
     Ok(nets)
 }
@@ -172,7 +168,7 @@ async fn inspect_service(State(app): Shared, Path(name): Path<String>) -> ApiRes
     let st = read(&app).await?;
     service_view(&name, &st)
         .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("service {name:?} not found")))
+        .ok_or_else(|| ApiError::not_found(Object::Service, &name))
 }
 
 async fn create_service(
@@ -222,10 +218,12 @@ fn check_local_listeners(
 ) -> Result<(), ApiError> {
     for p in ports {
         if let Some(owner) = crate::listeners::listener(p.published, p.proto) {
-            return Err(ApiError::Conflict(format!(
-                "service {service:?}: port {}/{} is in use on this node by {owner}",
-                p.published, p.proto
-            )));
+            return Err(ApiError::PortInUse {
+                service: service.into(),
+                port: p.published,
+                proto: p.proto,
+                owner,
+            });
         }
     }
     Ok(())
@@ -243,7 +241,7 @@ async fn remove_service(
 async fn service_logs(State(app): Shared, Path(name): Path<String>) -> Result<String, ApiError> {
     let st = read(&app).await?;
     if !st.services.contains_key(&name) {
-        return Err(ApiError::NotFound(format!("service {name:?} not found")));
+        return Err(ApiError::not_found(Object::Service, &name));
     }
     let mut out = String::new();
     let mut tasks: Vec<&Task> = st.tasks.values().filter(|t| t.service == name).collect();
@@ -284,7 +282,7 @@ async fn list_tasks(State(app): Shared, Query(f): Query<TaskFilter>) -> ApiResul
     let st = read(&app).await?;
     if let Some(s) = &f.service {
         if !st.services.contains_key(s) {
-            return Err(ApiError::NotFound(format!("service {s:?} not found")));
+            return Err(ApiError::not_found(Object::Service, s));
         }
     }
     let mut tasks: Vec<TaskView> = st
@@ -302,7 +300,7 @@ async fn inspect_task(State(app): Shared, Path(name): Path<String>) -> ApiResult
     let t = st
         .tasks
         .get(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("task {name:?} not found")))?;
+        .ok_or_else(|| ApiError::not_found(Object::Task, &name))?;
     Ok(Json(task_view(t, &st)))
 }
 
@@ -311,16 +309,15 @@ async fn task_sandbox(State(app): Shared, Path(name): Path<String>) -> ApiResult
     let t = st
         .tasks
         .get(&name)
-        .ok_or_else(|| ApiError::NotFound(format!("task {name:?} not found")))?;
+        .ok_or_else(|| ApiError::not_found(Object::Task, &name))?;
     let run_dir = match remote_run_dir(&app, &st, t) {
         Ok(dir) => dir,
         Err(node) => {
-            return Err(ApiError::Conflict(format!(
-            "task {name:?} runs on node {:?}: run `routemesh exec` against that node's daemon{}",
-            t.node,
-            node.map(|n| format!(" ({})", n.api_socket))
-                .unwrap_or_default()
-        )))
+            return Err(ApiError::TaskElsewhere {
+                task: name,
+                node: t.node.clone(),
+                socket: node.map(|n| n.api_socket.clone()),
+            })
         }
     };
     let run_dir = RunDir::new(run_dir);

@@ -1,21 +1,17 @@
 //! The `routemesh` command line, in Docker's habits.
 
 mod output;
-mod wait;
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::client::{seg, Client};
-use crate::api::types::*;
+use crate::api::wait::{wait_converged, CONVERGE_TIMEOUT};
 use crate::config::DaemonArgs;
+use crate::wire::*;
 use output::{json, table};
-
-/// How long `service create/scale/update` wait for the tasks to run.
-pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
 
 const DEFAULT_SOCKET: &str = "/run/routemesh/routemesh.sock";
 
@@ -252,13 +248,6 @@ pub fn main() -> i32 {
     }
 }
 
-/// Waits until `service` runs all its tasks (for other commands that create services).
-pub async fn wait_converged(c: &Client, service: &str, timeout: Duration) -> anyhow::Result<()> {
-    wait::converge(c, service, timeout)
-        .await
-        .map_err(|e| anyhow::anyhow!("service {service}: {e}"))
-}
-
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
     Ok(tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -284,16 +273,18 @@ fn run_daemon(args: DaemonArgs) -> i32 {
     let host = nix::unistd::gethostname()
         .map(|h| h.to_string_lossy().into_owned())
         .unwrap_or_else(|_| "localhost".into());
+    // A ConfigError's message names its cause already: reported as its message alone, since
+    // `report`'s `{:#}` would print the cause a second time.
     let file = match &args.config {
         Some(p) => match crate::config::read_file(p) {
             Ok(f) => f,
-            Err(e) => return report(Err(e.into())),
+            Err(e) => return report(Err(anyhow::anyhow!("{e}"))),
         },
         None => Default::default(),
     };
     let cfg = match crate::config::resolve(&args, file, &host) {
         Ok(c) => c,
-        Err(e) => return report(Err(e.into())),
+        Err(e) => return report(Err(anyhow::anyhow!("{e}"))),
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&cfg.log_level));

@@ -61,10 +61,13 @@ pub struct EtcdStore {
 
 /// Turns `etcd://host:port[,host:port...]` (the `--store` form) into endpoint strings.
 pub fn endpoints_from_url(url: &str) -> Result<Vec<String>> {
-    let bad = |why: &str| StoreError::Unavailable(format!("etcd url {url:?}: {why}"));
+    let bad = |problem: UrlProblem| StoreError::EtcdUrl {
+        url: url.to_string(),
+        problem,
+    };
     let rest = url
         .strip_prefix("etcd://")
-        .ok_or_else(|| bad("must start with etcd://"))?;
+        .ok_or_else(|| bad(UrlProblem::NoScheme))?;
     let endpoints: Vec<String> = rest
         .split(',')
         .map(str::trim)
@@ -72,17 +75,19 @@ pub fn endpoints_from_url(url: &str) -> Result<Vec<String>> {
         .map(str::to_string)
         .collect();
     if endpoints.is_empty() {
-        return Err(bad("names no host:port"));
+        return Err(bad(UrlProblem::NoEndpoint));
     }
     if let Some(e) = endpoints.iter().find(|e| !e.contains(':')) {
-        return Err(bad(&format!("endpoint {e:?} has no port")));
+        return Err(bad(UrlProblem::NoPort {
+            endpoint: e.clone(),
+        }));
     }
     Ok(endpoints)
 }
 
 impl EtcdStore {
     /// Connects and proves the connection with one request, all within `timeout`: an
-    /// unreachable etcd is an `Unavailable` error naming the endpoints, never a hang.
+    /// unreachable etcd is an `Etcd` error naming the endpoints, never a hang.
     /// Endpoints are `host:port` (or `http://`/`https://` URLs); with `tls` a bare
     /// `host:port` is reached over TLS.
     pub async fn connect(
@@ -90,24 +95,32 @@ impl EtcdStore {
         tls: Option<TlsFiles>,
         timeout: Duration,
     ) -> Result<EtcdStore> {
-        let shown = endpoints.join(",");
-        let fail = |detail: String| StoreError::Unavailable(format!("etcd at {shown}: {detail}"));
         if endpoints.is_empty() {
-            return Err(fail("no endpoint given".into()));
+            return Err(StoreError::NoEndpoint);
         }
+        let shown = endpoints.join(",");
         let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_keep_alive(TRANSPORT_PING_INTERVAL, timeout);
         if let Some(tls) = &tls {
-            options = options.with_tls(tls_options(tls).map_err(&fail)?);
+            let tls = tls_options(tls).map_err(|tls| StoreError::EtcdTls {
+                endpoints: shown.clone(),
+                tls,
+            })?;
+            options = options.with_tls(tls);
         }
+        let connecting = |failure| StoreError::Etcd {
+            endpoints: shown.clone(),
+            what: "connecting".into(),
+            failure,
+        };
         let client =
             match tokio::time::timeout(timeout, etcd::Client::connect(endpoints, Some(options)))
                 .await
             {
                 Ok(Ok(client)) => client,
-                Ok(Err(e)) => return Err(fail(format!("connecting: {}", describe(&e)))),
-                Err(_) => return Err(fail(format!("connecting: no answer within {timeout:?}"))),
+                Ok(Err(e)) => return Err(connecting(EtcdFailure::Client(e))),
+                Err(_) => return Err(connecting(EtcdFailure::NoAnswer(timeout))),
             };
         let kv = client
             .kv_client()
@@ -125,8 +138,12 @@ impl EtcdStore {
         Ok(store)
     }
 
-    fn unavailable(&self, what: &str, detail: impl Display) -> StoreError {
-        StoreError::Unavailable(format!("etcd at {}: {what}: {detail}", self.endpoints))
+    fn failed(&self, what: &str, failure: EtcdFailure) -> StoreError {
+        StoreError::Etcd {
+            endpoints: self.endpoints.clone(),
+            what: what.to_string(),
+            failure,
+        }
     }
 
     /// Runs one request with the store's timeout and names what failed.
@@ -137,8 +154,8 @@ impl EtcdStore {
     ) -> Result<T> {
         match tokio::time::timeout(self.timeout, request).await {
             Ok(Ok(answer)) => Ok(answer),
-            Ok(Err(e)) => Err(self.unavailable(what, describe(&e))),
-            Err(_) => Err(self.unavailable(what, format!("no answer within {:?}", self.timeout))),
+            Ok(Err(e)) => Err(self.failed(what, EtcdFailure::Client(e))),
+            Err(_) => Err(self.failed(what, EtcdFailure::NoAnswer(self.timeout))),
         }
     }
 
@@ -184,9 +201,9 @@ impl EtcdStore {
             )
             .await?;
         if info.ttl() <= 0 {
-            return Err(self.unavailable(
+            return Err(self.failed(
                 &format!("keeping lease {lease} alive"),
-                "lease expired or was revoked",
+                EtcdFailure::LeaseGone,
             ));
         }
         let granted = Duration::from_secs(u64::try_from(info.granted_ttl()).unwrap_or(1).max(1));
@@ -372,18 +389,20 @@ async fn refresh_once(
         let mut client = store.client.lease_client();
         match store.call(&what, client.keep_alive(lease.0)).await {
             Ok(opened) => *stream = Some(opened),
-            // The client's own words when the first answer says TTL <= 0.
-            Err(StoreError::Unavailable(e)) if e.ends_with("lease not found") => return Ok(0),
+            Err(StoreError::Etcd {
+                failure: EtcdFailure::Client(e),
+                ..
+            }) if lease_not_found(&e) => return Ok(0),
             Err(e) => return Err(e),
         }
     }
     let Some((keeper, answers)) = stream.as_mut() else {
-        return Err(store.unavailable(&what, "no keep-alive stream"));
+        return Err(store.failed(&what, EtcdFailure::NoKeepAliveStream));
     };
     store.call(&what, keeper.keep_alive()).await?;
     match store.call(&what, answers.message()).await? {
         Some(answer) => Ok(answer.ttl()),
-        None => Err(store.unavailable(&what, "keep-alive stream ended")),
+        None => Err(store.failed(&what, EtcdFailure::KeepAliveEnded)),
     }
 }
 
@@ -461,24 +480,89 @@ impl Drop for LeaseKeepAlive {
     }
 }
 
-fn tls_options(files: &TlsFiles) -> std::result::Result<etcd::TlsOptions, String> {
-    let read = |what: &str, path: &Path| {
-        std::fs::read(path).map_err(|e| format!("reading TLS {what} {}: {e}", path.display()))
+/// Why an etcd url (`--store etcd://...`) was refused.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum UrlProblem {
+    #[error("must start with etcd://")]
+    NoScheme,
+    #[error("names no host:port")]
+    NoEndpoint,
+    #[error("endpoint {endpoint:?} has no port")]
+    NoPort { endpoint: String },
+}
+
+/// Why a request to etcd failed.
+#[derive(Debug, thiserror::Error)]
+pub enum EtcdFailure {
+    /// The client's error, in one line (see [`describe`]).
+    #[error("{}", describe(.0))]
+    Client(#[source] etcd::Error),
+    #[error("no answer within {0:?}")]
+    NoAnswer(Duration),
+    #[error("lease expired or was revoked")]
+    LeaseGone,
+    #[error("no keep-alive stream")]
+    NoKeepAliveStream,
+    #[error("keep-alive stream ended")]
+    KeepAliveEnded,
+}
+
+/// One of the PEM files of [`TlsFiles`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TlsFile {
+    Ca,
+    ClientCert,
+    ClientKey,
+}
+
+impl Display for TlsFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            TlsFile::Ca => "CA certificate",
+            TlsFile::ClientCert => "client certificate",
+            TlsFile::ClientKey => "client key",
+        })
+    }
+}
+
+/// Why the TLS settings for etcd could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("reading TLS {file} {}: {source}", path.display())]
+    Read {
+        file: TlsFile,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("a TLS client certificate needs its key, and a key its certificate")]
+    HalfIdentity,
+}
+
+fn tls_options(files: &TlsFiles) -> std::result::Result<etcd::TlsOptions, TlsError> {
+    let read = |file: TlsFile, path: &Path| {
+        std::fs::read(path).map_err(|source| TlsError::Read {
+            file,
+            path: path.to_path_buf(),
+            source,
+        })
     };
-    let ca = read("CA certificate", &files.ca)?;
+    let ca = read(TlsFile::Ca, &files.ca)?;
     let mut options = etcd::TlsOptions::new().ca_certificate(etcd::Certificate::from_pem(ca));
     match (&files.cert, &files.key) {
         (Some(cert), Some(key)) => {
-            let cert = read("client certificate", cert)?;
-            let key = read("client key", key)?;
+            let cert = read(TlsFile::ClientCert, cert)?;
+            let key = read(TlsFile::ClientKey, key)?;
             options = options.identity(etcd::Identity::from_pem(cert, key));
         }
         (None, None) => {}
-        _ => {
-            return Err("a TLS client certificate needs its key, and a key its certificate".into())
-        }
+        _ => return Err(TlsError::HalfIdentity),
     }
     Ok(options)
+}
+
+/// The client's own words when a keep-alive's first answer says TTL <= 0.
+fn lease_not_found(err: &etcd::Error) -> bool {
+    describe(err).ends_with("lease not found")
 }
 
 /// A one-line account of a client error: gRPC's code and message, then the innermost cause
@@ -630,5 +714,78 @@ impl Store for EtcdStore {
 
     async fn watch(&self, prefix: &str, after_revision: u64) -> Result<mpsc::Receiver<WatchEvent>> {
         self.watch_from(prefix, true, after_revision).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_urls_say_why() {
+        let err = |url: &str| endpoints_from_url(url).unwrap_err().to_string();
+        assert_eq!(
+            err("http://h:1"),
+            "store etcd url \"http://h:1\": must start with etcd://"
+        );
+        assert_eq!(
+            err("etcd://"),
+            "store etcd url \"etcd://\": names no host:port"
+        );
+        assert_eq!(
+            err("etcd://h:1,h2"),
+            "store etcd url \"etcd://h:1,h2\": endpoint \"h2\" has no port"
+        );
+    }
+
+    #[tokio::test]
+    async fn unusable_tls_files_are_refused_before_dialling() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        let connect = |tls: TlsFiles| async move {
+            EtcdStore::connect(&["127.0.0.1:1".into()], Some(tls), Duration::from_secs(1))
+                .await
+                .err()
+                .unwrap()
+        };
+        let missing = connect(TlsFiles {
+            ca: ca.clone(),
+            cert: None,
+            key: None,
+        })
+        .await;
+        assert!(matches!(
+            &missing,
+            StoreError::EtcdTls {
+                tls: TlsError::Read {
+                    file: TlsFile::Ca,
+                    ..
+                },
+                ..
+            }
+        ));
+        assert!(
+            missing.to_string().starts_with(&format!(
+                "store etcd at 127.0.0.1:1: reading TLS CA certificate {}: ",
+                ca.display()
+            )),
+            "{missing}"
+        );
+        std::fs::write(&ca, "").unwrap();
+        let half = connect(TlsFiles {
+            ca,
+            cert: Some("/c.pem".into()),
+            key: None,
+        })
+        .await;
+        assert_eq!(
+            half.to_string(),
+            "store etcd at 127.0.0.1:1: a TLS client certificate needs its key, and a key its certificate"
+        );
+        let none = EtcdStore::connect(&[], None, Duration::from_secs(1))
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(none.to_string(), "store etcd at : no endpoint given");
     }
 }

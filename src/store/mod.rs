@@ -25,8 +25,35 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
-    #[error("store {0}")]
-    Unavailable(String),
+    /// A value could not be turned into JSON, so nothing was written.
+    #[error("encoding {key} for the store: {source}")]
+    Encode {
+        key: String,
+        source: serde_json::Error,
+    },
+    #[error("store etcd url {url:?}: {problem}")]
+    EtcdUrl {
+        url: String,
+        problem: etcd::UrlProblem,
+    },
+    /// `connect` was given an empty list (the message keeps the list's place, empty).
+    #[error("store etcd at : no endpoint given")]
+    NoEndpoint,
+    // The two etcd variants below spell their cause in the message and so do not also return
+    // it as `source()`: a chain printer (anyhow's `{:#}`, at daemon start) shows it once.
+    /// The TLS files could not be used; nothing was dialled.
+    #[error("store etcd at {endpoints}: {tls}")]
+    EtcdTls {
+        endpoints: String,
+        tls: etcd::TlsError,
+    },
+    /// A request to etcd failed; `what` says which (`get /routemesh/...`, `connecting`).
+    #[error("store etcd at {endpoints}: {what}: {failure}")]
+    Etcd {
+        endpoints: String,
+        what: String,
+        failure: etcd::EtcdFailure,
+    },
 }
 
 pub type Result<T> = std::result::Result<T, StoreError>;
@@ -76,9 +103,14 @@ impl Txn {
         self.ops.push(Op::Put(key.into(), value));
         self
     }
-    pub fn put_json<T: serde::Serialize>(self, key: impl Into<String>, value: &T) -> Txn {
-        let bytes = serde_json::to_vec(value).unwrap_or_default();
-        self.put(key, bytes)
+    /// Puts `value` as JSON. Fails, rather than storing an empty value, when `value` does not
+    /// serialise.
+    pub fn put_json<T: serde::Serialize>(self, key: impl Into<String>, value: &T) -> Result<Txn> {
+        let key = key.into();
+        match serde_json::to_vec(value) {
+            Ok(bytes) => Ok(self.put(key, bytes)),
+            Err(source) => Err(StoreError::Encode { key, source }),
+        }
     }
     pub fn delete(mut self, key: impl Into<String>) -> Txn {
         self.ops.push(Op::Delete(key.into()));
@@ -114,4 +146,22 @@ pub trait Store: Send + Sync + 'static {
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome>;
     /// Changes under `prefix` after `after_revision`, in order.
     async fn watch(&self, prefix: &str, after_revision: u64) -> Result<mpsc::Receiver<WatchEvent>>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn put_json_refuses_what_does_not_serialise() {
+        // JSON object keys must be strings.
+        let value: std::collections::BTreeMap<Vec<u8>, u8> = [(vec![1], 1)].into();
+        let err = Txn::new().put_json("/k", &value).unwrap_err();
+        assert!(
+            matches!(&err, StoreError::Encode { key, .. } if key == "/k"),
+            "{err}"
+        );
+        let txn = Txn::new().put_json("/k", &1).unwrap();
+        assert_eq!(txn.ops, [Op::Put("/k".into(), b"1".to_vec())]);
+    }
 }

@@ -1,4 +1,5 @@
-//! What goes over the API socket, both ways. Documented in docs/api.md.
+//! What goes over the API socket, both ways: the request and answer bodies the server (`api`)
+//! and its clients (`cli`, `demo`) exchange and `validate` checks. Documented in docs/api.md.
 
 use std::net::Ipv4Addr;
 

@@ -1,37 +1,39 @@
-//! Waiting for a service to converge after `create` or `scale`, with Docker's progress line.
+//! Waiting for a service to converge after `create`, `scale` or `update`, printing Docker's
+//! progress line on stdout. Used by the CLI and the demo, on top of the API client.
 
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
-use crate::api::client::{seg, Client};
-use crate::api::types::ServiceView;
+use super::client::{seg, Client, ClientError};
 use crate::model::{DesiredState, TaskState};
+use crate::wire::ServiceView;
 
-/// Why a wait ended without convergence.
-#[derive(Debug)]
+/// How long `service create/scale/update` (and the demo) wait for the tasks to run.
+pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// Why a wait ended without convergence, naming the service.
+#[derive(Debug, thiserror::Error)]
 pub enum WaitError {
-    TaskCannotStart { task: String, reason: String },
-    Timeout { running: usize, wanted: u32 },
-    Client(crate::api::client::ClientError),
-}
-
-impl std::fmt::Display for WaitError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            WaitError::TaskCannotStart { task, reason } => {
-                write!(f, "task {task} cannot start: {reason}")
-            }
-            WaitError::Timeout { running, wanted } => write!(
-                f,
-                "timed out: {running} out of {wanted} tasks running (see `routemesh task ls`)"
-            ),
-            WaitError::Client(e) => write!(f, "{e}"),
-        }
-    }
+    #[error("service {service}: task {task} cannot start: {reason}")]
+    TaskCannotStart {
+        service: String,
+        task: String,
+        reason: String,
+    },
+    #[error("service {service}: timed out: {running} out of {wanted} tasks running (see `routemesh task ls`)")]
+    Timeout {
+        service: String,
+        running: usize,
+        wanted: u32,
+    },
+    /// The daemon could not be asked. Its error is spelled in the message, so it is not also
+    /// `source()`: the CLI prints chains, and would print it twice.
+    #[error("service {service}: {error}")]
+    Client { service: String, error: ClientError },
 }
 
 /// What the service's tasks say now: converged, still going, or failed.
-pub fn judge(v: &ServiceView) -> Result<bool, WaitError> {
+fn judge(service: &str, v: &ServiceView) -> Result<bool, WaitError> {
     let wanted: Vec<_> = v
         .tasks
         .iter()
@@ -42,6 +44,7 @@ pub fn judge(v: &ServiceView) -> Result<bool, WaitError> {
         let crash_loop = t.state != TaskState::Running && t.restarts >= 2;
         if failed_start || crash_loop {
             return Err(WaitError::TaskCannotStart {
+                service: service.to_string(),
                 task: t.name.clone(),
                 reason: t.message.clone(),
             });
@@ -55,7 +58,12 @@ pub fn judge(v: &ServiceView) -> Result<bool, WaitError> {
     Ok(running == v.service.replicas as usize && v.tasks.len() == v.service.replicas as usize)
 }
 
-pub async fn converge(client: &Client, name: &str, timeout: Duration) -> Result<(), WaitError> {
+/// Waits until `name` runs all its tasks, for at most `timeout`.
+pub async fn wait_converged(
+    client: &Client,
+    name: &str,
+    timeout: Duration,
+) -> Result<(), WaitError> {
     let tty = std::io::stdout().is_terminal();
     let deadline = Instant::now() + timeout;
     let mut last_shown = None;
@@ -63,7 +71,10 @@ pub async fn converge(client: &Client, name: &str, timeout: Duration) -> Result<
         let v: ServiceView = client
             .get(&format!("/v1/services/{}", seg(name)))
             .await
-            .map_err(WaitError::Client)?;
+            .map_err(|error| WaitError::Client {
+                service: name.to_string(),
+                error,
+            })?;
         let running = v.running as usize;
         let shown = (running, v.service.replicas);
         if last_shown != Some(shown) {
@@ -79,7 +90,7 @@ pub async fn converge(client: &Client, name: &str, timeout: Duration) -> Result<
             let _ = std::io::stdout().flush();
             last_shown = Some(shown);
         }
-        let done = judge(&v);
+        let done = judge(name, &v);
         if tty && !matches!(done, Ok(false)) {
             println!();
         }
@@ -92,6 +103,7 @@ pub async fn converge(client: &Client, name: &str, timeout: Duration) -> Result<
                 println!();
             }
             return Err(WaitError::Timeout {
+                service: name.to_string(),
                 running,
                 wanted: v.service.replicas,
             });
