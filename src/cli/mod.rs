@@ -1,6 +1,8 @@
 //! The `routemesh` command line, in Docker's habits.
 
+mod network;
 mod output;
+mod service;
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -8,11 +10,13 @@ use std::process::Command;
 use clap::{Parser, Subcommand, ValueEnum};
 
 use crate::api::client::{seg, Client};
-use crate::api::wait::{wait_converged, CONVERGE_TIMEOUT};
 use crate::config::DaemonArgs;
 use crate::wire::*;
-use output::{json, table};
+use network::{network, NetworkCmd};
+use output::{json, print_tasks, table};
+use service::{service, ServiceCmd};
 
+/// `layout::RunDir::new(layout::DEFAULT_RUN_DIR).socket()`, as clap wants a literal.
 const DEFAULT_SOCKET: &str = "/run/routemesh/routemesh.sock";
 
 #[derive(Parser, Debug)]
@@ -79,114 +83,10 @@ enum Cmd {
 }
 
 #[derive(Clone, Copy, Debug, Default, ValueEnum)]
-enum Format {
+pub(crate) enum Format {
     #[default]
     Table,
     Json,
-}
-
-#[derive(Subcommand, Debug)]
-enum NetworkCmd {
-    /// Create a network.
-    Create {
-        name: String,
-        #[arg(long, short = 'd', default_value = "overlay")]
-        driver: String,
-        #[arg(long)]
-        subnet: Option<String>,
-        #[arg(long)]
-        gateway: Option<String>,
-        /// VXLAN network identifier (overlay only) [default: the next free from 4096].
-        #[arg(long)]
-        vni: Option<u32>,
-    },
-    /// List networks.
-    #[command(alias = "list")]
-    Ls {
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// Show one network.
-    Inspect {
-        name: String,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// Remove networks.
-    #[command(alias = "remove")]
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
-}
-
-#[derive(Subcommand, Debug)]
-enum ServiceCmd {
-    /// Create a service and wait for its tasks.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Number of tasks (signed so that a negative count gets the daemon's clear error).
-        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-        replicas: i64,
-        #[arg(long = "network")]
-        networks: Vec<String>,
-        #[arg(long = "env", short = 'e')]
-        env: Vec<String>,
-        /// Publish a port: [mode=ingress|host,]PUBLISHED:TARGET[/tcp|/udp] (repeatable).
-        #[arg(long = "publish", short = 'p')]
-        publish: Vec<String>,
-        /// vip (a virtual IP per network) or dnsrr (DNS round robin, no VIP).
-        #[arg(long, default_value = "vip")]
-        endpoint_mode: String,
-        /// IPVS scheduler: rr, wrr, lc, sh or mh (the nftables dataplane picks at random).
-        #[arg(long, default_value = "rr")]
-        lb_scheduler: String,
-        /// Return at once instead of waiting for the tasks to run.
-        #[arg(long, short = 'd')]
-        detach: bool,
-        #[arg(last = true, required = true)]
-        command: Vec<String>,
-    },
-    /// Change a running service's published ports.
-    Update {
-        name: String,
-        /// Publish another port (same syntax as --publish).
-        #[arg(long = "publish-add")]
-        publish_add: Vec<String>,
-        /// Stop publishing PUBLISHED[/tcp|/udp].
-        #[arg(long = "publish-rm")]
-        publish_rm: Vec<String>,
-        #[arg(long, short = 'd')]
-        detach: bool,
-    },
-    /// List services.
-    #[command(alias = "list")]
-    Ls {
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// Show one service.
-    Inspect {
-        name: String,
-        #[arg(long, value_enum, default_value_t)]
-        format: Format,
-    },
-    /// Scale services: NAME=REPLICAS ...
-    Scale {
-        #[arg(required = true)]
-        pairs: Vec<String>,
-        #[arg(long, short = 'd')]
-        detach: bool,
-    },
-    /// Show the logs of a service's tasks.
-    Logs { name: String },
-    /// Remove services.
-    #[command(alias = "remove")]
-    Rm {
-        #[arg(required = true)]
-        names: Vec<String>,
-    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -370,83 +270,8 @@ async fn dispatch(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
     }
 }
 
-async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
-    match cmd {
-        NetworkCmd::Create {
-            name,
-            driver,
-            subnet,
-            gateway,
-            vni,
-        } => {
-            let req = NetworkCreate {
-                name,
-                driver: Some(driver),
-                subnet,
-                gateway,
-                vni,
-            };
-            let net: crate::model::Network = c.post("/v1/networks", &req).await?;
-            println!("{}", net.name);
-        }
-        NetworkCmd::Ls { format } => {
-            let nets: Vec<NetworkView> = c.get("/v1/networks").await?;
-            match format {
-                Format::Json => print!("{}", json(&nets)),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = nets
-                        .iter()
-                        .map(|n| {
-                            vec![
-                                n.network.id.clone(),
-                                n.network.name.clone(),
-                                n.network.driver.to_string(),
-                                n.network.subnet.to_string(),
-                                n.network
-                                    .vni
-                                    .map(|v| v.to_string())
-                                    .unwrap_or_else(|| "-".into()),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(&["NETWORK ID", "NAME", "DRIVER", "SUBNET", "VNI"], &rows)
-                    );
-                }
-            }
-        }
-        NetworkCmd::Inspect { name, format } => {
-            let n: NetworkView = c.get(&format!("/v1/networks/{}", seg(&name))).await?;
-            match format {
-                Format::Json => print!("{}", json(&n)),
-                Format::Table => {
-                    let rows = vec![
-                        vec!["Name".into(), n.network.name.clone()],
-                        vec!["ID".into(), n.network.id.clone()],
-                        vec!["Driver".into(), n.network.driver.to_string()],
-                        vec!["Subnet".into(), n.network.subnet.to_string()],
-                        vec!["Gateway".into(), n.network.gateway.to_string()],
-                        vec![
-                            "VNI".into(),
-                            n.network
-                                .vni
-                                .map(|v| v.to_string())
-                                .unwrap_or_else(|| "-".into()),
-                        ],
-                        vec!["Services".into(), n.services.join(", ")],
-                    ];
-                    print!("{}", table(&["FIELD", "VALUE"], &rows));
-                }
-            }
-        }
-        NetworkCmd::Rm { names } => remove_each(c, "networks", &names).await?,
-    }
-    Ok(())
-}
-
 /// Removes every named object, as Docker does: each success printed, all failures reported.
-async fn remove_each(c: &Client, kind: &str, names: &[String]) -> anyhow::Result<()> {
+pub(crate) async fn remove_each(c: &Client, kind: &str, names: &[String]) -> anyhow::Result<()> {
     let mut failed = Vec::new();
     for name in names {
         match c.delete(&format!("/v1/{kind}/{}", seg(name))).await {
@@ -460,203 +285,16 @@ async fn remove_each(c: &Client, kind: &str, names: &[String]) -> anyhow::Result
     Ok(())
 }
 
-async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
-    match cmd {
-        ServiceCmd::Create {
-            name,
-            replicas,
-            networks,
-            env,
-            publish,
-            endpoint_mode,
-            lb_scheduler,
-            detach,
-            command,
-        } => {
-            let req = ServiceCreate {
-                name: name.clone(),
-                replicas: Some(replicas),
-                networks,
-                env,
-                command,
-                endpoint_mode: Some(endpoint_mode),
-                publish,
-                lb_scheduler: Some(lb_scheduler),
-            };
-            let svc: crate::model::Service = c.post("/v1/services", &req).await?;
-            println!("{}", svc.id);
-            if !detach {
-                wait_converged(c, &name, CONVERGE_TIMEOUT).await?;
-            }
-        }
-        ServiceCmd::Update {
-            name,
-            publish_add,
-            publish_rm,
-            detach,
-        } => {
-            let req = ServiceUpdate {
-                publish_add,
-                publish_rm,
-            };
-            let _: crate::model::Service = c
-                .post(&format!("/v1/services/{}/update", seg(&name)), &req)
-                .await?;
-            println!("{name}");
-            if !detach {
-                wait_converged(c, &name, CONVERGE_TIMEOUT).await?;
-            }
-        }
-        ServiceCmd::Ls { format } => {
-            let svcs: Vec<ServiceView> = c.get("/v1/services").await?;
-            match format {
-                Format::Json => print!("{}", json(&svcs)),
-                Format::Table => {
-                    let rows: Vec<Vec<String>> = svcs
-                        .iter()
-                        .map(|s| {
-                            vec![
-                                s.service.id.clone(),
-                                s.service.name.clone(),
-                                format!("{}/{}", s.running, s.service.replicas),
-                                s.service.networks.join(","),
-                                ports_text(&s.service.ports),
-                                s.service.command.join(" "),
-                            ]
-                        })
-                        .collect();
-                    print!(
-                        "{}",
-                        table(
-                            &["ID", "NAME", "REPLICAS", "NETWORKS", "PORTS", "COMMAND"],
-                            &rows
-                        )
-                    );
-                }
-            }
-        }
-        ServiceCmd::Inspect { name, format } => {
-            let s: ServiceView = c.get(&format!("/v1/services/{}", seg(&name))).await?;
-            match format {
-                Format::Json => print!("{}", json(&s)),
-                Format::Table => {
-                    let env: Vec<String> = s
-                        .service
-                        .env
-                        .iter()
-                        .map(|(k, v)| format!("{k}={v}"))
-                        .collect();
-                    let rows = vec![
-                        vec!["Name".into(), s.service.name.clone()],
-                        vec!["ID".into(), s.service.id.clone()],
-                        vec![
-                            "Replicas".into(),
-                            format!("{}/{}", s.running, s.service.replicas),
-                        ],
-                        vec!["Networks".into(), s.service.networks.join(", ")],
-                        vec![
-                            "Endpoint mode".into(),
-                            format!("{:?}", s.service.endpoint_mode).to_lowercase(),
-                        ],
-                        vec![
-                            "VIPs".into(),
-                            s.service
-                                .vips
-                                .iter()
-                                .map(|v| format!("{}={}", v.network, v.address.addr()))
-                                .collect::<Vec<_>>()
-                                .join(", "),
-                        ],
-                        vec!["Ports".into(), ports_text(&s.service.ports)],
-                        vec!["Env".into(), env.join(" ")],
-                        vec!["Command".into(), s.service.command.join(" ")],
-                    ];
-                    print!("{}", table(&["FIELD", "VALUE"], &rows));
-                    println!();
-                    print_tasks(&s.tasks, Format::Table);
-                }
-            }
-        }
-        ServiceCmd::Scale { pairs, detach } => {
-            let mut parsed = Vec::new();
-            for p in &pairs {
-                let (name, n) = p.split_once('=').ok_or_else(|| {
-                    anyhow::anyhow!("invalid scale {p:?}: expected SERVICE=REPLICAS")
-                })?;
-                let n: i64 = n.parse().map_err(|_| {
-                    anyhow::anyhow!("invalid scale {p:?}: REPLICAS must be a number")
-                })?;
-                parsed.push((name.to_string(), n));
-            }
-            for (name, n) in parsed {
-                let _: crate::model::Service = c
-                    .post(
-                        &format!("/v1/services/{}/scale", seg(&name)),
-                        &ServiceScale { replicas: n },
-                    )
-                    .await?;
-                println!("{name} scaled to {n}");
-                if !detach {
-                    wait_converged(c, &name, CONVERGE_TIMEOUT).await?;
-                }
-            }
-        }
-        ServiceCmd::Logs { name } => {
-            print!(
-                "{}",
-                c.get_text(&format!("/v1/services/{}/logs", seg(&name)))
-                    .await?
-            );
-        }
-        ServiceCmd::Rm { names } => remove_each(c, "services", &names).await?,
-    }
-    Ok(())
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::layout::{RunDir, DEFAULT_RUN_DIR};
 
-fn ports_text(ports: &[crate::model::PortConfig]) -> String {
-    ports
-        .iter()
-        .map(|p| match p.mode {
-            crate::model::PublishMode::Ingress => {
-                format!("*:{}->{}/{}", p.published, p.target, p.proto)
-            }
-            crate::model::PublishMode::Host => {
-                format!("host:{}->{}/{}", p.published, p.target, p.proto)
-            }
-        })
-        .collect::<Vec<_>>()
-        .join(", ")
-}
-
-fn print_tasks(tasks: &[TaskView], format: Format) {
-    match format {
-        Format::Json => print!("{}", json(&tasks)),
-        Format::Table => {
-            let rows: Vec<Vec<String>> = tasks
-                .iter()
-                .map(|t| {
-                    let addrs: Vec<String> = t
-                        .addresses
-                        .iter()
-                        .map(|a| format!("{}={}", a.network, a.address.addr()))
-                        .collect();
-                    let state = match t.desired {
-                        crate::model::DesiredState::Shutdown => "shutdown".to_string(),
-                        crate::model::DesiredState::Running => t.state.to_string(),
-                    };
-                    vec![
-                        t.name.clone(),
-                        t.node.clone(),
-                        state,
-                        addrs.join(","),
-                        t.message.clone(),
-                    ]
-                })
-                .collect();
-            print!(
-                "{}",
-                table(&["NAME", "NODE", "STATE", "ADDRESSES", "ERROR"], &rows)
-            );
-        }
+    #[test]
+    fn the_default_socket_is_the_default_run_dirs() {
+        assert_eq!(
+            PathBuf::from(DEFAULT_SOCKET),
+            RunDir::new(DEFAULT_RUN_DIR).socket()
+        );
     }
 }

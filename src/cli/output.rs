@@ -2,6 +2,9 @@
 
 use serde::Serialize;
 
+use super::Format;
+use crate::wire::TaskView;
+
 pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = headers.iter().map(|h| h.len()).collect();
     for row in rows {
@@ -29,6 +32,39 @@ pub fn table(headers: &[&str], rows: &[Vec<String>]) -> String {
 
 pub fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string_pretty(v).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}")) + "\n"
+}
+
+pub fn print_tasks(tasks: &[TaskView], format: Format) {
+    match format {
+        Format::Json => print!("{}", json(&tasks)),
+        Format::Table => {
+            let rows: Vec<Vec<String>> = tasks
+                .iter()
+                .map(|t| {
+                    let addrs: Vec<String> = t
+                        .addresses
+                        .iter()
+                        .map(|a| format!("{}={}", a.network, a.address.addr()))
+                        .collect();
+                    let state = match t.desired {
+                        crate::model::DesiredState::Shutdown => "shutdown".to_string(),
+                        crate::model::DesiredState::Running => t.state.to_string(),
+                    };
+                    vec![
+                        t.name.clone(),
+                        t.node.clone(),
+                        state,
+                        addrs.join(","),
+                        t.message.clone(),
+                    ]
+                })
+                .collect();
+            print!(
+                "{}",
+                table(&["NAME", "NODE", "STATE", "ADDRESSES", "ERROR"], &rows)
+            );
+        }
+    }
 }
 
 #[cfg(test)]
