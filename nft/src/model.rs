@@ -326,14 +326,31 @@ pub enum Priority {
 }
 
 impl Priority {
+    /// nft's standard names, with their values.
+    const STANDARD: [(Priority, &'static str, i32); 5] = [
+        (Priority::Raw, "raw", -300),
+        (Priority::Mangle, "mangle", -150),
+        (Priority::Dstnat, "dstnat", -100),
+        (Priority::Filter, "filter", 0),
+        (Priority::Srcnat, "srcnat", 100),
+    ];
+
+    fn standard(self) -> Option<(&'static str, i32)> {
+        Self::STANDARD
+            .iter()
+            .find(|(p, _, _)| *p == self)
+            .map(|&(_, name, value)| (name, value))
+    }
+
+    /// The standard name, `None` for a number.
+    pub fn name(self) -> Option<&'static str> {
+        self.standard().map(|(name, _)| name)
+    }
+
     pub fn value(self) -> i32 {
         match self {
-            Priority::Raw => -300,
-            Priority::Mangle => -150,
-            Priority::Dstnat => -100,
-            Priority::Filter => 0,
-            Priority::Srcnat => 100,
             Priority::Num(n) => n,
+            named => named.standard().map_or(0, |(_, value)| value),
         }
     }
 

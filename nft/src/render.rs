@@ -174,13 +174,9 @@ impl Display for Rule {
 
 impl Display for Priority {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Priority::Raw => f.write_str("raw"),
-            Priority::Mangle => f.write_str("mangle"),
-            Priority::Dstnat => f.write_str("dstnat"),
-            Priority::Filter => f.write_str("filter"),
-            Priority::Srcnat => f.write_str("srcnat"),
-            Priority::Num(n) => write!(f, "{n}"),
+        match self.name() {
+            Some(name) => f.write_str(name),
+            None => write!(f, "{}", self.value()),
         }
     }
 }

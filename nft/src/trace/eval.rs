@@ -21,7 +21,12 @@ pub(crate) enum Locality<'a> {
     /// Only whether the packet's original destination is local is known (one namespace).
     DstFlag(bool),
     /// The namespace's addresses are known.
-    Addrs(&'a dyn Fn(Ipv4Addr) -> bool),
+    Addrs(&'a dyn LocalAddrs),
+}
+
+/// A namespace that knows its own addresses.
+pub(crate) trait LocalAddrs {
+    fn is_local(&self, addr: Ipv4Addr) -> bool;
 }
 
 /// The packet as the rules see it, NAT applied so far in this namespace included.
@@ -240,14 +245,15 @@ impl<'a> Walk<'a> {
             Sel::FibDaddrType => {
                 let local = match env.local {
                     Locality::DstFlag(dst_local) => dst_local && self.ctx.dnat.is_none(),
-                    Locality::Addrs(is_local) => is_local(self.ctx.daddr),
+                    Locality::Addrs(ns) => ns.is_local(self.ctx.daddr),
                 };
                 known_words(addr_type(local), &["local", "unicast"])
             }
             Sel::FibSaddrType => match env.local {
-                Locality::Addrs(is_local) => {
-                    known_words(addr_type(is_local(self.ctx.saddr)), &["local", "unicast"])
-                }
+                Locality::Addrs(ns) => known_words(
+                    addr_type(ns.is_local(self.ctx.saddr)),
+                    &["local", "unicast"],
+                ),
                 Locality::DstFlag(_) => Err(eval(
                     "fib saddr type needs the namespace's addresses (trace it in a Network)".into(),
                 )),

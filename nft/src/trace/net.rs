@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use ipnet::Ipv4Net;
 use routemesh_types::Proto;
 
-use super::eval::{Ctx, Env, Locality, Walk};
+use super::eval::{Ctx, Env, LocalAddrs, Locality, Walk};
 use super::parse::HookName;
 use super::{RejectKind, Ruleset, SourceNat, TraceError, Verdict};
 
@@ -53,13 +53,23 @@ pub struct Netns {
     pub ipvs: BTreeMap<u32, Vec<IpvsDest>>,
 }
 
-impl Netns {
+impl LocalAddrs for Netns {
     fn is_local(&self, addr: Ipv4Addr) -> bool {
         addr.is_loopback()
             || self
                 .ifaces
                 .iter()
                 .any(|i| i.addrs.iter().any(|a| a.addr() == addr))
+    }
+}
+
+impl Netns {
+    fn env<'a>(&'a self, iif: Option<&'a str>, oif: Option<&'a str>) -> Env<'a> {
+        Env {
+            local: Locality::Addrs(self),
+            iif,
+            oif,
+        }
     }
 
     /// The interface and next hop for `daddr`, or `None` when it is local or unroutable.
@@ -202,6 +212,36 @@ impl Network {
             .ok_or_else(|| TraceError::Eval(format!("no namespace {name:?} in the network")))
     }
 
+    /// Runs the first hook a packet meets in `name`: `None` when it ended there (recorded in
+    /// `out`), else one walk per DNAT pick, each with its packet and share.
+    #[allow(clippy::too_many_arguments)]
+    fn first_hook<'r>(
+        &self,
+        name: &str,
+        ns: &'r Netns,
+        hook: HookName,
+        ctx: Ctx,
+        env: &Env<'_>,
+        packet: &InFlight,
+        out: &mut Vec<Delivery>,
+    ) -> Result<Option<Vec<(Walk<'r>, InFlight)>>, TraceError> {
+        let mut walk = Walk::new(&ns.ruleset, ctx);
+        if let Some(end) = final_end(name, walk.hook(hook, env)?) {
+            out.push(finish(packet.clone(), walk_hop(name, &walk, None), end));
+            return Ok(None);
+        }
+        Ok(Some(
+            branches(&walk)
+                .into_iter()
+                .map(|(share, ctx)| {
+                    let mut packet = packet.clone();
+                    packet.share *= share;
+                    (walk.clone_with(ctx), packet)
+                })
+                .collect(),
+        ))
+    }
+
     /// The output path of a locally generated (or IPVS-forwarded) packet, from `ctx`.
     fn originate(
         &self,
@@ -212,40 +252,25 @@ impl Network {
         out: &mut Vec<Delivery>,
     ) -> Result<(), TraceError> {
         let oif = ns.route(ctx.daddr).map(|(i, _)| i.name.clone());
-        let is_local = |a: Ipv4Addr| ns.is_local(a);
-        let env = Env {
-            local: Locality::Addrs(&is_local),
-            iif: None,
-            oif: oif.as_deref(),
-        };
-        let mut walk = Walk::new(&ns.ruleset, ctx);
-        if let Some(end) = final_end(name, walk.hook(HookName::Output, &env)?) {
-            out.push(finish(packet, walk_hop(name, &walk, None), end));
+        let env = ns.env(None, oif.as_deref());
+        let Some(branches) =
+            self.first_hook(name, ns, HookName::Output, ctx, &env, &packet, out)?
+        else {
             return Ok(());
-        }
-        for (share, ctx) in branches(&walk) {
-            let mut branch = walk.clone_with(ctx);
-            let mut packet = packet.clone();
-            packet.share *= share;
-            if ns.is_local(branch.ctx.daddr) {
-                // To a local address: postrouting on the loopback, then input.
-                let lo_env = Env {
-                    local: Locality::Addrs(&is_local),
-                    iif: Some("lo"),
-                    oif: Some("lo"),
-                };
-                let end = match final_end(name, branch.hook(HookName::Postrouting, &lo_env)?) {
-                    Some(end) => end,
-                    None => final_end(name, branch.hook(HookName::Input, &lo_env)?)
-                        .unwrap_or_else(|| End::Delivered(name.to_string())),
-                };
-                let hop = walk_hop(name, &branch, None);
-                packet.dst = branch.ctx.daddr;
-                packet.dport = branch.ctx.dport;
-                out.push(finish(packet, hop, end));
+        };
+        for (mut branch, packet) in branches {
+            if !ns.is_local(branch.ctx.daddr) {
+                self.leave(name, ns, &mut branch, packet, None, out)?;
                 continue;
             }
-            self.leave(name, ns, &mut branch, packet, None, out)?;
+            // To a local address: postrouting on the loopback, then input.
+            let lo_env = ns.env(Some("lo"), Some("lo"));
+            let end = match final_end(name, branch.hook(HookName::Postrouting, &lo_env)?) {
+                Some(end) => end,
+                None => final_end(name, branch.hook(HookName::Input, &lo_env)?)
+                    .unwrap_or_else(|| End::Delivered(name.to_string())),
+            };
+            out.push(arrived(packet, name, &branch, end));
         }
         Ok(())
     }
@@ -265,39 +290,28 @@ impl Network {
                 "the packet crossed {MAX_HOPS} namespaces: a loop through {name}"
             )));
         }
-        let is_local = |a: Ipv4Addr| ns.is_local(a);
         let ctx = Ctx::new(packet.src, packet.dst, packet.proto, packet.dport);
-        let mut walk = Walk::new(&ns.ruleset, ctx);
-        let env = Env {
-            local: Locality::Addrs(&is_local),
-            iif: Some(iif),
-            oif: None,
-        };
-        if let Some(end) = final_end(name, walk.hook(HookName::Prerouting, &env)?) {
-            out.push(finish(packet, walk_hop(name, &walk, None), end));
+        let env = ns.env(Some(iif), None);
+        let Some(branches) =
+            self.first_hook(name, ns, HookName::Prerouting, ctx, &env, &packet, out)?
+        else {
             return Ok(());
-        }
-        for (share, ctx) in branches(&walk) {
-            let mut branch = walk.clone_with(ctx);
-            let mut packet = packet.clone();
-            packet.share *= share;
+        };
+        for (mut branch, packet) in branches {
             if ns.is_local(branch.ctx.daddr) {
                 if let Some(end) = final_end(name, branch.hook(HookName::Input, &env)?) {
                     out.push(finish(packet, walk_hop(name, &branch, None), end));
                     continue;
                 }
-                match ns
-                    .ipvs
-                    .get(&branch.ctx.mark)
-                    .filter(|_| branch.ctx.mark != 0)
-                {
+                let mark = branch.ctx.mark;
+                match ns.ipvs.get(&mark).filter(|_| mark != 0) {
                     Some(dests) => self.ipvs(name, ns, &branch, dests, packet, out)?,
-                    None => {
-                        let hop = walk_hop(name, &branch, None);
-                        packet.dst = branch.ctx.daddr;
-                        packet.dport = branch.ctx.dport;
-                        out.push(finish(packet, hop, End::Delivered(name.to_string())));
-                    }
+                    None => out.push(arrived(
+                        packet,
+                        name,
+                        &branch,
+                        End::Delivered(name.to_string()),
+                    )),
                 }
                 continue;
             }
@@ -307,11 +321,7 @@ impl Network {
                 continue;
             }
             let oif = ns.route(branch.ctx.daddr).map(|(i, _)| i.name.clone());
-            let fwd_env = Env {
-                local: Locality::Addrs(&is_local),
-                iif: Some(iif),
-                oif: oif.as_deref(),
-            };
+            let fwd_env = ns.env(Some(iif), oif.as_deref());
             if let Some(end) = final_end(name, branch.hook(HookName::Forward, &fwd_env)?) {
                 out.push(finish(packet, walk_hop(name, &branch, None), end));
                 continue;
@@ -374,12 +384,7 @@ impl Network {
             out.push(finish(packet, hop, End::Unroutable(name.to_string())));
             return Ok(());
         };
-        let is_local = |a: Ipv4Addr| ns.is_local(a);
-        let env = Env {
-            local: Locality::Addrs(&is_local),
-            iif,
-            oif: Some(&oif.name),
-        };
+        let env = ns.env(iif, Some(&oif.name));
         if let Some(end) = final_end(name, walk.hook(HookName::Postrouting, &env)?) {
             out.push(finish(packet, walk_hop(name, walk, None), end));
             return Ok(());
@@ -402,15 +407,7 @@ impl Network {
         match self.owner(ns, &oif.segment, next_hop, name) {
             Some((next, next_iif)) => self.arrive(next, next_iif, packet, out),
             None => {
-                let end = End::Unroutable(name.to_string());
-                out.push(Delivery {
-                    end,
-                    hops: packet.hops,
-                    src: packet.src,
-                    dst: packet.dst,
-                    dport: packet.dport,
-                    share: packet.share,
-                });
+                out.push(packet.end(End::Unroutable(name.to_string())));
                 Ok(())
             }
         }
@@ -481,14 +478,27 @@ fn final_end(name: &str, verdict: Option<Verdict>) -> Option<End> {
     }
 }
 
+/// The packet ends in `name` at the destination the walk gave it.
+fn arrived(mut packet: InFlight, name: &str, walk: &Walk<'_>, end: End) -> Delivery {
+    packet.dst = walk.ctx.daddr;
+    packet.dport = walk.ctx.dport;
+    finish(packet, walk_hop(name, walk, None), end)
+}
+
 fn finish(mut packet: InFlight, hop: Hop, end: End) -> Delivery {
     packet.hops.push(hop);
-    Delivery {
-        end,
-        hops: packet.hops,
-        src: packet.src,
-        dst: packet.dst,
-        dport: packet.dport,
-        share: packet.share,
+    packet.end(end)
+}
+
+impl InFlight {
+    fn end(self, end: End) -> Delivery {
+        Delivery {
+            end,
+            hops: self.hops,
+            src: self.src,
+            dst: self.dst,
+            dport: self.dport,
+            share: self.share,
+        }
     }
 }
