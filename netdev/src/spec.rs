@@ -1,6 +1,6 @@
 //! Plain, validated descriptions of what one node's kernel should hold.
 //!
-//! `src/agent/plan.rs` (in the root crate) builds these from the cluster state without any I/O;
+//! `src/agent/plan/` (in the root crate) builds these from the cluster state without any I/O;
 //! the drivers in this crate make the kernel match them. Every name here is final: the drivers
 //! do not invent names of their own, so the planner alone decides what a link is called.
 
