@@ -7,16 +7,26 @@ use std::time::Duration;
 
 use common::*;
 
+/// The task that answers HTTP on `ip`, asked from task `from`. A task counts as running once
+/// its process has started, a moment before it listens: ask until it answers.
 fn curl_task_name(node: &Node, from: &str, ip: &str) -> String {
-    let o = node.exec(
-        from,
-        &["curl", "-s", "--max-time", "3", &format!("http://{ip}/")],
-    );
-    let body = text(&o);
-    body.lines()
-        .find_map(|l| l.strip_prefix("Task: "))
-        .unwrap_or_else(|| panic!("no answer from {ip} via {from}: {body}{}", errtext(&o)))
-        .to_string()
+    let mut last = String::new();
+    wait_for_or_timeout(Duration::from_secs(10), || {
+        let o = node.exec(
+            from,
+            &["curl", "-s", "--max-time", "3", &format!("http://{ip}/")],
+        );
+        let body = text(&o);
+        let name = body
+            .lines()
+            .find_map(|l| l.strip_prefix("Task: "))
+            .map(str::to_string);
+        if name.is_none() {
+            last = format!("{body}{}", errtext(&o));
+        }
+        name
+    })
+    .unwrap_or_else(|| panic!("no answer from {ip} via {from}: {last}"))
 }
 
 fn web_vip(node: &Node) -> String {

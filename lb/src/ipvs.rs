@@ -109,7 +109,7 @@ pub enum IpvsBackendError {
     /// The full sync that followed a failed incremental one failed too.
     #[error("{source} (after an incremental sync failed: {first})")]
     Recovery {
-        first: String,
+        first: Box<IpvsBackendError>,
         #[source]
         source: Box<IpvsBackendError>,
     },
@@ -233,11 +233,10 @@ impl<E: Executor, K: IpvsTable> IpvsBackend<E, K> {
         match self.apply(spec, false, None) {
             Ok(report) => Ok(report),
             Err(first) => {
-                let first = first.to_string();
                 tracing::warn!(error = %first, "incremental IPVS sync failed; running a full sync");
-                self.apply(spec, true, Some(first.clone()))
+                self.apply(spec, true, Some(first.to_string()))
                     .map_err(|source| IpvsBackendError::Recovery {
-                        first,
+                        first: Box::new(first),
                         source: Box::new(source),
                     })
             }

@@ -3,8 +3,6 @@
 
 use std::fs::File;
 use std::io::Write as _;
-use std::os::fd::AsRawFd;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -36,9 +34,9 @@ impl<T: Executor + ?Sized> Executor for Arc<T> {
     }
 }
 
-/// Runs `nft -f -` as a child process that enters the namespace before it executes (the
-/// calling thread's own namespace is never changed), one process per transaction. Blocks on
-/// the child: call it off async workers.
+/// Runs `nft -f -` as a child process in a namespace, one process per transaction. The
+/// calling thread's own namespace never changes: the child is started from a short-lived
+/// thread that entered the namespace. Blocks on the child: call it off async workers.
 #[derive(Debug, Clone)]
 pub struct NftCmd {
     program: PathBuf,
@@ -76,6 +74,41 @@ impl NftCmd {
     /// Runs a script as it is. For tests and tools that must send what the model cannot
     /// express (a script nft refuses, say); product code applies transactions.
     pub fn run_script(&self, script: &str, tables: &str) -> Result<(), NftError> {
+        let Some(path) = &self.netns else {
+            return self.spawn_here(script, tables);
+        };
+        // A child inherits the namespaces of the thread that starts it: enter on a thread of
+        // our own (never a runtime's worker), and start nft from there without a pre_exec
+        // hook, which would make std fork the whole process instead of spawning.
+        let label = netns_label(Some(path));
+        std::thread::scope(|scope| {
+            scope
+                .spawn(|| {
+                    let ns = File::open(path).map_err(|source| NftError::Io {
+                        netns: label.clone(),
+                        op: "opening the namespace".into(),
+                        source,
+                    })?;
+                    nix::sched::setns(&ns, nix::sched::CloneFlags::CLONE_NEWNET).map_err(|e| {
+                        NftError::Io {
+                            netns: label.clone(),
+                            op: "entering the namespace".into(),
+                            source: e.into(),
+                        }
+                    })?;
+                    self.spawn_here(script, tables)
+                })
+                .join()
+                .map_err(|_| NftError::Io {
+                    netns: label.clone(),
+                    op: "nft runner thread panicked".into(),
+                    source: std::io::Error::other("panic"),
+                })?
+        })
+    }
+
+    /// Runs `nft -f -` in the calling thread's namespace.
+    fn spawn_here(&self, script: &str, tables: &str) -> Result<(), NftError> {
         let label = netns_label(self.netns.as_deref());
         let io = |op: String| {
             let label = label.clone();
@@ -86,29 +119,13 @@ impl NftCmd {
             }
         };
         let program = self.program.display().to_string();
-        let ns_file = match &self.netns {
-            Some(path) => Some(File::open(path).map_err(io("opening the namespace".into()))?),
-            None => None,
-        };
-        let mut cmd = Command::new(&self.program);
-        cmd.args(["-f", "-"])
+        let mut child = Command::new(&self.program)
+            .args(["-f", "-"])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(ns) = &ns_file {
-            let fd = ns.as_raw_fd();
-            // SAFETY: runs in the forked child before exec and makes only the
-            // async-signal-safe setns(2) call, on a descriptor opened before the fork.
-            unsafe {
-                cmd.pre_exec(move || {
-                    if libc::setns(fd, libc::CLONE_NEWNET) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                    Ok(())
-                });
-            }
-        }
-        let mut child = cmd.spawn().map_err(io(format!("starting {program}")))?;
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(io(format!("starting {program}")))?;
         let mut stdin = child.stdin.take().ok_or_else(|| NftError::Io {
             netns: label.clone(),
             op: format!("{program}: no stdin pipe"),

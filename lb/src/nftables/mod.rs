@@ -48,7 +48,7 @@ pub enum NftSyncError {
         #[source]
         source: NftError,
         /// The incremental sync's failure, when this was the full sync repairing it.
-        after: Option<String>,
+        after: Option<Box<NftError>>,
     },
     #[error("nft table ip {table}: delete failed: {source}")]
     Delete {
@@ -58,7 +58,7 @@ pub enum NftSyncError {
     },
 }
 
-fn after_note(after: &Option<String>) -> String {
+fn after_note(after: &Option<Box<NftError>>) -> String {
     after
         .as_ref()
         .map(|first| format!(" (after incremental sync failed: {first})"))
@@ -134,7 +134,7 @@ impl<E: Executor> NftBackend<E> {
                     error = %e,
                     "incremental nft sync failed; replacing the whole table"
                 );
-                self.apply_full(desired, Some(e.to_string()))
+                self.apply_full(desired, Some(e))
             }
         }
     }
@@ -156,10 +156,11 @@ impl<E: Executor> NftBackend<E> {
             })
     }
 
+    /// Replaces the whole table; `first` is the incremental sync's failure it repairs.
     fn apply_full(
         &mut self,
         desired: Table,
-        recovered_from: Option<String>,
+        first: Option<NftError>,
     ) -> Result<SyncReport, NftSyncError> {
         let start = Instant::now();
         let mut txn = Transaction::new();
@@ -179,7 +180,7 @@ impl<E: Executor> NftBackend<E> {
                     elements_removed: 0,
                     script_bytes: txn.render().len(),
                     elapsed,
-                    recovered_from,
+                    recovered_from: first.map(|e| e.to_string()),
                 };
                 self.applied = txn.ops.pop().and_then(|op| match op {
                     routemesh_nft::Op::Replace(table) => Some(table),
@@ -191,7 +192,7 @@ impl<E: Executor> NftBackend<E> {
                 table: name,
                 mode: SyncMode::Full,
                 source,
-                after: recovered_from,
+                after: first.map(Box::new),
             }),
         }
     }
