@@ -57,11 +57,24 @@ fn answer(request: &Message, behaviour: Behaviour, tcp: bool) -> Option<Vec<u8>>
     Some(response.to_vec().unwrap())
 }
 
+/// A UDP and a TCP socket on one port of 127.0.0.1. The port the kernel gives UDP may be
+/// taken for TCP (another test's connection, say): then try another.
+async fn same_port_pair() -> (UdpSocket, TcpListener) {
+    let mut last = None;
+    for _ in 0..50 {
+        let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        match TcpListener::bind(udp.local_addr().unwrap()).await {
+            Ok(tcp) => return (udp, tcp),
+            Err(e) => last = Some(e),
+        }
+    }
+    panic!("no port free for both UDP and TCP on 127.0.0.1: {last:?}");
+}
+
 /// A DNS server on 127.0.0.1 (UDP and TCP, same port) behaving as told.
 pub async fn fake_upstream(behaviour: Behaviour) -> FakeUpstream {
-    let udp = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let (udp, tcp) = same_port_pair().await;
     let addr = udp.local_addr().unwrap();
-    let tcp = TcpListener::bind(addr).await.unwrap();
     let queries = Arc::new(AtomicUsize::new(0));
     let counter = Arc::clone(&queries);
     let udp_task = tokio::spawn(async move {
