@@ -206,13 +206,18 @@ fn dnat_rules(spec: &NodeFirewallSpec) -> Vec<Rule> {
     rules
 }
 
-/// Validates `spec` and replaces the table with it in `netns` (None: the current namespace).
+/// Replaces the table with `spec`'s in `netns` (None: the current namespace).
 pub fn sync(netns: Option<&Path>, spec: &NodeFirewallSpec) -> Result<()> {
-    validate(spec)?;
+    replace(netns, table(spec))
+}
+
+/// Replaces the table with `table` (built by [`table`]) in one transaction; the executor
+/// checks it first, as [`validate`] does, and the error names the namespace.
+pub fn replace(netns: Option<&Path>, table: Table) -> Result<()> {
     executor(netns)
-        .apply(&Transaction::replace(table(spec)))
+        .apply(&Transaction::replace(table))
         .map_err(|source| Error::Nft {
-            op: format!("replacing table ip {TABLE} in {}", where_(netns)),
+            op: format!("replacing table ip {TABLE}"),
             source,
         })
 }
@@ -222,16 +227,9 @@ pub fn remove(netns: Option<&Path>) -> Result<()> {
     executor(netns)
         .apply(&Transaction::delete_table(TABLE))
         .map_err(|source| Error::Nft {
-            op: format!("deleting table ip {TABLE} in {}", where_(netns)),
+            op: format!("deleting table ip {TABLE}"),
             source,
         })
-}
-
-fn where_(netns: Option<&Path>) -> String {
-    netns.map_or_else(
-        || "the current namespace".into(),
-        |p| p.display().to_string(),
-    )
 }
 
 fn executor(netns: Option<&Path>) -> NftCmd {

@@ -175,8 +175,9 @@ impl Network {
             ruleset,
             ..Netns::default()
         };
-        self.namespaces.insert(name.to_string(), ns);
-        self.namespaces.entry(name.to_string()).or_default()
+        let slot = self.namespaces.entry(name.to_string()).or_default();
+        *slot = ns;
+        slot
     }
 
     pub fn get_mut(&mut self, name: &str) -> Option<&mut Netns> {

@@ -28,9 +28,9 @@ impl Reconciler for Firewall {
             return;
         }
         // nft is a child process: run it off the async workers.
-        let spec = pass.plan.firewall.clone();
+        let sent = table.clone();
         let r: Result<(), ApplyError> =
-            match tokio::task::spawn_blocking(move || firewall::sync(None, &spec)).await {
+            match tokio::task::spawn_blocking(move || firewall::replace(None, sent)).await {
                 Ok(r) => r.map_err(ApplyError::from),
                 Err(e) => Err(e.into()),
             };
