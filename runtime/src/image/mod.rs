@@ -35,6 +35,9 @@ mod store;
 mod unpack;
 mod user;
 
+#[cfg(test)]
+mod tests;
+
 use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
