@@ -9,6 +9,7 @@
 mod cmd;
 mod netns;
 mod nft;
+pub mod oci_image;
 mod wait;
 
 use std::sync::atomic::{AtomicU32, Ordering};
