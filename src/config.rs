@@ -122,12 +122,16 @@ pub struct DaemonArgs {
     /// TTL of the embedded DNS's answers, in seconds [default: 5].
     #[arg(long)]
     pub dns_ttl: Option<u32>,
+    /// OCI runtime running the tasks: `runc`, `crun` or a path [default: runc].
+    #[arg(long)]
+    pub runtime: Option<String>,
 }
 
 #[derive(Deserialize, Debug, Default, PartialEq, Eq)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct FileConfig {
     pub node_name: Option<String>,
+    pub runtime: Option<String>,
     pub advertise_addr: Option<String>,
     pub state_dir: Option<PathBuf>,
     pub run_dir: Option<PathBuf>,
@@ -202,6 +206,8 @@ pub struct DaemonConfig {
     /// Empty: read the node's /etc/resolv.conf at start.
     pub dns: Vec<std::net::SocketAddr>,
     pub dns_ttl: u32,
+    /// The OCI runtime's name or path (found when the daemon starts).
+    pub runtime: String,
 }
 
 impl DaemonConfig {
@@ -365,6 +371,11 @@ pub fn resolve(
         ingress_subnet,
         dns,
         dns_ttl,
+        runtime: args
+            .runtime
+            .clone()
+            .or(file.runtime)
+            .unwrap_or_else(|| routemesh_runtime::oci::DEFAULT_RUNTIME.to_string()),
     })
 }
 

@@ -6,6 +6,7 @@ use std::sync::Arc;
 use anyhow::{bail, Context};
 
 use crate::agent::plan::NodeContext;
+use crate::agent::runner::TaskRuntime;
 use crate::agent::Agent;
 use crate::api::server::{router, App};
 use crate::config::{DaemonConfig, StoreSpec};
@@ -16,6 +17,8 @@ use crate::orchestrator::Orchestrator;
 use crate::store::etcd::{EtcdStore, TlsFiles};
 use crate::store::local::LocalStore;
 use crate::store::Store;
+use routemesh_runtime::image::ImageStore;
+use routemesh_runtime::oci::OciRuntime;
 
 /// Holds the run dir's lock for the daemon's lifetime: one daemon per run dir.
 struct RunDirLock(#[allow(dead_code)] std::fs::File);
@@ -43,6 +46,33 @@ fn lock_run_dir(cfg: &DaemonConfig) -> anyhow::Result<RunDirLock> {
     Ok(RunDirLock(f))
 }
 
+/// The OCI runtime, the image store and the security profile every task container gets. A
+/// runtime that is not installed stops the daemon here, with its name.
+fn task_runtime(cfg: &DaemonConfig) -> anyhow::Result<Arc<TaskRuntime>> {
+    let run = crate::layout::RunDir::new(&cfg.run_dir);
+    let oci = OciRuntime::new(&cfg.runtime, run.runtime_root())
+        .map_err(|e| anyhow::anyhow!("--runtime: {e}"))?;
+    let images_dir = cfg.state_dir.join("images");
+    let images = ImageStore::open(&images_dir)
+        .map_err(|e| anyhow::anyhow!("opening the image store {}: {e}", images_dir.display()))?;
+    let seccomp = routemesh_runtime::seccomp::default_profile()
+        .map_err(|e| anyhow::anyhow!("the default seccomp profile: {e}"))?;
+    // Container processes are reparented to us when the runtime's CLI exits, so their exit
+    // status (and an OOM kill) can be told.
+    crate::agent::exit::become_subreaper().context("becoming the tasks' subreaper")?;
+    Ok(Arc::new(TaskRuntime {
+        oci,
+        images: Arc::new(images),
+        seccomp,
+        hidden: vec![cfg.run_dir.clone(), cfg.state_dir.clone()],
+        cgroup_parent: format!(
+            "/routemesh/{}-{:08x}",
+            cfg.node_name,
+            crate::agent::plan::fnv32(&cfg.run_dir.to_string_lossy())
+        ),
+    }))
+}
+
 pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     if !nix::unistd::geteuid().is_root() {
         bail!("routemesh daemon must run as root (it creates namespaces and links)");
@@ -54,6 +84,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     std::fs::set_permissions(&cfg.run_dir, std::fs::Permissions::from_mode(0o711))
         .with_context(|| format!("securing {}", cfg.run_dir.display()))?;
     let _lock = lock_run_dir(&cfg)?;
+    let tasks = task_runtime(&cfg)?;
     let (store, membership) = open_store(&cfg).await?;
     let path_var = std::env::var("PATH").unwrap_or_else(|_| "/usr/local/bin:/usr/bin:/bin".into());
     let ctx = NodeContext {
@@ -87,6 +118,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             api_socket: socket.display().to_string(),
             run_dir: cfg.run_dir.display().to_string(),
             updated_at: crate::model::now_secs(),
+            images: crate::api::images::names(&tasks.images),
         },
     )
     .await
@@ -104,6 +136,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         dns_upstreams,
         dns_ttl: cfg.dns_ttl,
         dataplane,
+        tasks: tasks.clone(),
     }
     .start()
     .await
@@ -121,6 +154,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         control,
         ctx,
         path_var,
+        tasks,
     });
     // A socket left by a daemon that died is ours to replace: we hold the run dir's lock.
     let _ = std::fs::remove_file(&socket);

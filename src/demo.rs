@@ -93,6 +93,7 @@ async fn show(topo: &Topology, opts: &DemoOptions) -> anyhow::Result<()> {
                 endpoint_mode: None,
                 publish: vec!["8080:80".into()],
                 lb_scheduler: None,
+                ..Default::default()
             },
         )
         .await?;

@@ -8,7 +8,9 @@
 //! <run-dir>/netns/ov-<network>        an overlay network's namespace (br0, vxlan<vni>)
 //! <run-dir>/netns/ingress_sbox        the ingress sandbox
 //! <run-dir>/netns/task-<task>         a task's sandbox
-//! <run-dir>/tasks/<task>/             resolv.conf, hosts, log, pid
+//! <run-dir>/runtime/                  the OCI runtime's state (`runc --root`)
+//! <run-dir>/tasks/<task>/             resolv.conf, hosts, log; bundle/ (config.json, rootfs),
+//!                                     upper/ and work/ (the task's writable layer)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -64,6 +66,11 @@ impl RunDir {
         self.netns_dir().join(INGRESS_SBOX)
     }
 
+    /// The OCI runtime's state (`runc --root`): this node's containers only.
+    pub fn runtime_root(&self) -> PathBuf {
+        self.root.join("runtime")
+    }
+
     /// The directory holding one directory per task.
     pub fn tasks_dir(&self) -> PathBuf {
         self.root.join("tasks")
@@ -92,8 +99,9 @@ impl TaskPaths {
     pub fn log(&self) -> PathBuf {
         self.dir.join("log")
     }
-    pub fn pid(&self) -> PathBuf {
-        self.dir.join("pid")
+    /// The task's container: its bundle and writable layer.
+    pub fn container(&self) -> routemesh_runtime::container::ContainerDirs {
+        routemesh_runtime::container::ContainerDirs::new(&self.dir)
     }
 }
 

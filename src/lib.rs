@@ -25,7 +25,7 @@
 //! 8. `store`: the key-value interface, its local and etcd backends, the key layout
 //! 9. `topology`: nodes and etcd in namespaces on one machine (demo, tests)
 //! 10. `wire`, `listeners`: the API's bodies; who listens on a port (both read `model`)
-//! 11. `model`, `ipam`, `layout`, `enter`, `whoami`: the vocabulary and leaf helpers
+//! 11. `model`, `ipam`, `layout`, `whoami`: the vocabulary and leaf helpers
 
 pub mod agent;
 pub mod api;
@@ -34,7 +34,6 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod demo;
-pub mod enter;
 pub mod ipam;
 pub mod layout;
 pub mod listeners;

@@ -130,6 +130,26 @@ pub struct Service {
     /// How the IPVS dataplane picks a task (nftables picks at random, weighted).
     #[serde(default)]
     pub lb_scheduler: Scheduler,
+    /// A local OCI image (`name:tag`); without one the task's root is the host's, read-only.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<String>,
+    /// `uid[:gid]` or `name[:group]`; the image's user (or root) when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    #[serde(default)]
+    pub limits: Limits,
+}
+
+/// A task's cgroup limits; `None` is unlimited.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Limits {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// Thousandths of a CPU (`--limit-cpu 0.5` is 500).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_millis: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids: Option<i64>,
 }
 
 impl Service {
@@ -237,6 +257,10 @@ pub struct Node {
     pub api_socket: String,
     pub run_dir: String,
     pub updated_at: u64,
+    /// Names of the OCI images in the node's store: a service with an image is placed only
+    /// on nodes that have it.
+    #[serde(default)]
+    pub images: Vec<String>,
 }
 
 /// Everything the planner and the orchestrator look at, read in one go from the store.

@@ -259,6 +259,7 @@ impl Topology {
             let _ = d.wait();
         }
         let node = &self.nodes[i];
+        remove_containers(&node.run_dir());
         let mut nss: Vec<PathBuf> = list_ns(&node.run_dir().join("netns"));
         nss.push(node.netns.clone());
         for ns in &nss {
@@ -326,8 +327,13 @@ pub fn teardown_dir(dir: &Path) {
             }
         }
     }
-    // Sandboxes first (their processes), then the nodes (daemons), the client and the
-    // fabric (etcd).
+    // Task containers first, then what else runs in the sandboxes, then the nodes (daemons),
+    // the client and the fabric (etcd).
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            remove_containers(&e.path().join("run"));
+        }
+    }
     for d in &nsdirs {
         for ns in list_ns(d) {
             netns::kill_processes_in(&ns);
@@ -340,6 +346,13 @@ pub fn teardown_dir(dir: &Path) {
         let _ = netns::remove(d);
     }
     let _ = std::fs::remove_dir_all(dir);
+}
+
+/// Ends every task container of the node whose run dir is `run_dir` (killed, deleted from the
+/// runtime with its cgroup, its root unmounted): a stopped daemon leaves them running.
+pub fn remove_containers(run_dir: &Path) {
+    let run = crate::layout::RunDir::new(run_dir);
+    routemesh_runtime::container::teardown_blocking(&run.runtime_root(), &run.tasks_dir());
 }
 
 fn path_with(bin: &Path) -> String {

@@ -24,7 +24,20 @@ pub fn describe(peer: SocketAddr) -> String {
     s
 }
 
+/// Serves until SIGTERM or SIGINT. As a container's first process (pid 1 of its namespace)
+/// it gets no default signal action, so it must stop on TERM itself.
 pub async fn run(port: u16, udp: bool) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    tokio::select! {
+        r = serve(port, udp) => r,
+        _ = term.recv() => Ok(()),
+        _ = int.recv() => Ok(()),
+    }
+}
+
+async fn serve(port: u16, udp: bool) -> anyhow::Result<()> {
     let addr = SocketAddr::from(([0, 0, 0, 0], port));
     if udp {
         let sock = tokio::net::UdpSocket::bind(addr)

@@ -43,6 +43,21 @@ pub struct ServiceCreate {
     /// IPVS scheduler: rr (default), wrr, lc, sh or mh.
     #[serde(default)]
     pub lb_scheduler: Option<String>,
+    /// A local OCI image; `command` then overrides its Cmd and may be empty.
+    #[serde(default)]
+    pub image: Option<String>,
+    /// `uid[:gid]` or `name[:group]`.
+    #[serde(default)]
+    pub user: Option<String>,
+    /// Memory limit: bytes, or with a unit `k`, `m`, `g` (`32m`).
+    #[serde(default)]
+    pub limit_memory: Option<String>,
+    /// CPUs, decimal (`0.5`).
+    #[serde(default)]
+    pub limit_cpu: Option<String>,
+    /// Most processes the task may have.
+    #[serde(default)]
+    pub limit_pids: Option<i64>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -109,6 +124,20 @@ pub struct SandboxInfo {
     pub hosts: String,
     pub hostname: String,
     pub addresses: Vec<Ipv4Addr>,
+    /// The OCI runtime running the task's container, its state root and the container's id:
+    /// `routemesh exec` runs `<runtime> --root <root> exec <container> ...`.
+    pub runtime: String,
+    pub runtime_root: String,
+    pub container: String,
+}
+
+/// `POST /v1/images/load`: a file or directory on the daemon's machine.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageLoad {
+    pub path: String,
+    /// The name to give the (single) image, when the source does not name it.
+    #[serde(default)]
+    pub tag: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

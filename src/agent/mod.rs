@@ -2,6 +2,7 @@
 //! node's tasks and reports their status.
 
 pub mod apply;
+pub mod exit;
 pub mod plan;
 pub mod runner;
 pub mod trace;
@@ -17,7 +18,7 @@ use apply::lb::{self, LbDataplane};
 use apply::{Applier, NodeEnv};
 use plan::NodeContext;
 use routemesh_netdev::netlink::Netlink;
-use runner::{Runner, StatusEvent};
+use runner::{Runner, StatusEvent, TaskRuntime};
 
 /// A full reconcile (kernel and run dir read back, not the cache) runs this often.
 const FULL_RESYNC: Duration = Duration::from_secs(30);
@@ -32,6 +33,8 @@ pub struct Agent {
     pub dns_upstreams: Vec<std::net::SocketAddr>,
     pub dns_ttl: u32,
     pub dataplane: lb::Kind,
+    /// The OCI runtime and images the node's task containers come from.
+    pub tasks: Arc<TaskRuntime>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,7 +65,7 @@ impl Agent {
         let env = NodeEnv {
             ctx: self.ctx.clone(),
             node: node_nl,
-            runner: Runner::new(tx),
+            runner: Runner::new(tx, self.tasks.clone()),
         };
         let applier = Applier::new(
             env,

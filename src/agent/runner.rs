@@ -1,20 +1,22 @@
-//! Task processes: start a task's command in its sandbox, notice its exit at once (pidfd),
-//! restart it with back-off, stop it on request. A process outlives the daemon (own session,
-//! log written to a file, not a pipe); a restarted daemon adopts it from its pid file.
+//! Task containers: run each task's container through the OCI runtime, notice at once when its
+//! process ends (pidfd), restart it with back-off, stop it on request. A container outlives the
+//! daemon; a restarted daemon adopts it from the runtime's state and restarts none.
 
 use std::collections::HashMap;
-use std::fs::OpenOptions;
-use std::os::fd::{FromRawFd, OwnedFd};
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use tokio::io::unix::AsyncFd;
-use tokio::io::Interest;
+use routemesh_runtime::bundle::{ContainerConfig, Limits as CgroupLimits, ProcessUser};
+use routemesh_runtime::container::{self, ContainerDirs, RootSource};
+use routemesh_runtime::image::{resolve_user, ImageStore};
+use routemesh_runtime::oci::OciRuntime;
+use routemesh_runtime::oci_spec::runtime::LinuxSeccomp;
+use routemesh_runtime::RuntimeError;
 use tokio::sync::{mpsc, watch};
 
-use crate::enter::{enter_on_spawn, EnterSpec};
-use crate::model::{now_secs, TaskState, TaskStatus};
+use super::exit::{wait_exit, ExitStatus};
+use crate::model::{now_secs, Limits, TaskState, TaskStatus};
 
 /// First restart delay (Docker's default is 5 s): long enough that a crashing task visibly
 /// leaves the load balancers before it comes back.
@@ -23,15 +25,183 @@ const BACKOFF_MAX: Duration = Duration::from_secs(10);
 /// A process that ran this long is considered healthy: its next failure starts back-off anew.
 const HEALTHY_AFTER: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(3);
+/// PATH inside an image that sets none (Docker's).
+const IMAGE_DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+/// What `task ls` says of a task the kernel's OOM killer ended.
+pub const OUT_OF_MEMORY: &str = "out of memory";
 
+/// A task's container as planned: pure data, compared to tell whether it changed.
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ProcessSpec {
+pub struct ContainerSpec {
+    /// The task's name, also the container's id.
     pub task: String,
-    pub argv: Vec<String>,
+    pub image: Option<String>,
+    /// The service's command: the whole command without an image, the image's Cmd's
+    /// replacement with one (empty: the image's Cmd).
+    pub command: Vec<String>,
+    /// routemesh's variables and the service's (which win); the image's come under both.
     pub env: Vec<(String, String)>,
-    pub enter: EnterSpec,
+    pub user: Option<String>,
+    pub limits: Limits,
+    pub hostname: String,
+    pub netns: PathBuf,
+    pub resolv_conf: PathBuf,
+    pub hosts: PathBuf,
     pub log: PathBuf,
-    pub pid_file: PathBuf,
+    pub dirs: ContainerDirs,
+}
+
+/// What every task container of this node shares: the runtime, the image store, the
+/// security profile and what must stay hidden from tasks.
+pub struct TaskRuntime {
+    pub oci: OciRuntime,
+    pub images: Arc<ImageStore>,
+    pub seccomp: LinuxSeccomp,
+    /// The node's own directories (run dir, state dir), masked in every task.
+    pub hidden: Vec<PathBuf>,
+    /// cgroup of this node's tasks, e.g. `/routemesh/node1-1a2b3c4d`.
+    pub cgroup_parent: String,
+}
+
+/// Why a task's container could not start; the message goes into the task's status.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("image {image:?}: {source}")]
+    Image {
+        image: String,
+        #[source]
+        source: routemesh_runtime::image::ImageError,
+    },
+    #[error("user {user:?}: {source}")]
+    User {
+        user: String,
+        #[source]
+        source: routemesh_runtime::image::ImageError,
+    },
+    #[error("no command: the image {image:?} has neither Entrypoint nor Cmd; give one after `--`")]
+    NoCommand { image: String },
+    #[error("empty command")]
+    EmptyCommand,
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+}
+
+impl TaskRuntime {
+    fn cgroups_path(&self, task: &str) -> String {
+        format!("{}/{task}", self.cgroup_parent)
+    }
+
+    /// The container's plain config and root, from the plan and the image.
+    fn resolve(&self, spec: &ContainerSpec) -> Result<(ContainerConfig, RootSource), StartError> {
+        let (source, image_cfg, roots) = match &spec.image {
+            Some(name) => {
+                let img = self.images.get(name).map_err(|source| StartError::Image {
+                    image: name.clone(),
+                    source,
+                })?;
+                (
+                    RootSource::Image(img.layers.clone()),
+                    Some(img.config),
+                    img.layers,
+                )
+            }
+            None => (RootSource::Host, None, vec![PathBuf::from("/")]),
+        };
+        let mut env: Vec<(String, String)> = image_cfg
+            .iter()
+            .flat_map(|c| c.env.iter())
+            .filter_map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+            })
+            .collect();
+        for (k, v) in &spec.env {
+            env.retain(|(ek, _)| ek != k);
+            env.push((k.clone(), v.clone()));
+        }
+        if !env.iter().any(|(k, _)| k == "PATH") {
+            env.insert(0, ("PATH".into(), IMAGE_DEFAULT_PATH.into()));
+        }
+        let args = match &image_cfg {
+            Some(c) => {
+                let mut a = c.entrypoint.clone();
+                a.extend(if spec.command.is_empty() {
+                    c.cmd.clone()
+                } else {
+                    spec.command.clone()
+                });
+                if a.is_empty() {
+                    return Err(StartError::NoCommand {
+                        image: spec.image.clone().unwrap_or_default(),
+                    });
+                }
+                a
+            }
+            None if spec.command.is_empty() => return Err(StartError::EmptyCommand),
+            None => spec.command.clone(),
+        };
+        let user_spec = spec
+            .user
+            .clone()
+            .or_else(|| image_cfg.as_ref().and_then(|c| c.user.clone()))
+            .filter(|u| !u.is_empty());
+        let user = match user_spec {
+            None => ProcessUser::default(),
+            Some(u) => {
+                let r = resolve_user(&u, &roots).map_err(|source| StartError::User {
+                    user: u.clone(),
+                    source,
+                })?;
+                ProcessUser {
+                    uid: r.uid,
+                    gid: r.gid,
+                    additional_gids: r.additional_gids,
+                }
+            }
+        };
+        let cwd = image_cfg
+            .as_ref()
+            .and_then(|c| c.working_dir.clone())
+            .filter(|d| d.starts_with('/'))
+            .unwrap_or_else(|| "/".into());
+        let root = match source {
+            RootSource::Image(_) => routemesh_runtime::bundle::RootKind::Image,
+            RootSource::Host => spec.dirs.host_root(),
+        };
+        let cfg = ContainerConfig {
+            hostname: spec.hostname.clone(),
+            netns: spec.netns.clone(),
+            resolv_conf: spec.resolv_conf.clone(),
+            hosts: spec.hosts.clone(),
+            root,
+            args,
+            env: env.into_iter().map(|(k, v)| format!("{k}={v}")).collect(),
+            cwd,
+            user,
+            limits: CgroupLimits {
+                memory_bytes: spec.limits.memory_bytes,
+                cpu_millis: spec.limits.cpu_millis,
+                pids: spec.limits.pids,
+            },
+            cgroups_path: self.cgroups_path(&spec.task),
+            hidden: self.hidden.clone(),
+        };
+        Ok((cfg, source))
+    }
+
+    async fn start(&self, spec: &ContainerSpec) -> Result<u32, StartError> {
+        let (cfg, source) = self.resolve(spec)?;
+        Ok(container::start(
+            &self.oci,
+            &spec.task,
+            &spec.dirs,
+            &source,
+            &cfg,
+            self.seccomp.clone(),
+            &spec.log,
+        )
+        .await?)
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -41,7 +211,7 @@ pub struct StatusEvent {
 }
 
 struct Supervised {
-    spec: ProcessSpec,
+    spec: ContainerSpec,
     stop: watch::Sender<bool>,
     done: tokio::task::JoinHandle<()>,
 }
@@ -49,18 +219,24 @@ struct Supervised {
 pub struct Runner {
     procs: HashMap<String, Supervised>,
     events: mpsc::UnboundedSender<StatusEvent>,
+    rt: Arc<TaskRuntime>,
 }
 
 impl Runner {
-    pub fn new(events: mpsc::UnboundedSender<StatusEvent>) -> Runner {
+    pub fn new(events: mpsc::UnboundedSender<StatusEvent>, rt: Arc<TaskRuntime>) -> Runner {
         Runner {
             procs: HashMap::new(),
             events,
+            rt,
         }
     }
 
-    /// Makes sure `spec` is supervised; a changed spec restarts the process.
-    pub async fn ensure(&mut self, spec: ProcessSpec) {
+    pub fn runtime(&self) -> &Arc<TaskRuntime> {
+        &self.rt
+    }
+
+    /// Makes sure `spec` is supervised; a changed spec replaces the container.
+    pub async fn ensure(&mut self, spec: ContainerSpec) {
         if let Some(cur) = self.procs.get(&spec.task) {
             if cur.spec == spec && !cur.done.is_finished() {
                 return;
@@ -70,7 +246,8 @@ impl Runner {
         let (stop_tx, stop_rx) = watch::channel(false);
         let events = self.events.clone();
         let s = spec.clone();
-        let done = tokio::spawn(async move { supervise(s, stop_rx, events).await });
+        let rt = self.rt.clone();
+        let done = tokio::spawn(async move { supervise(rt, s, stop_rx, events).await });
         self.procs.insert(
             spec.task.clone(),
             Supervised {
@@ -81,7 +258,7 @@ impl Runner {
         );
     }
 
-    /// Stops the task's process (TERM, then KILL after a grace period) and waits for it.
+    /// Stops the task's container (TERM, then KILL after a grace period) and waits for it.
     pub async fn stop(&mut self, task: &str) {
         if let Some(p) = self.procs.remove(task) {
             let _ = p.stop.send(true);
@@ -104,16 +281,28 @@ impl Runner {
     pub fn supervised(&self) -> Vec<String> {
         self.procs.keys().cloned().collect()
     }
-}
 
-/// Kills a process this daemon does not supervise (left from a task that no longer exists),
-/// found through its pid file.
-pub async fn kill_orphan(pid_file: &std::path::Path) {
-    if let Some(pid) = read_live_pid(pid_file) {
-        tracing::info!(pid, file = %pid_file.display(), "stopping process of a removed task");
-        terminate(pid).await;
+    /// Removes the container of a task this daemon does not supervise (left from a task that
+    /// no longer exists): killed, deleted, its root unmounted.
+    pub async fn remove_orphan(
+        &self,
+        task: &str,
+        dirs: &ContainerDirs,
+    ) -> Result<(), RuntimeError> {
+        container::remove(&self.rt.oci, task, dirs).await
     }
-    let _ = std::fs::remove_file(pid_file);
+
+    /// The containers the runtime holds for this node.
+    pub async fn containers(&self) -> Result<Vec<String>, RuntimeError> {
+        Ok(self
+            .rt
+            .oci
+            .list()
+            .await?
+            .into_iter()
+            .map(|c| c.id)
+            .collect())
+    }
 }
 
 fn status(
@@ -133,8 +322,17 @@ fn status(
     }
 }
 
+/// The running container's pid when the runtime already runs it (a daemon restart).
+async fn adoptable(rt: &TaskRuntime, task: &str) -> Option<u32> {
+    match rt.oci.state(task).await {
+        Ok(Some(s)) if s.is_running() => Some(s.pid),
+        _ => None,
+    }
+}
+
 async fn supervise(
-    spec: ProcessSpec,
+    rt: Arc<TaskRuntime>,
+    spec: ContainerSpec,
     mut stop: watch::Receiver<bool>,
     events: mpsc::UnboundedSender<StatusEvent>,
 ) {
@@ -148,17 +346,17 @@ async fn supervise(
     let mut restarts = 0u32;
     let mut ever_ran = false;
     loop {
-        let (pid, adopted) = match read_live_pid(&spec.pid_file) {
-            Some(pid) => (Ok(pid), true),
-            None => (spawn(&spec), false),
+        let started = match adoptable(&rt, &spec.task).await {
+            Some(pid) => {
+                tracing::info!(task = %spec.task, pid, "adopted running task container");
+                Ok(pid)
+            }
+            None => rt.start(&spec).await.inspect(|pid| {
+                tracing::info!(task = %spec.task, pid, runtime = rt.oci.name(), "task container started");
+            }),
         };
-        match pid {
+        match started {
             Ok(pid) => {
-                if adopted {
-                    tracing::info!(task = %spec.task, pid, "adopted running task process");
-                } else {
-                    tracing::info!(task = %spec.task, pid, "task process started");
-                }
                 ever_ran = true;
                 report(status(
                     TaskState::Running,
@@ -167,20 +365,33 @@ async fn supervise(
                     restarts,
                     true,
                 ));
-                let started = Instant::now();
+                let since = Instant::now();
                 tokio::select! {
-                    code = wait_exit(pid) => {
-                        let _ = std::fs::remove_file(&spec.pid_file);
-                        tracing::warn!(task = %spec.task, pid, "task process {code}");
-                        if started.elapsed() > HEALTHY_AFTER {
+                    exit = wait_exit(pid) => {
+                        let message = if routemesh_runtime::cgroup::oom_killed(&rt.cgroups_path(&spec.task)) {
+                            OUT_OF_MEMORY.to_string()
+                        } else {
+                            format!("process {exit}")
+                        };
+                        tracing::warn!(task = %spec.task, pid, "task container ended: {message}");
+                        // The cgroup and the runtime's record go; the root and its writable
+                        // layer stay for the restart, as a Docker container's do.
+                        if let Err(e) = rt.oci.delete(&spec.task).await {
+                            tracing::warn!(task = %spec.task, error = %e, "deleting ended container");
+                        }
+                        if since.elapsed() > HEALTHY_AFTER {
                             backoff = BACKOFF_FIRST;
                         }
-                        report(status(TaskState::Failed, None, format!("process {code}"), restarts, true));
+                        report(status(TaskState::Failed, None, message, restarts, true));
                     }
                     _ = stopped(&mut stop) => {
-                        terminate(pid).await;
-                        let _ = std::fs::remove_file(&spec.pid_file);
-                        tracing::info!(task = %spec.task, pid, "task process stopped");
+                        let r = container::stop(&rt.oci, &spec.task, &spec.dirs, STOP_GRACE, async {
+                            let _: ExitStatus = wait_exit(pid).await;
+                        }).await;
+                        match r {
+                            Ok(()) => tracing::info!(task = %spec.task, pid, "task container stopped"),
+                            Err(e) => tracing::warn!(task = %spec.task, error = %e, "stopping task container"),
+                        }
                         return;
                     }
                 }
@@ -198,7 +409,10 @@ async fn supervise(
         }
         tokio::select! {
             _ = tokio::time::sleep(backoff) => {}
-            _ = stopped(&mut stop) => return,
+            _ = stopped(&mut stop) => {
+                let _ = container::remove(&rt.oci, &spec.task, &spec.dirs).await;
+                return;
+            }
         }
         backoff = (backoff * 2).min(BACKOFF_MAX);
         restarts += 1;
@@ -211,172 +425,5 @@ async fn stopped(rx: &mut watch::Receiver<bool>) {
         if rx.changed().await.is_err() {
             return;
         }
-    }
-}
-
-/// Why a task's process could not be started; the message goes into the task's status.
-#[derive(Debug, thiserror::Error)]
-pub enum SpawnError {
-    #[error("empty command")]
-    EmptyCommand,
-    #[error("opening log {}: {source}", path.display())]
-    Log {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// Preparing to enter the sandbox failed (its message names the namespace).
-    #[error("{0}")]
-    Enter(#[source] std::io::Error),
-    #[error("starting {prog:?}: {source}")]
-    Start {
-        prog: String,
-        #[source]
-        source: std::io::Error,
-    },
-}
-
-fn spawn(spec: &ProcessSpec) -> Result<u32, SpawnError> {
-    let Some((prog, args)) = spec.argv.split_first() else {
-        return Err(SpawnError::EmptyCommand);
-    };
-    let log_err = |source| SpawnError::Log {
-        path: spec.log.clone(),
-        source,
-    };
-    let log = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(&spec.log)
-        .map_err(log_err)?;
-    let log2 = log.try_clone().map_err(log_err)?;
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .env_clear()
-        .envs(spec.env.iter().map(|(k, v)| (k, v)))
-        .current_dir("/")
-        .stdin(Stdio::null())
-        .stdout(log)
-        .stderr(log2);
-    enter_on_spawn(&mut cmd, &spec.enter, true).map_err(SpawnError::Enter)?;
-    let child = cmd.spawn().map_err(|source| SpawnError::Start {
-        prog: prog.clone(),
-        source,
-    })?;
-    let pid = child.id();
-    // The child is reaped in wait_exit; dropping the handle neither waits nor kills.
-    drop(child);
-    let start = proc_start_time(pid).unwrap_or(0);
-    if let Err(e) = std::fs::write(&spec.pid_file, format!("{pid} {start}\n")) {
-        tracing::warn!(task = %spec.task, error = %e, "cannot write pid file");
-    }
-    Ok(pid)
-}
-
-/// Field 22 of /proc/PID/stat: when the process started, to tell a reused pid apart.
-fn proc_start_time(pid: u32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let after = &stat[stat.rfind(')')? + 2..];
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    // `after` starts at field 3 (state).
-    if fields.first() == Some(&"Z") {
-        return None;
-    }
-    fields.get(19)?.parse().ok()
-}
-
-/// The pid in `pid_file` if that process still runs (same start time, not a zombie).
-fn read_live_pid(pid_file: &std::path::Path) -> Option<u32> {
-    let text = std::fs::read_to_string(pid_file).ok()?;
-    let mut it = text.split_whitespace();
-    let pid: u32 = it.next()?.parse().ok()?;
-    let start: u64 = it.next()?.parse().ok()?;
-    (proc_start_time(pid)? == start).then_some(pid)
-}
-
-fn pidfd_open(pid: u32) -> std::io::Result<OwnedFd> {
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::c_int, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
-}
-
-/// Waits for `pid` to exit and describes how it ended.
-async fn wait_exit(pid: u32) -> String {
-    match pidfd_open(pid) {
-        // SAFETY: the pidfd is owned by the AsyncFd and closed only when it is dropped.
-        Ok(fd) => match unsafe { AsyncFd::register_with_interest(fd, Interest::READABLE) } {
-            Ok(afd) => {
-                let _ = afd.readable().await;
-            }
-            Err(_) => poll_gone(pid).await,
-        },
-        Err(_) => poll_gone(pid).await,
-    }
-    reap(pid)
-}
-
-async fn poll_gone(pid: u32) {
-    while proc_start_time(pid).is_some() {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-/// Collects the exit status if the process is our child (it is not after a daemon restart).
-fn reap(pid: u32) -> String {
-    let mut st: libc::c_int = 0;
-    let r = unsafe { libc::waitpid(pid as libc::pid_t, &mut st, libc::WNOHANG) };
-    if r == pid as libc::pid_t {
-        if libc::WIFEXITED(st) {
-            return format!("exited with status {}", libc::WEXITSTATUS(st));
-        }
-        if libc::WIFSIGNALED(st) {
-            return format!("killed by signal {}", libc::WTERMSIG(st));
-        }
-    }
-    "exited".to_string()
-}
-
-/// TERM to the process group, KILL after the grace period, then wait until it is gone.
-async fn terminate(pid: u32) {
-    let pgid = -(pid as libc::pid_t);
-    unsafe { libc::kill(pgid, libc::SIGTERM) };
-    let gone = tokio::time::timeout(STOP_GRACE, wait_exit(pid)).await;
-    if gone.is_err() {
-        unsafe { libc::kill(pgid, libc::SIGKILL) };
-        let _ = tokio::time::timeout(STOP_GRACE, wait_exit(pid)).await;
-    }
-    // A group member that ignored TERM goes too.
-    unsafe { libc::kill(pgid, libc::SIGKILL) };
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn start_time_of_self_is_readable_and_stable() {
-        let me = std::process::id();
-        let a = proc_start_time(me).unwrap();
-        assert_eq!(proc_start_time(me), Some(a));
-    }
-
-    #[test]
-    fn stale_pid_file_is_not_adopted() {
-        let dir = tempfile::tempdir().unwrap();
-        let f = dir.path().join("pid");
-        let me = std::process::id();
-        let start = proc_start_time(me).unwrap();
-        std::fs::write(&f, format!("{me} {start}\n")).unwrap();
-        assert_eq!(read_live_pid(&f), Some(me));
-        std::fs::write(&f, format!("{me} {}\n", start + 1)).unwrap();
-        assert_eq!(
-            read_live_pid(&f),
-            None,
-            "a reused pid has another start time"
-        );
-        std::fs::write(&f, "garbage").unwrap();
-        assert_eq!(read_live_pid(&f), None);
     }
 }

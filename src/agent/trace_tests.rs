@@ -59,6 +59,9 @@ fn service(name: &str, vip: &str, ports: Vec<PortConfig>) -> Service {
             address: net(vip),
         }],
         lb_scheduler: Scheduler::Rr,
+        image: None,
+        user: None,
+        limits: Default::default(),
     }
 }
 
@@ -99,6 +102,7 @@ fn cluster() -> ClusterState {
                 api_socket: String::new(),
                 run_dir: String::new(),
                 updated_at: 0,
+                images: vec![],
             },
         );
     }

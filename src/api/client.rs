@@ -130,6 +130,12 @@ impl Client {
         serde_json::from_slice(&bytes).map_err(|e| self.protocol(e))
     }
 
+    /// DELETE, reading the answer's body.
+    pub async fn delete_json<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
+        let (_, bytes) = self.request_raw(Method::DELETE, path, None).await?;
+        serde_json::from_slice(&bytes).map_err(|e| self.protocol(e))
+    }
+
     pub async fn delete(&self, path: &str) -> Result<(), ClientError> {
         self.request_raw(Method::DELETE, path, None).await?;
         Ok(())

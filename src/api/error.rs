@@ -42,6 +42,19 @@ pub enum ApiError {
     },
     #[error("reading the node's routes: {0}")]
     NodeRoutes(#[source] routemesh_netdev::error::Error),
+    #[error(transparent)]
+    Image(routemesh_runtime::image::ImageError),
+    #[error("image path {path:?} must be absolute (it is read by the daemon)")]
+    RelativeImagePath { path: String },
+    /// A service's image is in no node's store.
+    #[error("service {service:?}: image {image:?} is not on any node; load it with `routemesh image load` first")]
+    ImageNowhere { service: String, image: String },
+    #[error("service {service:?}: {source}")]
+    ServiceUser {
+        service: String,
+        #[source]
+        source: routemesh_runtime::image::ImageError,
+    },
 }
 
 /// The kinds of object a read can miss.
@@ -83,6 +96,22 @@ impl ApiError {
             ApiError::NotFound { .. } => NOT_FOUND,
             ApiError::PortInUse { .. } | ApiError::TaskElsewhere { .. } => CONFLICT,
             ApiError::Store(_) | ApiError::NodeRoutes(_) => INTERNAL,
+            ApiError::RelativeImagePath { .. } | ApiError::ServiceUser { .. } => BAD_REQUEST,
+            ApiError::ImageNowhere { .. } => NOT_FOUND,
+            ApiError::Image(e) => {
+                use routemesh_runtime::image::ImageError as E;
+                match e {
+                    E::NotFound(_) => NOT_FOUND,
+                    E::InUse { .. } => CONFLICT,
+                    E::Io { .. } | E::Corrupt { .. } => INTERNAL,
+                    E::Load { .. }
+                    | E::InvalidReference { .. }
+                    | E::Ambiguous { .. }
+                    | E::UnknownUser { .. }
+                    | E::UnknownGroup { .. }
+                    | E::InvalidUser { .. } => BAD_REQUEST,
+                }
+            }
             ApiError::Control(e) => match e {
                 ControlError::Invalid(_)
                 | ControlError::NoHostAddress { .. }

@@ -3,5 +3,6 @@
 
 pub mod client;
 pub mod error;
+pub mod images;
 pub mod server;
 pub mod wait;

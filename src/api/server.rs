@@ -24,6 +24,8 @@ pub struct App {
     pub ctx: NodeContext,
     /// PATH used to check that a service's command exists.
     pub path_var: String,
+    /// The node's OCI runtime and image store.
+    pub tasks: Arc<crate::agent::runner::TaskRuntime>,
 }
 
 type Shared = State<Arc<App>>;
@@ -48,6 +50,12 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{name}", get(inspect_task))
         .route("/v1/tasks/{name}/sandbox", get(task_sandbox))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/images", get(super::images::list))
+        .route("/v1/images/load", post(super::images::load))
+        .route(
+            "/v1/images/{name}",
+            axum::routing::delete(super::images::remove),
+        )
         .route("/v1/ping", get(|| async { "OK" }))
         .with_state(app)
 }
@@ -177,8 +185,40 @@ async fn create_service(
 ) -> Result<(StatusCode, Json<crate::model::Service>), ApiError> {
     let req = validate::service_request(&req, &app.path_var)?;
     check_local_listeners(&req.name, &req.ports)?;
+    check_image_and_user(&app, &req).await?;
     let svc = app.control.create_service(req).await?;
     Ok((StatusCode::CREATED, Json(svc)))
+}
+
+/// The image must be on some node; a user given by name must exist where it can be checked
+/// here (the host's root without an image, the image's when this node has it).
+async fn check_image_and_user(app: &App, req: &validate::ServiceRequest) -> Result<(), ApiError> {
+    let local = match &req.image {
+        Some(image) => match app.tasks.images.get(image) {
+            Ok(img) => Some(img.layers),
+            Err(routemesh_runtime::image::ImageError::NotFound(_)) => {
+                let st = read(app).await?;
+                if !st.nodes.values().any(|n| n.images.contains(image)) {
+                    return Err(ApiError::ImageNowhere {
+                        service: req.name.clone(),
+                        image: image.clone(),
+                    });
+                }
+                None
+            }
+            Err(e) => return Err(ApiError::Image(e)),
+        },
+        None => Some(vec![PathBuf::from("/")]),
+    };
+    if let (Some(user), Some(roots)) = (&req.user, local) {
+        routemesh_runtime::image::resolve_user(user, &roots).map_err(|source| {
+            ApiError::ServiceUser {
+                service: req.name.clone(),
+                source,
+            }
+        })?;
+    }
+    Ok(())
 }
 
 async fn scale_service(
@@ -331,6 +371,9 @@ async fn task_sandbox(State(app): Shared, Path(name): Path<String>) -> ApiResult
         hosts: paths.hosts().display().to_string(),
         hostname: name.clone(),
         addresses: t.attachments.iter().map(|a| a.address.addr()).collect(),
+        runtime: app.tasks.oci.binary().display().to_string(),
+        runtime_root: run_dir.runtime_root().display().to_string(),
+        container: name.clone(),
     }))
 }
 

@@ -1,11 +1,11 @@
 //! The `routemesh` command line, in Docker's habits.
 
+mod image;
 mod network;
 mod output;
 mod service;
 
 use std::path::PathBuf;
-use std::process::Command;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -49,7 +49,10 @@ enum Cmd {
     /// Manage nodes.
     #[command(subcommand)]
     Node(NodeCmd),
-    /// Run a command inside a task's network and mount namespaces.
+    /// Manage this node's local OCI images.
+    #[command(subcommand)]
+    Image(image::ImageCmd),
+    /// Run a command inside a task's container (the OCI runtime's `exec`).
     Exec {
         task: String,
         #[arg(last = true, required = true)]
@@ -209,25 +212,23 @@ fn exec(socket: &std::path::Path, task: &str, command: &[String]) -> i32 {
         Ok(i) => i,
         Err(e) => return report(Err(e)),
     };
-    let Some((prog, args)) = command.split_first() else {
+    if command.first().is_none_or(|p| p.is_empty()) {
         return report(Err(anyhow::anyhow!("missing command after `--`")));
-    };
-    let spec = crate::enter::EnterSpec {
-        netns: info.netns.into(),
-        resolv_conf: info.resolv_conf.into(),
-        hosts: info.hosts.into(),
-        hostname: info.hostname,
-    };
-    let mut cmd = Command::new(prog);
-    cmd.args(args);
-    if let Err(e) = crate::enter::enter_on_spawn(&mut cmd, &spec, false) {
-        return report(Err(anyhow::anyhow!("task {task}: {e}")));
     }
+    let runtime = match routemesh_runtime::oci::OciRuntime::new(&info.runtime, &info.runtime_root) {
+        Ok(r) => r,
+        Err(e) => return report(Err(anyhow::anyhow!("task {task}: {e}"))),
+    };
+    let tty = std::io::IsTerminal::is_terminal(&std::io::stdin());
+    let mut cmd = runtime.exec_command(&info.container, command, tty);
     match cmd.status() {
         Ok(st) => st
             .code()
             .unwrap_or(128 + std::os::unix::process::ExitStatusExt::signal(&st).unwrap_or(0)),
-        Err(e) => report(Err(anyhow::anyhow!("task {task}: running {prog:?}: {e}"))),
+        Err(e) => report(Err(anyhow::anyhow!(
+            "task {task}: running {}: {e}",
+            runtime.binary().display()
+        ))),
     }
 }
 
@@ -235,6 +236,7 @@ async fn dispatch(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
     match cmd {
         Cmd::Network(n) => network(c, n).await,
         Cmd::Service(s) => service(c, s).await,
+        Cmd::Image(i) => image::image(c, i).await,
         Cmd::Task(TaskCmd::Ls { service, format }) => {
             let path = match &service {
                 Some(s) => format!("/v1/tasks?service={}", seg(s)),

@@ -30,10 +30,27 @@ pub(super) enum ServiceCmd {
         /// IPVS scheduler: rr, wrr, lc, sh or mh (the nftables dataplane picks at random).
         #[arg(long, default_value = "rr")]
         lb_scheduler: String,
+        /// Run from this local OCI image (see `routemesh image load`); the command after
+        /// `--` then replaces the image's Cmd. Without it, the command runs on the host's
+        /// root, read-only.
+        #[arg(long)]
+        image: Option<String>,
+        /// Run as uid[:gid] or name[:group] [default: the image's user, or root].
+        #[arg(long, short = 'u')]
+        user: Option<String>,
+        /// Memory limit, e.g. 32m or 1g; the kernel OOM-kills the task beyond it.
+        #[arg(long)]
+        limit_memory: Option<String>,
+        /// CPU limit in CPUs, e.g. 0.5.
+        #[arg(long)]
+        limit_cpu: Option<String>,
+        /// Most processes (and threads) the task may have.
+        #[arg(long, allow_negative_numbers = true)]
+        limit_pids: Option<i64>,
         /// Return at once instead of waiting for the tasks to run.
         #[arg(long, short = 'd')]
         detach: bool,
-        #[arg(last = true, required = true)]
+        #[arg(last = true, required_unless_present = "image")]
         command: Vec<String>,
     },
     /// Change a running service's published ports.
@@ -87,6 +104,11 @@ pub(super) async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
             publish,
             endpoint_mode,
             lb_scheduler,
+            image,
+            user,
+            limit_memory,
+            limit_cpu,
+            limit_pids,
             detach,
             command,
         } => {
@@ -99,6 +121,11 @@ pub(super) async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
                 endpoint_mode: Some(endpoint_mode),
                 publish,
                 lb_scheduler: Some(lb_scheduler),
+                image,
+                user,
+                limit_memory,
+                limit_cpu,
+                limit_pids,
             };
             let svc: crate::model::Service = c.post("/v1/services", &req).await?;
             println!("{}", svc.id);

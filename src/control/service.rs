@@ -47,6 +47,9 @@ impl Control {
                     ports: req.ports.clone(),
                     vips: Vec::new(),
                     lb_scheduler: req.lb_scheduler,
+                    image: req.image.clone(),
+                    user: req.user.clone(),
+                    limits: req.limits,
                 };
                 let mut txn = Txn::new().when_absent(keys::service(&svc.name));
                 if svc.endpoint_mode == EndpointMode::Vip {

@@ -38,6 +38,7 @@ fn service(name: &str, net: &str, publish: &[&str]) -> ServiceRequest {
             endpoint_mode: None,
             publish: publish.iter().map(|s| s.to_string()).collect(),
             lb_scheduler: None,
+            ..Default::default()
         },
         "/bin:/usr/bin",
     )

@@ -31,6 +31,8 @@ pub enum OrchestratorError {
 pub enum Unplaceable {
     #[error("no ready node")]
     NoReadyNode,
+    #[error("no ready node has image {image:?} (load it with `routemesh image load` on a node)")]
+    NoNodeWithImage { image: String },
     #[error("network {network:?} not found")]
     NetworkNotFound { network: String },
     #[error("network {network:?} ({subnet}) has no free address")]
@@ -159,12 +161,15 @@ pub fn wanted_networks(svc: &Service) -> Vec<String> {
     nets
 }
 
-/// The ready node with the fewest tasks of `service`, then the fewest tasks, then by name.
+/// The ready node with the fewest tasks of `service`, then the fewest tasks, then by name;
+/// only nodes holding the service's image, if it has one.
 pub fn pick_node(st: &ClusterState, service: &str) -> Option<String> {
+    let image = st.services.get(service).and_then(|s| s.image.as_ref());
     let mut per_node: BTreeMap<&str, (usize, usize)> = st
         .nodes
         .values()
         .filter(|n| n.state == NodeState::Ready)
+        .filter(|n| image.is_none_or(|i| n.images.contains(i)))
         .map(|n| (n.name.as_str(), (0, 0)))
         .collect();
     for t in st
@@ -378,7 +383,16 @@ impl Orchestrator {
             task: name.clone(),
             problem,
         };
-        let node = pick_node(st, &svc.name).ok_or_else(|| placement(Unplaceable::NoReadyNode))?;
+        let node = pick_node(st, &svc.name).ok_or_else(|| {
+            placement(match &svc.image {
+                Some(image) if st.nodes.values().any(|n| n.state == NodeState::Ready) => {
+                    Unplaceable::NoNodeWithImage {
+                        image: image.clone(),
+                    }
+                }
+                _ => Unplaceable::NoReadyNode,
+            })
+        })?;
         let mut txn = Txn::new().when_absent(keys::task(&name));
         let svc_kv = self.store.get(&keys::service(&svc.name)).await?;
         let Some(svc_kv) = svc_kv else {

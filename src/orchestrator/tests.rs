@@ -15,6 +15,9 @@ fn svc(name: &str, replicas: u32) -> Service {
         ports: vec![],
         vips: vec![],
         lb_scheduler: Default::default(),
+        image: None,
+        user: None,
+        limits: Default::default(),
     }
 }
 
@@ -39,6 +42,7 @@ fn node(name: &str, state: NodeState) -> Node {
         api_socket: String::new(),
         run_dir: String::new(),
         updated_at: 0,
+        images: vec![],
     }
 }
 

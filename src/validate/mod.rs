@@ -7,7 +7,7 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 
-use crate::model::{Driver, EndpointMode, PortConfig, Proto, PublishMode, Scheduler};
+use crate::model::{Driver, EndpointMode, Limits, PortConfig, Proto, PublishMode, Scheduler};
 use crate::wire::{NetworkCreate, ServiceCreate};
 
 /// A bad request: which field, the value given, and what is wrong with it, in words a user
@@ -67,6 +67,20 @@ pub enum ValidationError {
     EndpointMode { value: String },
     #[error("network {network:?} given twice")]
     NetworkTwice { network: String },
+    #[error("invalid --image {value:?}: {problem}")]
+    Image { value: String, problem: String },
+    #[error("invalid --user {value:?}: expected uid[:gid] or name[:group]")]
+    User { value: String },
+    #[error(
+        "invalid --limit-memory {value:?}: expected bytes or a number with k, m or g, at least 6m"
+    )]
+    Memory { value: String },
+    #[error(
+        "invalid --limit-cpu {value:?}: expected a number of CPUs like 0.5, between 0.01 and 1024"
+    )]
+    Cpu { value: String },
+    #[error("invalid --limit-pids {value}: must be between 1 and 4194304")]
+    Pids { value: i64 },
 }
 
 /// What is wrong with one `--publish` spec.
@@ -422,6 +436,88 @@ pub struct ServiceRequest {
     pub endpoint_mode: EndpointMode,
     pub ports: Vec<PortConfig>,
     pub lb_scheduler: Scheduler,
+    /// Normalised (`web` is `web:latest`).
+    pub image: Option<String>,
+    pub user: Option<String>,
+    pub limits: Limits,
+}
+
+/// An image reference, normalised as the image store names images.
+pub fn image(value: &str) -> Result<String> {
+    routemesh_runtime::image::normalize_reference(value).map_err(|e| ValidationError::Image {
+        value: value.into(),
+        problem: e.to_string(),
+    })
+}
+
+/// `uid[:gid]` or `name[:group]` (names as `useradd` takes them).
+pub fn user(value: &str) -> Result<String> {
+    let part_ok = |p: &str| {
+        !p.is_empty()
+            && p.len() <= 32
+            && (p.bytes().all(|b| b.is_ascii_digit())
+                || (p.as_bytes()[0].is_ascii_lowercase() || p.as_bytes()[0] == b'_')
+                    && p.bytes().all(|b| {
+                        b.is_ascii_lowercase() || b.is_ascii_digit() || b"_-.".contains(&b)
+                    }))
+    };
+    let mut parts = value.splitn(2, ':');
+    let ok = parts.next().is_some_and(part_ok) && parts.next().is_none_or(part_ok);
+    if ok {
+        Ok(value.to_string())
+    } else {
+        Err(ValidationError::User {
+            value: value.into(),
+        })
+    }
+}
+
+/// Docker's smallest memory limit.
+pub const MIN_MEMORY: u64 = 6 << 20;
+
+/// `67108864`, `64m`, `1g`, `512k` (also with a trailing `b`, any case).
+pub fn memory(value: &str) -> Result<u64> {
+    let bad = || ValidationError::Memory {
+        value: value.into(),
+    };
+    let v = value.trim().to_ascii_lowercase();
+    let v = v.strip_suffix('b').unwrap_or(&v);
+    let (digits, shift) = match v.chars().last() {
+        Some('k') => (&v[..v.len() - 1], 10),
+        Some('m') => (&v[..v.len() - 1], 20),
+        Some('g') => (&v[..v.len() - 1], 30),
+        _ => (v, 0),
+    };
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let bytes = n.checked_mul(1u64 << shift).ok_or_else(bad)?;
+    if bytes < MIN_MEMORY {
+        return Err(bad());
+    }
+    Ok(bytes)
+}
+
+/// CPUs as a decimal, returned in thousandths.
+pub fn cpu(value: &str) -> Result<u64> {
+    let bad = || ValidationError::Cpu {
+        value: value.into(),
+    };
+    let v = value.trim();
+    if v.is_empty() || !v.bytes().all(|b| b.is_ascii_digit() || b == b'.') {
+        return Err(bad());
+    }
+    let f: f64 = v.parse().map_err(|_| bad())?;
+    if !(0.01..=1024.0).contains(&f) {
+        return Err(bad());
+    }
+    Ok((f * 1000.0).round() as u64)
+}
+
+pub fn pids(value: i64) -> Result<i64> {
+    if (1..=4_194_304).contains(&value) {
+        Ok(value)
+    } else {
+        Err(ValidationError::Pids { value })
+    }
 }
 
 pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceRequest> {
@@ -439,7 +535,19 @@ pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceReq
         .iter()
         .map(|kv| env_var(kv))
         .collect::<Result<Vec<_>>>()?;
-    command(&req.command, path_var)?;
+    let image = req.image.as_deref().map(image).transpose()?;
+    // With an image the command runs inside it (and may be empty: the image's Cmd runs).
+    if image.is_none() {
+        command(&req.command, path_var)?;
+    } else if req.command.first().is_some_and(|p| p.is_empty()) {
+        return Err(ValidationError::EmptyProgram);
+    }
+    let user = req.user.as_deref().map(user).transpose()?;
+    let limits = Limits {
+        memory_bytes: req.limit_memory.as_deref().map(memory).transpose()?,
+        cpu_millis: req.limit_cpu.as_deref().map(cpu).transpose()?,
+        pids: req.limit_pids.map(pids).transpose()?,
+    };
     let endpoint_mode = endpoint_mode(req.endpoint_mode.as_deref())?;
     let ports = req
         .publish
@@ -457,6 +565,9 @@ pub fn service_request(req: &ServiceCreate, path_var: &str) -> Result<ServiceReq
         command: req.command.clone(),
         endpoint_mode,
         ports,
+        image,
+        user,
+        limits,
     })
 }
 

@@ -10,6 +10,7 @@ fn svc(name: &str, replicas: i64, cmd: &[&str]) -> ServiceCreate {
         endpoint_mode: None,
         publish: vec![],
         lb_scheduler: None,
+        ..Default::default()
     }
 }
 

@@ -237,7 +237,8 @@ pub fn tail(s: &str, n: usize) -> String {
 impl Drop for Node {
     fn drop(&mut self) {
         self.stop_daemon();
-        // Task processes run in sandboxes: find them through the namespaces and stop them.
+        routemesh::topology::remove_containers(&self.run_dir());
+        // Anything else left in the sandboxes: find it through the namespaces and stop it.
         let netns_dir = self.netns_dir();
         if let Ok(rd) = std::fs::read_dir(&netns_dir) {
             for e in rd.flatten() {

@@ -5,13 +5,13 @@
 //! load balancers and resolvers before the processes that use them.
 
 mod bridges;
+mod containers;
 pub mod dns;
 mod firewall;
 mod gwbridge;
 mod ingress_sbox;
 pub mod lb;
 mod overlays;
-mod processes;
 mod sandboxes;
 
 use std::collections::BTreeMap;
@@ -35,7 +35,7 @@ pub enum Resource {
     Sandboxes,
     LoadBalancers,
     Dns,
-    Processes,
+    Containers,
     Firewall,
 }
 
@@ -49,7 +49,7 @@ impl fmt::Display for Resource {
             Resource::Sandboxes => "task sandboxes",
             Resource::LoadBalancers => "load balancers",
             Resource::Dns => "embedded DNS",
-            Resource::Processes => "task processes",
+            Resource::Containers => "task containers",
             Resource::Firewall => "node nftables table",
         })
     }
@@ -76,7 +76,7 @@ pub const SCHEDULE: [Step; 12] = [
     Step::Ensure(Resource::Sandboxes),
     Step::Ensure(Resource::LoadBalancers),
     Step::Ensure(Resource::Dns),
-    Step::Ensure(Resource::Processes),
+    Step::Ensure(Resource::Containers),
     Step::Prune(Resource::Overlays),
     Step::Prune(Resource::Bridges),
     Step::Ensure(Resource::Firewall),
@@ -95,6 +95,8 @@ pub enum ApplyError {
     Dns(#[from] dns::DnsError),
     #[error("helper thread: {0}")]
     Join(#[from] tokio::task::JoinError),
+    #[error(transparent)]
+    Runtime(#[from] routemesh_runtime::RuntimeError),
 }
 
 /// One object a pass could not bring in line; the pass goes on past it.
@@ -187,7 +189,7 @@ impl Applier {
             Box::new(sandboxes::Sandboxes),
             Box::new(lb),
             Box::new(dns),
-            Box::new(processes::Processes),
+            Box::new(containers::Containers),
             Box::new(firewall::Firewall::default()),
         ];
         Applier {
@@ -255,7 +257,7 @@ mod tests {
             Resource::Sandboxes,
             Resource::LoadBalancers,
             Resource::Dns,
-            Resource::Processes,
+            Resource::Containers,
             Resource::Firewall,
         ] {
             let ensured = SCHEDULE.iter().filter(|s| **s == Step::Ensure(r)).count();
@@ -264,8 +266,8 @@ mod tests {
         let ensure = |r| pos(Step::Ensure(r));
         assert!(ensure(Resource::Overlays) < ensure(Resource::Sandboxes));
         assert!(pos(Step::Prune(Resource::Sandboxes)) < ensure(Resource::Sandboxes));
-        assert!(ensure(Resource::LoadBalancers) < ensure(Resource::Processes));
-        assert!(ensure(Resource::Dns) < ensure(Resource::Processes));
+        assert!(ensure(Resource::LoadBalancers) < ensure(Resource::Containers));
+        assert!(ensure(Resource::Dns) < ensure(Resource::Containers));
         assert!(pos(Step::Prune(Resource::Sandboxes)) < pos(Step::Prune(Resource::Overlays)));
         assert!(pos(Step::Prune(Resource::Sandboxes)) < pos(Step::Prune(Resource::Bridges)));
     }

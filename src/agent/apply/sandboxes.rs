@@ -9,7 +9,6 @@ use routemesh_netdev::spec::SandboxSpec;
 use routemesh_netdev::{netns, sandbox};
 
 use super::{Pass, Reconciler, Resource};
-use crate::agent::runner::kill_orphan;
 use crate::layout::NetnsOwner;
 
 pub struct Sandboxes;
@@ -42,6 +41,7 @@ impl Reconciler for Sandboxes {
                 if !pass.note(self.resource(), what, r) {
                     continue;
                 }
+                // The runner unmounted the task's root when it stopped the container.
                 let _ = std::fs::remove_dir_all(pass.env.ctx.run.task(&task).dir);
             }
             pass.ready.remove(&task);
@@ -81,8 +81,8 @@ impl Reconciler for Sandboxes {
     }
 }
 
-/// Tasks found on disk (a namespace file or a task dir) that no plan holds: their processes
-/// are killed through their pid files, their sandboxes and files removed.
+/// Tasks found on disk (a namespace file, a task dir or a container the runtime holds) that no
+/// plan holds: their containers are removed, their sandboxes and files too.
 async fn remove_leftovers(pass: &mut Pass<'_>) {
     let run = pass.env.ctx.run.clone();
     let mut on_disk: BTreeSet<String> = BTreeSet::new();
@@ -98,13 +98,28 @@ async fn remove_leftovers(pass: &mut Pass<'_>) {
                 .map(|e| e.file_name().to_string_lossy().into_owned()),
         );
     }
+    match pass.env.runner.containers().await {
+        Ok(ids) => on_disk.extend(ids),
+        Err(e) => tracing::warn!(error = %e, "listing the runtime's containers"),
+    }
     for task in on_disk {
         if pass.plan.sandboxes.contains_key(&task) {
             continue;
         }
         pass.env.runner.stop(&task).await;
         let paths = run.task(&task);
-        kill_orphan(&paths.pid()).await;
+        let r = pass
+            .env
+            .runner
+            .remove_orphan(&task, &paths.container())
+            .await;
+        if !pass.note(
+            Resource::Sandboxes,
+            format!("removing leftover container of task {task}"),
+            r,
+        ) {
+            continue;
+        }
         let r = sandbox::remove_sandbox_at(&run.task_netns(&task)).await;
         pass.note(
             Resource::Sandboxes,

@@ -312,6 +312,9 @@ mod tests {
                     address: "10.0.1.3/24".parse().unwrap(),
                 }],
                 lb_scheduler: Default::default(),
+                image: None,
+                user: None,
+                limits: Default::default(),
             },
         );
         // web.1 on n1 running, web.2 on n2 running, web.3 on n1 not running yet.

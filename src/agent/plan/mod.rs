@@ -15,8 +15,7 @@ use routemesh_netdev::spec::{
     Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
 };
 
-use super::runner::ProcessSpec;
-use crate::enter::EnterSpec;
+use super::runner::ContainerSpec;
 use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Driver, Network, Task};
 
@@ -53,7 +52,7 @@ pub struct NodePlan {
     pub overlays: BTreeMap<String, OverlaySpec>,
     /// Keyed by task name.
     pub sandboxes: BTreeMap<String, SandboxSpec>,
-    pub processes: BTreeMap<String, ProcessSpec>,
+    pub containers: BTreeMap<String, ContainerSpec>,
     pub task_files: BTreeMap<String, TaskFiles>,
     pub firewall: NodeFirewallSpec,
     /// Load balancers and the ingress sandbox.
@@ -70,7 +69,7 @@ pub struct TaskFiles {
 }
 
 /// FNV-1a: a hash that stays the same across Rust releases, for stable interface names.
-fn fnv32(s: &str) -> u32 {
+pub fn fnv32(s: &str) -> u32 {
     s.bytes().fold(0x811c_9dc5u32, |h, b| {
         (h ^ b as u32).wrapping_mul(0x0100_0193)
     })
@@ -204,11 +203,10 @@ fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<San
     })
 }
 
-fn process_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<ProcessSpec> {
+fn container_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<ContainerSpec> {
     let svc = st.services.get(&task.service)?;
     let paths = ctx.run.task(&task.name);
     let mut env = vec![
-        ("PATH".to_string(), ctx.task_path.clone()),
         ("HOME".to_string(), "/root".to_string()),
         ("HOSTNAME".to_string(), task.name.clone()),
         ("ROUTEMESH_TASK_NAME".to_string(), task.name.clone()),
@@ -216,23 +214,29 @@ fn process_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<Pro
         ("ROUTEMESH_TASK_SLOT".to_string(), task.slot.to_string()),
         ("ROUTEMESH_NODE".to_string(), ctx.node.clone()),
     ];
+    // Without an image the host's programs run, found on the daemon's PATH; an image brings
+    // its own PATH.
+    if svc.image.is_none() {
+        env.insert(0, ("PATH".to_string(), ctx.task_path.clone()));
+    }
     // The service's own variables win over ours.
     for (k, v) in &svc.env {
         env.retain(|(ek, _)| ek != k);
         env.push((k.clone(), v.clone()));
     }
-    Some(ProcessSpec {
+    Some(ContainerSpec {
         task: task.name.clone(),
-        argv: svc.command.clone(),
+        image: svc.image.clone(),
+        command: svc.command.clone(),
         env,
-        enter: EnterSpec {
-            netns: ctx.run.task_netns(&task.name),
-            resolv_conf: paths.resolv_conf(),
-            hosts: paths.hosts(),
-            hostname: task.name.clone(),
-        },
+        user: svc.user.clone(),
+        limits: svc.limits,
+        hostname: task.name.clone(),
+        netns: ctx.run.task_netns(&task.name),
+        resolv_conf: paths.resolv_conf(),
+        hosts: paths.hosts(),
         log: paths.log(),
-        pid_file: paths.pid(),
+        dirs: paths.container(),
     })
 }
 
@@ -281,7 +285,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         }
     }
     let mut sandboxes = BTreeMap::new();
-    let mut processes = BTreeMap::new();
+    let mut containers = BTreeMap::new();
     let mut task_files = BTreeMap::new();
     for task in st
         .tasks
@@ -289,7 +293,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         .filter(|t| t.node == ctx.node && t.desired == DesiredState::Running)
     {
         let (Some(sb), Some(proc_spec)) =
-            (sandbox_spec(ctx, st, task), process_spec(ctx, st, task))
+            (sandbox_spec(ctx, st, task), container_spec(ctx, st, task))
         else {
             continue;
         };
@@ -302,14 +306,14 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
             },
         );
         sandboxes.insert(task.name.clone(), sb);
-        processes.insert(task.name.clone(), proc_spec);
+        containers.insert(task.name.clone(), proc_spec);
     }
     NodePlan {
         gwbridge,
         bridges,
         overlays,
         sandboxes,
-        processes,
+        containers,
         task_files,
         firewall,
         mesh,
@@ -377,6 +381,9 @@ mod tests {
                 ports: vec![],
                 vips: vec![],
                 lb_scheduler: Default::default(),
+                image: None,
+                user: None,
+                limits: Default::default(),
             },
         );
         for (slot, node) in [(1, "n1"), (2, "n2")] {
@@ -408,7 +415,7 @@ mod tests {
     fn only_this_nodes_tasks_get_sandboxes() {
         let p = plan(&state(), &ctx());
         assert_eq!(p.sandboxes.keys().collect::<Vec<_>>(), vec!["web.1"]);
-        assert_eq!(p.processes.keys().collect::<Vec<_>>(), vec!["web.1"]);
+        assert_eq!(p.containers.keys().collect::<Vec<_>>(), vec!["web.1"]);
     }
 
     #[test]
@@ -480,13 +487,23 @@ mod tests {
     #[test]
     fn process_env_and_files() {
         let p = plan(&state(), &ctx());
-        let pr = &p.processes["web.1"];
-        assert_eq!(pr.argv, ["routemesh", "whoami"]);
+        let pr = &p.containers["web.1"];
+        assert_eq!(pr.command, ["routemesh", "whoami"]);
+        assert_eq!(pr.image, None, "no image: the host's root");
         let env: BTreeMap<_, _> = pr.env.iter().cloned().collect();
         assert_eq!(env["PATH"], "/opt/bin", "service env overrides defaults");
         assert_eq!(env["ROUTEMESH_TASK_NAME"], "web.1");
         assert_eq!(env["X"], "1");
-        assert_eq!(pr.enter.hostname, "web.1");
+        assert_eq!(pr.hostname, "web.1");
+        assert_eq!(pr.netns, PathBuf::from("/run/rm/netns/task-web.1"));
+        assert_eq!(
+            pr.resolv_conf,
+            PathBuf::from("/run/rm/tasks/web.1/resolv.conf")
+        );
+        assert_eq!(
+            pr.dirs.bundle(),
+            PathBuf::from("/run/rm/tasks/web.1/bundle")
+        );
         assert_eq!(pr.log, PathBuf::from("/run/rm/tasks/web.1/log"));
         let files = &p.task_files["web.1"];
         assert_eq!(
@@ -517,6 +534,7 @@ mod tests {
                     api_socket: String::new(),
                     run_dir: String::new(),
                     updated_at: 0,
+                    images: vec![],
                 },
             );
         }
@@ -566,7 +584,7 @@ mod tests {
             t.desired = DesiredState::Shutdown;
         }
         let p = plan(&st, &ctx());
-        assert!(p.sandboxes.is_empty() && p.processes.is_empty());
+        assert!(p.sandboxes.is_empty() && p.containers.is_empty());
     }
 
     #[test]

@@ -1,15 +1,15 @@
-//! Task processes: every task whose sandbox is in place runs its command there.
+//! Task containers: every task whose sandbox is in place runs its container there.
 
 use async_trait::async_trait;
 
 use super::{Pass, Reconciler, Resource};
 
-pub struct Processes;
+pub struct Containers;
 
 #[async_trait]
-impl Reconciler for Processes {
+impl Reconciler for Containers {
     fn resource(&self) -> Resource {
-        Resource::Processes
+        Resource::Containers
     }
 
     /// The runner supervises what it started; there is no cache to drop.
@@ -18,8 +18,8 @@ impl Reconciler for Processes {
     async fn ensure(&mut self, pass: &mut Pass<'_>) {
         let ready: Vec<String> = pass.ready.keys().cloned().collect();
         for task in ready {
-            if let Some(p) = pass.plan.processes.get(&task) {
-                pass.env.runner.ensure(p.clone()).await;
+            if let Some(c) = pass.plan.containers.get(&task) {
+                pass.env.runner.ensure(c.clone()).await;
             }
         }
     }

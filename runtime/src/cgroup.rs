@@ -1,0 +1,46 @@
+//! What a container's cgroup says after its process ended: whether the kernel's OOM killer
+//! struck. Read before the runtime deletes the cgroup. cgroup v1 (this machine) and v2.
+
+use std::path::Path;
+
+const MOUNT: &str = "/sys/fs/cgroup";
+
+/// True when the kernel OOM-killed a process in the cgroup at `cgroups_path` (the path given
+/// in the bundle, relative to the hierarchies' roots).
+pub fn oom_killed(cgroups_path: &str) -> bool {
+    let rel = cgroups_path.trim_start_matches('/');
+    let root = Path::new(MOUNT);
+    let file = if root.join("cgroup.controllers").exists() {
+        root.join(rel).join("memory.events")
+    } else {
+        root.join("memory").join(rel).join("memory.oom_control")
+    };
+    std::fs::read_to_string(file).is_ok_and(|t| oom_kill_count(&t) > 0)
+}
+
+/// The `oom_kill N` line of memory.oom_control (v1) or memory.events (v2).
+fn oom_kill_count(text: &str) -> u64 {
+    text.lines()
+        .filter_map(|l| l.strip_prefix("oom_kill "))
+        .filter_map(|n| n.trim().parse().ok())
+        .next()
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_oom_kills_in_both_formats() {
+        assert_eq!(
+            oom_kill_count("oom_kill_disable 0\nunder_oom 0\noom_kill 2\n"),
+            2
+        );
+        assert_eq!(
+            oom_kill_count("low 0\nhigh 0\nmax 1\noom 1\noom_kill 1\noom_group_kill 0\n"),
+            1
+        );
+        assert_eq!(oom_kill_count("oom_kill_disable 0\nunder_oom 0\n"), 0);
+    }
+}
