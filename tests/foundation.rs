@@ -151,7 +151,7 @@ fn overlay_service_lifecycle() {
     wait_for("tasks adopted", Duration::from_secs(10), || {
         let adopted = node
             .daemon_log()
-            .matches("adopted running task process")
+            .matches("adopted running task container")
             .count();
         (adopted >= before.len()).then_some(())
     });

@@ -374,15 +374,17 @@ async fn supervise(
                             format!("process {exit}")
                         };
                         tracing::warn!(task = %spec.task, pid, "task container ended: {message}");
+                        if since.elapsed() > HEALTHY_AFTER {
+                            backoff = BACKOFF_FIRST;
+                        }
+                        // Said at once: a task that ends right after it started must not look
+                        // running while the runtime cleans up.
+                        report(status(TaskState::Failed, None, message, restarts, true));
                         // The cgroup and the runtime's record go; the root and its writable
                         // layer stay for the restart, as a Docker container's do.
                         if let Err(e) = rt.oci.delete(&spec.task).await {
                             tracing::warn!(task = %spec.task, error = %e, "deleting ended container");
                         }
-                        if since.elapsed() > HEALTHY_AFTER {
-                            backoff = BACKOFF_FIRST;
-                        }
-                        report(status(TaskState::Failed, None, message, restarts, true));
                     }
                     _ = stopped(&mut stop) => {
                         let r = container::stop(&rt.oci, &spec.task, &spec.dirs, STOP_GRACE, async {

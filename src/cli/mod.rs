@@ -36,7 +36,7 @@ pub struct Cli {
 #[derive(Subcommand, Debug)]
 enum Cmd {
     /// Run the node daemon (store, orchestrator, agent, API).
-    Daemon(DaemonArgs),
+    Daemon(Box<DaemonArgs>),
     /// Manage networks.
     #[command(subcommand)]
     Network(NetworkCmd),
@@ -118,7 +118,7 @@ enum NodeCmd {
 pub fn main() -> i32 {
     let cli = Cli::parse();
     match cli.cmd {
-        Cmd::Daemon(args) => run_daemon(args),
+        Cmd::Daemon(args) => run_daemon(*args),
         Cmd::Whoami { port, udp } => {
             report(runtime().and_then(|rt| rt.block_on(crate::whoami::run(port, udp))))
         }

@@ -11,48 +11,7 @@ use crate::wire::*;
 #[derive(Subcommand, Debug)]
 pub(super) enum ServiceCmd {
     /// Create a service and wait for its tasks.
-    Create {
-        #[arg(long)]
-        name: String,
-        /// Number of tasks (signed so that a negative count gets the daemon's clear error).
-        #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
-        replicas: i64,
-        #[arg(long = "network")]
-        networks: Vec<String>,
-        #[arg(long = "env", short = 'e')]
-        env: Vec<String>,
-        /// Publish a port: [mode=ingress|host,]PUBLISHED:TARGET[/tcp|/udp] (repeatable).
-        #[arg(long = "publish", short = 'p')]
-        publish: Vec<String>,
-        /// vip (a virtual IP per network) or dnsrr (DNS round robin, no VIP).
-        #[arg(long, default_value = "vip")]
-        endpoint_mode: String,
-        /// IPVS scheduler: rr, wrr, lc, sh or mh (the nftables dataplane picks at random).
-        #[arg(long, default_value = "rr")]
-        lb_scheduler: String,
-        /// Run from this local OCI image (see `routemesh image load`); the command after
-        /// `--` then replaces the image's Cmd. Without it, the command runs on the host's
-        /// root, read-only.
-        #[arg(long)]
-        image: Option<String>,
-        /// Run as uid[:gid] or name[:group] [default: the image's user, or root].
-        #[arg(long, short = 'u')]
-        user: Option<String>,
-        /// Memory limit, e.g. 32m or 1g; the kernel OOM-kills the task beyond it.
-        #[arg(long)]
-        limit_memory: Option<String>,
-        /// CPU limit in CPUs, e.g. 0.5.
-        #[arg(long)]
-        limit_cpu: Option<String>,
-        /// Most processes (and threads) the task may have.
-        #[arg(long, allow_negative_numbers = true)]
-        limit_pids: Option<i64>,
-        /// Return at once instead of waiting for the tasks to run.
-        #[arg(long, short = 'd')]
-        detach: bool,
-        #[arg(last = true, required_unless_present = "image")]
-        command: Vec<String>,
-    },
+    Create(Box<CreateArgs>),
     /// Change a running service's published ports.
     Update {
         name: String,
@@ -94,24 +53,69 @@ pub(super) enum ServiceCmd {
     },
 }
 
+#[derive(clap::Args, Debug)]
+pub(super) struct CreateArgs {
+    #[arg(long)]
+    name: String,
+    /// Number of tasks (signed so that a negative count gets the daemon's clear error).
+    #[arg(long, default_value_t = 1, allow_negative_numbers = true)]
+    replicas: i64,
+    #[arg(long = "network")]
+    networks: Vec<String>,
+    #[arg(long = "env", short = 'e')]
+    env: Vec<String>,
+    /// Publish a port: [mode=ingress|host,]PUBLISHED:TARGET[/tcp|/udp] (repeatable).
+    #[arg(long = "publish", short = 'p')]
+    publish: Vec<String>,
+    /// vip (a virtual IP per network) or dnsrr (DNS round robin, no VIP).
+    #[arg(long, default_value = "vip")]
+    endpoint_mode: String,
+    /// IPVS scheduler: rr, wrr, lc, sh or mh (the nftables dataplane picks at random).
+    #[arg(long, default_value = "rr")]
+    lb_scheduler: String,
+    /// Run from this local OCI image (see `routemesh image load`); the command after
+    /// `--` then replaces the image's Cmd. Without it, the command runs on the host's
+    /// root, read-only.
+    #[arg(long)]
+    image: Option<String>,
+    /// Run as uid[:gid] or name[:group] [default: the image's user, or root].
+    #[arg(long, short = 'u')]
+    user: Option<String>,
+    /// Memory limit, e.g. 32m or 1g; the kernel OOM-kills the task beyond it.
+    #[arg(long)]
+    limit_memory: Option<String>,
+    /// CPU limit in CPUs, e.g. 0.5.
+    #[arg(long)]
+    limit_cpu: Option<String>,
+    /// Most processes (and threads) the task may have.
+    #[arg(long, allow_negative_numbers = true)]
+    limit_pids: Option<i64>,
+    /// Return at once instead of waiting for the tasks to run.
+    #[arg(long, short = 'd')]
+    detach: bool,
+    #[arg(last = true, required_unless_present = "image")]
+    command: Vec<String>,
+}
+
 pub(super) async fn service(c: &Client, cmd: ServiceCmd) -> anyhow::Result<()> {
     match cmd {
-        ServiceCmd::Create {
-            name,
-            replicas,
-            networks,
-            env,
-            publish,
-            endpoint_mode,
-            lb_scheduler,
-            image,
-            user,
-            limit_memory,
-            limit_cpu,
-            limit_pids,
-            detach,
-            command,
-        } => {
+        ServiceCmd::Create(args) => {
+            let CreateArgs {
+                name,
+                replicas,
+                networks,
+                env,
+                publish,
+                endpoint_mode,
+                lb_scheduler,
+                image,
+                user,
+                limit_memory,
+                limit_cpu,
+                limit_pids,
+                detach,
+                command,
+            } = *args;
             let req = ServiceCreate {
                 name: name.clone(),
                 replicas: Some(replicas),
