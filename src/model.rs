@@ -216,6 +216,8 @@ pub enum TaskState {
     Running,
     /// Exited or failed to start; will be restarted after a back-off.
     Failed,
+    /// No node can take it now (`task ls` says why); placed as soon as one can.
+    Pending,
 }
 
 impl std::fmt::Display for TaskState {
@@ -224,6 +226,7 @@ impl std::fmt::Display for TaskState {
             TaskState::Starting => "starting",
             TaskState::Running => "running",
             TaskState::Failed => "failed",
+            TaskState::Pending => "pending",
         })
     }
 }
@@ -239,6 +242,14 @@ pub struct TaskStatus {
     /// True once the process has been seen running at least once.
     pub ever_ran: bool,
     pub updated_at: u64,
+}
+
+/// Slots of a service the orchestrator could not place, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    pub service: String,
+    pub slots: Vec<u32>,
+    pub reason: String,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -273,6 +284,8 @@ pub struct ClusterState {
     pub nodes: BTreeMap<String, Node>,
     /// Keyed by (network, node).
     pub node_addrs: BTreeMap<(String, String), NodeAddress>,
+    /// Keyed by service.
+    pub pending: BTreeMap<String, Pending>,
     pub revision: u64,
 }
 

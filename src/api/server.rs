@@ -101,6 +101,27 @@ pub fn task_view(t: &Task, st: &ClusterState) -> TaskView {
     }
 }
 
+/// Rows for slots no node could take, saying why (as Swarm's "no suitable node").
+fn pending_views(p: &crate::model::Pending) -> Vec<TaskView> {
+    p.slots
+        .iter()
+        .map(|&slot| TaskView {
+            name: Task::name_for(&p.service, slot),
+            service: p.service.clone(),
+            slot,
+            node: String::new(),
+            desired: DesiredState::Running,
+            state: TaskState::Pending,
+            message: p.reason.clone(),
+            pid: None,
+            restarts: 0,
+            ever_ran: false,
+            addresses: Vec::new(),
+            gateway_address: ipnet::Ipv4Net::default(),
+        })
+        .collect()
+}
+
 fn service_view(name: &str, st: &ClusterState) -> Option<ServiceView> {
     let svc = st.services.get(name)?;
     let mut tasks: Vec<TaskView> = st
@@ -331,6 +352,13 @@ async fn list_tasks(State(app): Shared, Query(f): Query<TaskFilter>) -> ApiResul
         .filter(|t| f.service.as_ref().is_none_or(|s| &t.service == s))
         .map(|t| task_view(t, &st))
         .collect();
+    tasks.extend(
+        st.pending
+            .values()
+            .filter(|p| f.service.as_ref().is_none_or(|s| &p.service == s))
+            .filter(|p| st.services.contains_key(&p.service))
+            .flat_map(pending_views),
+    );
     tasks.sort_by(|a, b| (&a.service, a.slot).cmp(&(&b.service, b.slot)));
     Ok(Json(tasks))
 }

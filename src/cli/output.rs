@@ -52,7 +52,11 @@ pub fn print_tasks(tasks: &[TaskView], format: Format) {
                     };
                     vec![
                         t.name.clone(),
-                        t.node.clone(),
+                        if t.node.is_empty() {
+                            "-".to_string()
+                        } else {
+                            t.node.clone()
+                        },
                         state,
                         addrs.join(","),
                         t.message.clone(),

@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use crate::control::delete_task;
 use crate::ipam;
 use crate::model::{
-    now_secs, ClusterState, DesiredState, NodeState, Service, Task, TaskAttachment,
+    now_secs, ClusterState, DesiredState, NodeState, Pending, Service, Task, TaskAttachment,
 };
 use crate::store::{keys, state, Store, StoreError, Txn};
 
@@ -243,10 +243,11 @@ impl Orchestrator {
     /// that lost a race is simply decided again. Returns the revision of the last read.
     pub async fn reconcile(&self) -> Result<u64, OrchestratorError> {
         let mut unplaceable: Vec<Action> = Vec::new();
+        let mut unplaced: BTreeMap<String, Pending> = BTreeMap::new();
         loop {
             let st = state::read(self.store.as_ref()).await?;
             let Some(action) = plan(&st).into_iter().find(|a| !unplaceable.contains(a)) else {
-                return Ok(st.revision);
+                return self.record_pending(&st, unplaced).await;
             };
             let result = match &action {
                 Action::Shutdown { task } => self.shutdown_task(task).await,
@@ -266,11 +267,41 @@ impl Orchestrator {
                 Ok(_) => {}
                 Err(OrchestratorError::Placement { task, problem }) => {
                     tracing::warn!(task, detail = %problem, "cannot place task");
+                    if let Action::Create { service, slot } = &action {
+                        let p = unplaced.entry(service.clone()).or_insert_with(|| Pending {
+                            service: service.clone(),
+                            slots: Vec::new(),
+                            reason: problem.to_string(),
+                        });
+                        p.slots.push(*slot);
+                    }
                     unplaceable.push(action);
                 }
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Writes why slots stay unplaced (for `task ls`), and forgets the reasons that no
+    /// longer hold. Returns the revision of the last write or read.
+    async fn record_pending(
+        &self,
+        st: &ClusterState,
+        unplaced: BTreeMap<String, Pending>,
+    ) -> Result<u64, OrchestratorError> {
+        let mut txn = Txn::new();
+        for (service, p) in &unplaced {
+            if st.pending.get(service) != Some(p) {
+                txn = txn.put_json(keys::pending(service), p)?;
+            }
+        }
+        for service in st.pending.keys().filter(|s| !unplaced.contains_key(*s)) {
+            txn = txn.delete(keys::pending(service));
+        }
+        if txn.ops.is_empty() {
+            return Ok(st.revision);
+        }
+        Ok(self.store.txn(txn).await?.revision)
     }
 
     async fn shutdown_task(&self, name: &str) -> Result<bool, OrchestratorError> {

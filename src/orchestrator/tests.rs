@@ -161,3 +161,67 @@ fn spread_prefers_nodes_with_fewest_tasks_of_the_service() {
     st.nodes.clear();
     assert_eq!(pick_node(&st, "web"), None);
 }
+
+#[test]
+fn a_service_with_an_image_goes_only_to_nodes_that_have_it() {
+    let mut st = ClusterState::default();
+    st.nodes.insert("n1".into(), node("n1", NodeState::Ready));
+    let mut n2 = node("n2", NodeState::Ready);
+    n2.images = vec!["web:1".into()];
+    st.nodes.insert("n2".into(), n2);
+    let mut web = svc("web", 3);
+    web.image = Some("web:1".into());
+    st.services.insert("web".into(), web);
+    st.services.insert("plain".into(), svc("plain", 1));
+    // Spread would prefer the emptier n1; the image decides first.
+    st.tasks.insert("web.1".into(), task("web", 1, "n2"));
+    assert_eq!(pick_node(&st, "web").as_deref(), Some("n2"));
+    assert_eq!(pick_node(&st, "plain").as_deref(), Some("n1"));
+    st.nodes.get_mut("n2").unwrap().images.clear();
+    assert_eq!(pick_node(&st, "web"), None, "no node has the image");
+}
+
+#[tokio::test]
+async fn task_ls_learns_why_a_slot_has_no_node() {
+    use crate::store::local::LocalStore;
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::open(&dir.path().join("state.json")).unwrap());
+    let mut web = svc("web", 1);
+    web.image = Some("web:1".into());
+    let put = |t: Txn| {
+        let store = store.clone();
+        async move { assert!(store.txn(t).await.unwrap().succeeded) }
+    };
+    put(Txn::new()
+        .put_json(keys::node("n1"), &node("n1", NodeState::Ready))
+        .unwrap()
+        .put(keys::alive("n1"), b"local".to_vec())
+        .put_json(keys::service("web"), &web)
+        .unwrap())
+    .await;
+    let (_tx, leading) = tokio::sync::watch::channel(true);
+    let orch = Orchestrator {
+        store: store.clone(),
+        gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
+        leading,
+    };
+    orch.reconcile().await.unwrap();
+    let st = state::read(store.as_ref()).await.unwrap();
+    assert!(st.tasks.is_empty());
+    let p = &st.pending["web"];
+    assert_eq!(p.slots, vec![1]);
+    assert!(
+        p.reason.contains("no ready node has image \"web:1\""),
+        "{}",
+        p.reason
+    );
+
+    // The node gets the image: the slot is placed and the reason forgotten.
+    let mut n1 = node("n1", NodeState::Ready);
+    n1.images = vec!["web:1".into()];
+    put(Txn::new().put_json(keys::node("n1"), &n1).unwrap()).await;
+    orch.reconcile().await.unwrap();
+    let st = state::read(store.as_ref()).await.unwrap();
+    assert_eq!(st.tasks["web.1"].node, "n1");
+    assert!(st.pending.is_empty());
+}

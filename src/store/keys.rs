@@ -8,6 +8,8 @@ pub const STATUS: &str = "/routemesh/status/";
 pub const NODES: &str = "/routemesh/nodes/";
 pub const CLAIMS: &str = "/routemesh/claims/";
 pub const NODE_ADDRS: &str = "/routemesh/nodeaddrs/";
+/// Why some of a service's slots have no node (written by the orchestrator).
+pub const PENDING: &str = "/routemesh/pending/";
 /// `/routemesh/alive/NODE` exists while the node lives (on its lease, with etcd).
 pub const ALIVE: &str = "/routemesh/alive/";
 /// Held (on its lease) by the node that runs the orchestrator.
@@ -15,6 +17,10 @@ pub const LEADER: &str = "/routemesh/leader";
 
 pub fn alive(node: &str) -> String {
     format!("{ALIVE}{node}")
+}
+
+pub fn pending(service: &str) -> String {
+    format!("{PENDING}{service}")
 }
 
 pub fn network(name: &str) -> String {

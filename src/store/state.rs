@@ -40,6 +40,8 @@ pub async fn read(store: &dyn Store) -> Result<ClusterState> {
             insert(&mut st.tasks, kv)?;
         } else if k.starts_with(keys::STATUS) {
             insert(&mut st.statuses, kv)?;
+        } else if k.starts_with(keys::PENDING) {
+            insert(&mut st.pending, kv)?;
         } else if k.starts_with(keys::NODES) {
             insert(&mut st.nodes, kv)?;
         } else if k.starts_with(keys::NODE_ADDRS) {
