@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Boot Debian's cloud kernel under qemu (software emulation) with an initramfs holding busybox,
-# ip/nft/ipvsadm/curl, the netfilter + IPVS modules, the given FILES, and TESTSCRIPT; run
+# ip/nft/ipvsadm/curl/runc, the netfilter, IPVS and overlayfs modules, the given FILES, and TESTSCRIPT; run
 # TESTSCRIPT as the VM's only job and exit with its exit code.
 #
 #   vm/run.sh TESTSCRIPT [FILES...]
@@ -31,7 +31,7 @@ MARKER=ROUTEMESH-VM-TEST-EXIT-CODE
 
 # Modules the routing mesh and its tests use; their dependencies come along.
 MODULES="ip_vs ip_vs_rr ip_vs_wrr ip_vs_lc ip_vs_sh ip_vs_mh
-    veth bridge vxlan dummy
+    veth bridge vxlan dummy overlay
     nf_conntrack nf_nat nf_tables nft_nat nft_numgen nft_ct nft_chain_nat nft_masq nft_redir
     nft_fib_ipv4 nft_fib_ipv6 nft_fib_inet nft_reject_ipv4 nft_reject_inet nft_hash nft_limit
     ${VM_MODULES:-}"
@@ -51,6 +51,7 @@ dpkg -s busybox-static >/dev/null 2>&1 || need_packages+=(busybox-static)
 command -v cpio >/dev/null || need_packages+=(cpio)
 command -v modprobe >/dev/null || need_packages+=(kmod)
 [[ -x /usr/bin/curl ]] || need_packages+=(curl)
+[[ -x /usr/sbin/runc ]] || need_packages+=(runc)
 if [[ ${#need_packages[@]} -gt 0 ]]; then
     log "installing ${need_packages[*]}"
     export DEBIAN_FRONTEND=noninteractive
@@ -100,7 +101,8 @@ done
 # The real tools, by full path (busybox's sh runs its own applets before PATH).
 ip_bin=$(command -v ip)
 for tool in "$ip_bin:/usr/sbin/ip" /usr/sbin/nft:/usr/sbin/nft \
-    /usr/sbin/ipvsadm:/usr/sbin/ipvsadm /usr/bin/curl:/usr/bin/curl; do
+    /usr/sbin/ipvsadm:/usr/sbin/ipvsadm /usr/bin/curl:/usr/bin/curl \
+    /usr/sbin/runc:/usr/sbin/runc; do
     copy_host "${tool%%:*}" "${tool##*:}"
     copy_libs "${tool%%:*}"
 done

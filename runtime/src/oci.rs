@@ -37,6 +37,21 @@ pub struct OciRuntime {
     name: String,
     binary: PathBuf,
     root: PathBuf,
+    /// The machine runs from its initramfs, where `pivot_root` is impossible: the runtime is
+    /// told `--no-pivot` (as Docker's `DOCKER_RAMDISK`). Only the VM tests run like this.
+    no_pivot: bool,
+}
+
+/// Whether `/` is the kernel's initial root file system (an initramfs never switched away
+/// from), read from a mountinfo text.
+fn root_is_initramfs(mountinfo: &str) -> bool {
+    mountinfo.lines().any(|l| {
+        let mut halves = l.splitn(2, " - ");
+        let (Some(left), Some(right)) = (halves.next(), halves.next()) else {
+            return false;
+        };
+        left.split(' ').nth(4) == Some("/") && right.split(' ').next() == Some("rootfs")
+    })
 }
 
 /// Finds `name` (a program on PATH, or a path) as an executable file.
@@ -75,10 +90,13 @@ impl OciRuntime {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| name.to_string());
+        let no_pivot = std::fs::read_to_string("/proc/self/mountinfo")
+            .is_ok_and(|m| root_is_initramfs(&m));
         Ok(OciRuntime {
             name,
             binary,
             root: root.into(),
+            no_pivot,
         })
     }
 
@@ -153,7 +171,11 @@ impl OciRuntime {
             .arg(&self.root)
             .arg("--log")
             .arg(&runtime_log)
-            .args(["--log-format", "json", "run", "--detach", "--bundle"])
+            .args(["--log-format", "json", "run", "--detach"]);
+        if self.no_pivot {
+            c.arg("--no-pivot");
+        }
+        c.arg("--bundle")
             .arg(bundle)
             .arg("--pid-file")
             .arg(&pid_file)
@@ -285,6 +307,14 @@ mod tests {
             last_error(&log).as_deref(),
             Some("runc run failed: no such file")
         );
+    }
+
+    #[test]
+    fn an_initramfs_root_is_told_from_a_mounted_one() {
+        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=500000k\n22 1 0:21 / /proc rw - proc proc rw\n";
+        let disk = "24 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n25 24 0:5 / /tmp rw - tmpfs tmpfs rw\n";
+        assert!(root_is_initramfs(initramfs));
+        assert!(!root_is_initramfs(disk));
     }
 
     #[test]
