@@ -82,8 +82,22 @@ step "service web, 3 replicas, --publish 8080:80"
 $RM $H network create app >/dev/null || fail "network create"
 $RM $H service create --name web --replicas 3 --network app --publish 8080:80 \
     -- routemesh whoami --port 80 >/dev/null || fail "service create web"
-$RM $H service create --name client --network app -- sleep 100000 >/dev/null || fail "client"
+$RM $H service create --name client --network app --limit-memory 64m --limit-pids 50 \
+    -- sleep 100000 >/dev/null || fail "client"
 wait_for 20 "the published port" in_ns /run/netns/client $CURL -sf --max-time 2 http://$NODE:8080/
+
+step "tasks are runc containers, limited through cgroup v2"
+/usr/sbin/runc --root $RUN/runtime list | grep -Eq '^web\.1 +[0-9]+ +running' ||
+    fail "runc does not run web.1: $(/usr/sbin/runc --root $RUN/runtime list)"
+ok "runc runs the tasks"
+cg=$(ls -d /sys/fs/cgroup/routemesh/vm-*/client.1 2>/dev/null)
+[ -n "$cg" ] || fail "no cgroup v2 directory for client.1: $(ls -R /sys/fs/cgroup/routemesh | head)"
+[ "$(cat $cg/memory.max)" = 67108864 ] || fail "client.1 memory.max is $(cat $cg/memory.max)"
+[ "$(cat $cg/pids.max)" = 50 ] || fail "client.1 pids.max is $(cat $cg/pids.max)"
+ok "client.1's cgroup v2 says memory.max 64m and pids.max 50"
+[ "$($RM $H exec client.1 -- cat /proc/self/cgroup)" = "0::/" ] ||
+    fail "client.1 does not see its own cgroup namespace: $($RM $H exec client.1 -- cat /proc/self/cgroup)"
+ok "client.1 sees only its own cgroup (cgroup namespace)"
 
 SPREAD_NS=/run/netns/client spread "http://$NODE:8080/" 300 web.1 web.2 web.3
 VIP=$($RM $H service inspect web | sed -n 's/^VIPs *app=//p')
