@@ -18,6 +18,24 @@ pub fn oom_killed(cgroups_path: &str) -> bool {
     std::fs::read_to_string(file).is_ok_and(|t| oom_kill_count(&t) > 0)
 }
 
+/// Removes the (empty) cgroup at `cgroups_path` from every hierarchy; one still in use stays.
+pub fn remove_empty(cgroups_path: &str) {
+    let rel = cgroups_path.trim_start_matches('/');
+    if rel.is_empty() {
+        return;
+    }
+    let root = Path::new(MOUNT);
+    if root.join("cgroup.controllers").exists() {
+        let _ = std::fs::remove_dir(root.join(rel));
+        return;
+    }
+    if let Ok(rd) = std::fs::read_dir(root) {
+        for e in rd.flatten() {
+            let _ = std::fs::remove_dir(e.path().join(rel));
+        }
+    }
+}
+
 /// The `oom_kill N` line of memory.oom_control (v1) or memory.events (v2).
 fn oom_kill_count(text: &str) -> u64 {
     text.lines()

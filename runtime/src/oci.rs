@@ -90,8 +90,8 @@ impl OciRuntime {
             .file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_else(|| name.to_string());
-        let no_pivot = std::fs::read_to_string("/proc/self/mountinfo")
-            .is_ok_and(|m| root_is_initramfs(&m));
+        let no_pivot =
+            std::fs::read_to_string("/proc/self/mountinfo").is_ok_and(|m| root_is_initramfs(&m));
         Ok(OciRuntime {
             name,
             binary,
@@ -311,8 +311,10 @@ mod tests {
 
     #[test]
     fn an_initramfs_root_is_told_from_a_mounted_one() {
-        let initramfs = "1 1 0:2 / / rw - rootfs rootfs rw,size=500000k\n22 1 0:21 / /proc rw - proc proc rw\n";
-        let disk = "24 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n25 24 0:5 / /tmp rw - tmpfs tmpfs rw\n";
+        let initramfs =
+            "1 1 0:2 / / rw - rootfs rootfs rw,size=500000k\n22 1 0:21 / /proc rw - proc proc rw\n";
+        let disk =
+            "24 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n25 24 0:5 / /tmp rw - tmpfs tmpfs rw\n";
         assert!(root_is_initramfs(initramfs));
         assert!(!root_is_initramfs(disk));
     }
