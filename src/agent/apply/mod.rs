@@ -2,7 +2,7 @@
 //! (or, on a full pass, from what the kernel and the run dir actually hold). One reconciler per
 //! kind of resource, each keeping its own cache of what it applied, run in one declared order:
 //! networks before the sandboxes that plug into them, sandboxes torn down before networks, the
-//! load balancers and resolvers before the processes that use them.
+//! load balancers and resolvers before the task containers that use them.
 
 mod bridges;
 mod containers;
@@ -120,7 +120,7 @@ impl PassErrors {
     }
 }
 
-/// What every reconciler may use: the node, its netlink handle and its task processes.
+/// What every reconciler may use: the node, its netlink handle and its task containers.
 pub struct NodeEnv {
     pub ctx: NodeContext,
     pub node: Netlink,
@@ -134,7 +134,7 @@ pub struct Pass<'a> {
     pub full: bool,
     pub env: &'a mut NodeEnv,
     /// Sandboxes that are in place, by task: the sandbox reconciler keeps it, the resolver
-    /// and the processes start only in these.
+    /// and the containers start only in these.
     pub ready: &'a mut BTreeMap<String, SandboxSpec>,
     errors: &'a mut PassErrors,
 }
@@ -233,7 +233,7 @@ impl Applier {
         errors
     }
 
-    /// Whether anything of `task` may still be on this node: a sandbox, a process, files.
+    /// Whether anything of `task` may still be on this node: a sandbox, a container, files.
     pub fn holds(&self, task: &str) -> bool {
         self.ready.contains_key(task)
             || self.env.runner.supervised().iter().any(|t| t == task)

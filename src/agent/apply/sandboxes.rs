@@ -22,7 +22,7 @@ impl Reconciler for Sandboxes {
     /// The cache is `Pass::ready`, which the applier clears.
     fn forget(&mut self) {}
 
-    /// Sandboxes that go or change: their processes are stopped (all at once: each may take
+    /// Sandboxes that go or change: their containers are stopped (all at once: each may take
     /// its grace period, and they should not add up), those that go are removed with their
     /// files. On a full pass, leftovers found on disk by name go too.
     async fn prune(&mut self, pass: &mut Pass<'_>) {
