@@ -617,7 +617,10 @@ fn busybox_image_service_publishes_and_survives_a_daemon_restart() {
     // An image in use cannot be removed; the store is unchanged.
     let before = node.json(&["image", "ls"]);
     let err = node.fails(&["image", "rm", IMAGE]);
-    assert!(err.contains(IMAGE) && err.contains("use"), "{err}");
+    assert!(
+        err.contains(IMAGE) && err.contains("in use by task "),
+        "{err}"
+    );
     assert_eq!(node.json(&["image", "ls"]), before);
     // Once no task runs it, it can.
     node.ok(&["service", "rm", "web", "apps"]);

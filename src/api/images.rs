@@ -111,9 +111,12 @@ pub async fn remove(
     let st = state::read(app.control.store.as_ref()).await?;
     let store = app.tasks.images.clone();
     let node = app.ctx.node.clone();
-    let removed =
-        blocking(move || store.remove(&name, |img| used_here(&st, &node, &img.name).is_some()))
-            .await?;
+    let removed = blocking(move || {
+        store.remove(&name, |img| {
+            used_here(&st, &node, &img.name).map(|task| format!("task {task}"))
+        })
+    })
+    .await?;
     publish(&app).await?;
     tracing::info!(image = %removed.name, "image removed");
     Ok(Json(removed))

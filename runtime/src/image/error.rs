@@ -33,8 +33,12 @@ pub enum ImageError {
     #[error("image reference {reference:?} is ambiguous: it matches {matches}")]
     Ambiguous { reference: String, matches: String },
     /// `remove` refused: the caller says a task uses the image.
-    #[error("image {name} ({id}) is in use")]
-    InUse { name: String, id: String },
+    #[error("image {name} ({id}) is in use by {by}")]
+    InUse {
+        name: String,
+        id: String,
+        by: String,
+    },
     /// A user spec names a user that the root filesystem's /etc/passwd lacks.
     #[error("unknown user {user:?} in user spec {spec:?} (not in /etc/passwd)")]
     UnknownUser { spec: String, user: String },

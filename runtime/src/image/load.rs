@@ -435,6 +435,24 @@ pub(crate) fn sha256_hex_of(s: &str) -> Option<&str> {
 
 /// Extracts an oci-archive (tar, maybe gzip-compressed) into `dst`: only directories and
 /// regular files, at plain relative paths.
+/// The tar crate's message may quote the archive's bytes: say what kind of failure it was,
+/// in printable text only.
+fn bad_tar(e: std::io::Error) -> LoadProblem {
+    let msg: String = e
+        .to_string()
+        .chars()
+        .map(|c| {
+            if c.is_control() || c == char::REPLACEMENT_CHARACTER {
+                '?'
+            } else {
+                c
+            }
+        })
+        .take(120)
+        .collect();
+    LoadProblem::BadArchive(format!("not a readable tar archive ({msg})"))
+}
+
 fn extract_archive(archive: &Path, dst: &Path) -> Result<(), LoadProblem> {
     let mut file = File::open(archive).map_err(|e| LoadProblem::io("opening", archive, e))?;
     let mut magic = [0u8; 4];
@@ -452,12 +470,10 @@ fn extract_archive(archive: &Path, dst: &Path) -> Result<(), LoadProblem> {
     };
     fs::create_dir_all(dst).map_err(|e| LoadProblem::io("creating", dst, e))?;
     let mut tar = tar::Archive::new(reader);
-    let entries = tar
-        .entries()
-        .map_err(|e| LoadProblem::BadArchive(e.to_string()))?;
+    let entries = tar.entries().map_err(bad_tar)?;
     let mut count = 0usize;
     for entry in entries {
-        let mut entry = entry.map_err(|e| LoadProblem::BadArchive(e.to_string()))?;
+        let mut entry = entry.map_err(bad_tar)?;
         count += 1;
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let path = entry

@@ -233,21 +233,22 @@ impl ImageStore {
     }
 
     /// Removes the name `reference` gives (by id only when exactly one name has that id),
-    /// unless `in_use` says a task uses the image ([`ImageError::InUse`]); then deletes layers
+    /// unless `used_by` names what uses the image ([`ImageError::InUse`]); then deletes layers
     /// and the config no other image uses.
     pub fn remove(
         &self,
         reference: &str,
-        in_use: impl Fn(&Image) -> bool,
+        used_by: impl Fn(&Image) -> Option<String>,
     ) -> Result<ImageSummary, ImageError> {
         let _lock = self.lock()?;
         let mut index = self.read_index()?;
         let (name, record) = self.find(&index, reference, true)?;
         let image = self.image(&name, &record);
-        if in_use(&image) {
+        if let Some(user) = used_by(&image) {
             return Err(ImageError::InUse {
                 name,
                 id: record.id,
+                by: user,
             });
         }
         let removed = summary(&index, &name, &record);

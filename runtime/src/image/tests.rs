@@ -528,18 +528,19 @@ fn remove_keeps_shared_layers_and_respects_in_use() {
         .store
         .remove("a:1", |img| {
             assert_eq!(img.name, "a:1");
-            true
+            Some("task a.1".to_string())
         })
         .unwrap_err();
     assert!(matches!(err, ImageError::InUse { .. }), "{err:?}");
     assert!(err.to_string().contains("a:1"), "{err}");
+    assert!(err.to_string().contains("in use by task a.1"), "{err}");
     assert_eq!(f.snapshot(), before);
     assert!(matches!(
-        f.store.remove("nothere:1", |_| false),
+        f.store.remove("nothere:1", |_| None),
         Err(ImageError::NotFound(_))
     ));
 
-    let removed = f.store.remove("a:1", |_| false).unwrap();
+    let removed = f.store.remove("a:1", |_| None).unwrap();
     assert_eq!(removed.name, "a:1");
     assert_eq!(removed.id, bb.id);
     let names: Vec<String> = f
@@ -557,13 +558,13 @@ fn remove_keeps_shared_layers_and_respects_in_use() {
     f.store.load(&two.archive, Some("c:1")).unwrap();
     let hex = two.id.strip_prefix("sha256:").unwrap();
     assert!(matches!(
-        f.store.remove(&hex[..12], |_| false),
+        f.store.remove(&hex[..12], |_| None),
         Err(ImageError::Ambiguous { .. })
     ));
-    f.store.remove("c:1", |_| false).unwrap();
+    f.store.remove("c:1", |_| None).unwrap();
     assert_eq!(f.layer_dirs().len(), 2);
     // Now by id prefix: the last image goes, and with it every layer and config.
-    f.store.remove(&hex[..12], |_| false).unwrap();
+    f.store.remove(&hex[..12], |_| None).unwrap();
     assert!(f.store.list().unwrap().is_empty());
     assert!(f.layer_dirs().is_empty());
     assert_eq!(
