@@ -224,3 +224,56 @@ fn service_requests() {
         .to_string()
         .contains("given twice"));
 }
+
+#[test]
+fn limits_users_and_images() {
+    assert_eq!(memory("32m"), Ok(32 << 20));
+    assert_eq!(memory("1G"), Ok(1 << 30));
+    assert_eq!(memory("67108864"), Ok(64 << 20));
+    assert_eq!(memory("6144kb"), Ok(6 << 20));
+    for bad in [
+        "",
+        "lots",
+        "1k",
+        "5m",
+        "-1m",
+        "1.5g",
+        "99999999999999999999g",
+    ] {
+        assert!(memory(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(cpu("0.5"), Ok(500));
+    assert_eq!(cpu("2"), Ok(2000));
+    for bad in ["", "-1", "abc", "0", "0.001", "1e3", "2000"] {
+        assert!(cpu(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(pids(20), Ok(20));
+    assert!(pids(0).is_err() && pids(-1).is_err());
+    for good in ["1000", "1000:1000", "app", "www-data:adm", "_apt"] {
+        assert_eq!(user(good).as_deref(), Ok(good));
+    }
+    for bad in ["", ":", "1000:", "Root", "a b", "x:y:z", "../etc"] {
+        assert!(user(bad).is_err(), "{bad:?}");
+    }
+    assert_eq!(image("web").as_deref(), Ok("web:latest"));
+    assert!(image("Web Server").is_err());
+
+    // With an image the command may be empty (the image's Cmd) and is not looked up on
+    // the daemon's PATH (it runs inside the image).
+    let mut req = svc("web", 1, &[]);
+    req.image = Some("web:1".into());
+    req.limit_memory = Some("32m".into());
+    let ok = service_request(&req, "/nonexistent").unwrap();
+    assert_eq!(ok.image.as_deref(), Some("web:1"));
+    assert_eq!(ok.limits.memory_bytes, Some(32 << 20));
+    req.command = vec!["httpd-only-in-the-image".into()];
+    assert!(service_request(&req, "/nonexistent").is_ok());
+    req.image = None;
+    assert!(service_request(&req, "/nonexistent").is_err());
+    req.limit_memory = Some("1k".into());
+    req.image = Some("web:1".into());
+    assert!(service_request(&req, "/bin")
+        .unwrap_err()
+        .to_string()
+        .contains("--limit-memory"));
+}
