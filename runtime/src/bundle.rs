@@ -70,6 +70,9 @@ pub struct ContainerConfig {
     pub cgroups_path: String,
     /// Paths of the node (run dir, state dir) masked inside the task, wherever they are.
     pub hidden: Vec<PathBuf>,
+    /// Host files bound read-only (and executable) at the same path: a program a task
+    /// without an image runs from a directory its private `/tmp` or `/run` hides.
+    pub programs: Vec<PathBuf>,
 }
 
 fn spec_err(what: &'static str) -> impl Fn(oci_spec::OciSpecError) -> RuntimeError {
@@ -190,6 +193,15 @@ pub fn spec(cfg: &ContainerConfig, seccomp: LinuxSeccomp) -> Result<Spec, Runtim
                 &["nosuid", "nodev", "mode=1777"],
             )?);
         }
+    }
+    for p in &cfg.programs {
+        let path = p.to_string_lossy();
+        mounts.push(mount(
+            &path,
+            "bind",
+            &path,
+            &["rbind", "ro", "nosuid", "nodev"],
+        )?);
     }
     mounts.push(bind("/etc/resolv.conf", &cfg.resolv_conf, true)?);
     mounts.push(bind("/etc/hosts", &cfg.hosts, true)?);

@@ -203,9 +203,34 @@ impl OciRuntime {
             .map_err(|_| self.failed("run", id, format!("pid file says {text:?}")))
     }
 
+    /// Whether the runtime keeps anything for container `id` (runc and crun both keep one
+    /// directory per container under their root): read without starting the runtime, so a
+    /// first start costs one `run` only.
+    pub fn knows(&self, id: &str) -> bool {
+        self.root.join(id).exists()
+    }
+
     /// The container's state, `None` when the runtime does not know it.
     pub async fn state(&self, id: &str) -> Result<Option<ContainerState>, RuntimeError> {
-        Ok(self.list().await?.into_iter().find(|c| c.id == id))
+        if !self.knows(id) {
+            return Ok(None);
+        }
+        let mut c = self.command();
+        c.args(["state", id]);
+        match self.output("state", id, c).await {
+            Ok(out) => {
+                serde_json::from_slice(&out)
+                    .map(Some)
+                    .map_err(|source| RuntimeError::State {
+                        runtime: self.name.clone(),
+                        container: id.to_string(),
+                        source,
+                    })
+            }
+            // Gone between the check and the call.
+            Err(_) if !self.knows(id) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Every container under this runtime's root.
@@ -238,6 +263,9 @@ impl OciRuntime {
     /// Deletes the container, killing what still runs in it; a container the runtime does
     /// not know is already deleted.
     pub async fn delete(&self, id: &str) -> Result<(), RuntimeError> {
+        if !self.knows(id) {
+            return Ok(());
+        }
         let mut c = self.command();
         c.args(["delete", "--force", id]);
         match self.output("delete", id, c).await {

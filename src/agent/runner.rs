@@ -185,7 +185,12 @@ impl TaskRuntime {
             },
             cgroups_path: self.cgroups_path(&spec.task),
             hidden: self.hidden.clone(),
+            programs: Vec::new(),
         };
+        let mut cfg = cfg;
+        if matches!(source, RootSource::Host) {
+            cfg.programs = hidden_program(&cfg.args, &cfg.env).into_iter().collect();
+        }
         Ok((cfg, source))
     }
 
@@ -201,6 +206,37 @@ impl TaskRuntime {
             &spec.log,
         )
         .await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_program_under_tmp_is_bound_into_the_task() {
+        let dir = tempfile::Builder::new()
+            .prefix("rm-prog")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let prog = dir.path().join("tool");
+        std::fs::write(&prog, "#!/bin/sh\n").unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&prog, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let path = format!("PATH={}:/usr/bin:/bin", dir.path().display());
+        let args = |a: &str| vec![a.to_string()];
+        assert_eq!(
+            hidden_program(&args("tool"), &[path.clone()]),
+            Some(prog.clone())
+        );
+        assert_eq!(
+            hidden_program(&args(&prog.display().to_string()), &[]),
+            Some(prog.clone())
+        );
+        // Visible programs need nothing: the host's root is the task's.
+        assert_eq!(hidden_program(&args("sh"), &[path.clone()]), None);
+        assert_eq!(hidden_program(&args("/bin/sh"), &[]), None);
+        assert_eq!(hidden_program(&args("no-such-tool"), &[path]), None);
     }
 }
 
@@ -419,6 +455,42 @@ async fn supervise(
         backoff = (backoff * 2).min(BACKOFF_MAX);
         restarts += 1;
     }
+}
+
+/// Directories a task on the host's root does not see: its `/tmp` and `/run` are its own.
+const PRIVATE_DIRS: [&str; 2] = ["/tmp", "/run"];
+
+/// The program `args[0]` names, found as the task would find it (its PATH), when it lives in
+/// a directory the task's private `/tmp` or `/run` hides (a build tree under /tmp): it is
+/// then bound into the task read-only at the same path. Only that file, not its directory.
+fn hidden_program(args: &[String], env: &[String]) -> Option<PathBuf> {
+    use std::os::unix::fs::PermissionsExt;
+    let prog = args.first()?;
+    let executable = |p: &std::path::Path| {
+        std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    };
+    let hidden = |p: &std::path::Path| PRIVATE_DIRS.iter().any(|d| p.starts_with(d));
+    let found = if prog.contains('/') {
+        Some(PathBuf::from(prog)).filter(|p| p.is_absolute() && executable(p))
+    } else {
+        let path = env
+            .iter()
+            .find_map(|kv| kv.strip_prefix("PATH="))
+            .unwrap_or_default();
+        // The first PATH entry the task itself would find it in, if any, wins; else the
+        // first hidden one.
+        let candidates: Vec<PathBuf> = path
+            .split(':')
+            .filter(|d| d.starts_with('/'))
+            .map(|d| std::path::Path::new(d).join(prog))
+            .filter(|p| executable(p))
+            .collect();
+        match candidates.iter().find(|p| !hidden(p)) {
+            Some(_) => None,
+            None => candidates.into_iter().next(),
+        }
+    }?;
+    hidden(&found).then_some(found)
 }
 
 /// Resolves once a stop was asked for (or the runner is gone).

@@ -23,6 +23,7 @@ fn config(root: RootKind) -> ContainerConfig {
         },
         cgroups_path: "/routemesh/n1/web.1".into(),
         hidden: vec!["/var/lib/routemesh".into()],
+        programs: vec![],
     }
 }
 
@@ -137,6 +138,24 @@ fn the_hosts_root_is_read_only_with_private_tmp_run_and_var() {
     );
     assert!(m.contains(&("/tmp".into(), "tmpfs".into())));
     assert!(m.contains(&("/run".into(), "tmpfs".into())));
+    let mut with_program = config(RootKind::Host {
+        var_upper: "/u".into(),
+        var_work: "/w".into(),
+    });
+    with_program.programs = vec!["/tmp/build/routemesh".into()];
+    let v2 = json(&with_program);
+    let m2 = mounts(&v2);
+    let tmp = m2.iter().position(|(d, _)| d == "/tmp").unwrap();
+    let prog = m2
+        .iter()
+        .position(|(d, _)| d == "/tmp/build/routemesh")
+        .unwrap();
+    assert!(
+        prog > tmp,
+        "the program is bound over the private /tmp, not under it"
+    );
+    let opts = v2["mounts"][prog]["options"].as_array().unwrap();
+    assert!(opts.iter().any(|o| o == "ro") && !opts.iter().any(|o| o == "noexec"));
     let var = &v["mounts"][0]["options"][0];
     assert_eq!(
         var,
