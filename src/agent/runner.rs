@@ -226,7 +226,7 @@ mod tests {
         let path = format!("PATH={}:/usr/bin:/bin", dir.path().display());
         let args = |a: &str| vec![a.to_string()];
         assert_eq!(
-            hidden_program(&args("tool"), &[path.clone()]),
+            hidden_program(&args("tool"), std::slice::from_ref(&path)),
             Some(prog.clone())
         );
         assert_eq!(
@@ -234,7 +234,10 @@ mod tests {
             Some(prog.clone())
         );
         // Visible programs need nothing: the host's root is the task's.
-        assert_eq!(hidden_program(&args("sh"), &[path.clone()]), None);
+        assert_eq!(
+            hidden_program(&args("sh"), std::slice::from_ref(&path)),
+            None
+        );
         assert_eq!(hidden_program(&args("/bin/sh"), &[]), None);
         assert_eq!(hidden_program(&args("no-such-tool"), &[path]), None);
     }
