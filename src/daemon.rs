@@ -60,16 +60,19 @@ fn task_runtime(cfg: &DaemonConfig) -> anyhow::Result<Arc<TaskRuntime>> {
     // Container processes are reparented to us when the runtime's CLI exits, so their exit
     // status (and an OOM kill) can be told.
     crate::agent::exit::become_subreaper().context("becoming the tasks' subreaper")?;
+    let cgroup_parent = format!(
+        "/routemesh/{}-{:08x}",
+        cfg.node_name,
+        crate::agent::plan::fnv32(&cfg.run_dir.to_string_lossy())
+    );
+    let file = run.cgroup_parent_file();
+    std::fs::write(&file, &cgroup_parent).with_context(|| format!("writing {}", file.display()))?;
     Ok(Arc::new(TaskRuntime {
         oci,
         images: Arc::new(images),
         seccomp,
         hidden: vec![cfg.run_dir.clone(), cfg.state_dir.clone()],
-        cgroup_parent: format!(
-            "/routemesh/{}-{:08x}",
-            cfg.node_name,
-            crate::agent::plan::fnv32(&cfg.run_dir.to_string_lossy())
-        ),
+        cgroup_parent,
     }))
 }
 

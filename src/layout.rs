@@ -9,6 +9,7 @@
 //! <run-dir>/netns/ingress_sbox        the ingress sandbox
 //! <run-dir>/netns/task-<task>         a task's sandbox
 //! <run-dir>/runtime/                  the OCI runtime's state (`runc --root`)
+//! <run-dir>/cgroup-parent             the cgroup of this node's tasks
 //! <run-dir>/tasks/<task>/             resolv.conf, hosts, log; bundle/ (config.json, rootfs),
 //!                                     upper/ and work/ (the task's writable layer)
 //! ```
@@ -69,6 +70,12 @@ impl RunDir {
     /// The OCI runtime's state (`runc --root`): this node's containers only.
     pub fn runtime_root(&self) -> PathBuf {
         self.root.join("runtime")
+    }
+
+    /// The cgroup under which this node's task cgroups live (written by the daemon), so a
+    /// teardown without a daemon can remove it.
+    pub fn cgroup_parent_file(&self) -> PathBuf {
+        self.root.join("cgroup-parent")
     }
 
     /// The directory holding one directory per task.

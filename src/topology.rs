@@ -265,6 +265,7 @@ impl Topology {
         for ns in &nss {
             netns::kill_processes_in(ns);
         }
+        remove_containers(&node.run_dir());
         for ns in nss {
             let _ = netns::remove(&ns);
         }
@@ -339,6 +340,13 @@ pub fn teardown_dir(dir: &Path) {
             netns::kill_processes_in(&ns);
         }
     }
+    // A container a dying daemon's runtime call created after the first pass is stopped now:
+    // delete it and its cgroup too.
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            remove_containers(&e.path().join("run"));
+        }
+    }
     for d in &nsdirs {
         for ns in list_ns(d) {
             let _ = netns::remove(&ns);
@@ -352,7 +360,12 @@ pub fn teardown_dir(dir: &Path) {
 /// runtime with its cgroup, its root unmounted): a stopped daemon leaves them running.
 pub fn remove_containers(run_dir: &Path) {
     let run = crate::layout::RunDir::new(run_dir);
-    routemesh_runtime::container::teardown_blocking(&run.runtime_root(), &run.tasks_dir());
+    let parent = std::fs::read_to_string(run.cgroup_parent_file()).ok();
+    routemesh_runtime::container::teardown_blocking(
+        &run.runtime_root(),
+        &run.tasks_dir(),
+        parent.as_deref().map(str::trim),
+    );
 }
 
 fn path_with(bin: &Path) -> String {

@@ -18,20 +18,36 @@ pub fn oom_killed(cgroups_path: &str) -> bool {
     std::fs::read_to_string(file).is_ok_and(|t| oom_kill_count(&t) > 0)
 }
 
-/// Removes the (empty) cgroup at `cgroups_path` from every hierarchy; one still in use stays.
-pub fn remove_empty(cgroups_path: &str) {
+/// Removes the cgroup at `cgroups_path` and the cgroups below it from every hierarchy, where
+/// they are empty (a cgroup still holding a process stays). True when none is left.
+pub fn remove_empty_tree(cgroups_path: &str) -> bool {
     let rel = cgroups_path.trim_start_matches('/');
     if rel.is_empty() {
-        return;
+        return true;
     }
     let root = Path::new(MOUNT);
-    if root.join("cgroup.controllers").exists() {
-        let _ = std::fs::remove_dir(root.join(rel));
-        return;
+    let tops: Vec<std::path::PathBuf> = if root.join("cgroup.controllers").exists() {
+        vec![root.join(rel)]
+    } else {
+        std::fs::read_dir(root)
+            .map(|rd| rd.flatten().map(|e| e.path().join(rel)).collect())
+            .unwrap_or_default()
+    };
+    for top in &tops {
+        remove_dirs_below(top);
+        let _ = std::fs::remove_dir(top);
     }
-    if let Ok(rd) = std::fs::read_dir(root) {
+    tops.iter().all(|t| !t.exists())
+}
+
+/// Children first: a cgroup directory can only go once it has none.
+fn remove_dirs_below(dir: &Path) {
+    if let Ok(rd) = std::fs::read_dir(dir) {
         for e in rd.flatten() {
-            let _ = std::fs::remove_dir(e.path().join(rel));
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                remove_dirs_below(&e.path());
+                let _ = std::fs::remove_dir(e.path());
+            }
         }
     }
 }

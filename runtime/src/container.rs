@@ -110,30 +110,10 @@ pub async fn remove(rt: &OciRuntime, id: &str, dirs: &ContainerDirs) -> Result<(
     rootfs::unmount(id, &dirs.rootfs())
 }
 
-/// Removes every container under a node's runtime root and every task root mounted under
-/// `tasks_dir`, without a daemon: for tests and `demo` teardown, after a node is gone.
-pub fn teardown_blocking(runtime_root: &Path, tasks_dir: &Path) {
-    // The tasks' cgroups' parent (the node's) is the runtime's to create, and nobody's to
-    // remove: found in the bundles before they go.
-    let mut parents: Vec<String> = Vec::new();
-    if let Ok(rd) = std::fs::read_dir(tasks_dir) {
-        for e in rd.flatten() {
-            let config = ContainerDirs::new(e.path()).bundle().join("config.json");
-            let path = std::fs::read(&config)
-                .ok()
-                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
-                .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string));
-            if let Some(parent) = path
-                .as_deref()
-                .and_then(|p| p.rsplit_once('/'))
-                .map(|(d, _)| d)
-            {
-                if !parents.iter().any(|p| p == parent) {
-                    parents.push(parent.to_string());
-                }
-            }
-        }
-    }
+/// Removes every container under a node's runtime root, every task root mounted under
+/// `tasks_dir` and the node's task cgroups (under `cgroup_parent`, as far as they are empty),
+/// without a daemon: for tests and `demo` teardown, after a node is gone.
+pub fn teardown_blocking(runtime_root: &Path, tasks_dir: &Path, cgroup_parent: Option<&str>) {
     if let Ok(rd) = std::fs::read_dir(runtime_root) {
         for e in rd.flatten() {
             let id = e.file_name().to_string_lossy().into_owned();
@@ -154,7 +134,11 @@ pub fn teardown_blocking(runtime_root: &Path, tasks_dir: &Path) {
             let _ = rootfs::unmount("teardown", &dirs.rootfs());
         }
     }
-    for parent in parents {
-        crate::cgroup::remove_empty(&parent);
+    if let Some(parent) = cgroup_parent {
+        // A process killed a moment ago may still hold its cgroup: try again for a while.
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while !crate::cgroup::remove_empty_tree(parent) && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 }

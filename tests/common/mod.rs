@@ -248,6 +248,8 @@ impl Drop for Node {
             }
         }
         let _ = Command::new("umount").arg("-l").arg(&netns_dir).output();
+        // Again, for a container the stopping daemon's runtime call made after the first pass.
+        routemesh::topology::remove_containers(&self.run_dir());
         if std::thread::panicking() {
             eprintln!(
                 "--- daemon log of {} ---\n{}",
