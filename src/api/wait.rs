@@ -10,6 +10,10 @@ use crate::wire::ServiceView;
 
 /// How long `service create/scale/update` (and the demo) wait for the tasks to run.
 pub const CONVERGE_TIMEOUT: Duration = Duration::from_secs(90);
+/// How long the tasks must be seen running, the same processes, before the service counts as
+/// converged (Docker's `verify` step, shorter): a task that exits right after it started is
+/// not mistaken for a running one.
+pub const STABLE_FOR: Duration = Duration::from_millis(500);
 
 /// Why a wait ended without convergence, naming the service.
 #[derive(Debug, thiserror::Error)]
@@ -58,6 +62,9 @@ fn judge(service: &str, v: &ServiceView) -> Result<bool, WaitError> {
     Ok(running == v.service.replicas as usize && v.tasks.len() == v.service.replicas as usize)
 }
 
+/// A task and the pid it runs as.
+type TaskProcess = (String, Option<u32>);
+
 /// Waits until `name` runs all its tasks, for at most `timeout`.
 pub async fn wait_converged(
     client: &Client,
@@ -67,6 +74,8 @@ pub async fn wait_converged(
     let tty = std::io::stdout().is_terminal();
     let deadline = Instant::now() + timeout;
     let mut last_shown = None;
+    // Since when the wanted tasks have been running, and as which processes.
+    let mut stable: Option<(Instant, Vec<TaskProcess>)> = None;
     loop {
         let v: ServiceView = client
             .get(&format!("/v1/services/{}", seg(name)))
@@ -95,8 +104,20 @@ pub async fn wait_converged(
             println!();
         }
         if done? {
-            println!("verify: service {name} converged");
-            return Ok(());
+            let mut running: Vec<(String, Option<u32>)> =
+                v.tasks.iter().map(|t| (t.name.clone(), t.pid)).collect();
+            running.sort();
+            match &stable {
+                Some((since, seen)) if *seen == running => {
+                    if since.elapsed() >= STABLE_FOR {
+                        println!("verify: service {name} converged");
+                        return Ok(());
+                    }
+                }
+                _ => stable = Some((Instant::now(), running)),
+            }
+        } else {
+            stable = None;
         }
         if Instant::now() > deadline {
             if tty {
@@ -108,6 +129,7 @@ pub async fn wait_converged(
                 wanted: v.service.replicas,
             });
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        let pause = if stable.is_some() { 100 } else { 200 };
+        tokio::time::sleep(Duration::from_millis(pause)).await;
     }
 }
