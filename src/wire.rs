@@ -103,6 +103,9 @@ pub struct ServiceView {
     pub service: Service,
     pub running: u32,
     pub tasks: Vec<TaskView>,
+    /// Slots no node can take now, with the reason (state `pending`, node `""`).
+    #[serde(default)]
+    pub pending: Vec<TaskView>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

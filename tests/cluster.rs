@@ -598,3 +598,153 @@ fn two_daemons_starting_together_elect_one_leader_and_share_no_address() {
         assert!(done.is_some(), "{ns}/{dev}: node1, node2: {last:?}");
     }
 }
+
+/// The service's tasks as (name, node, state, message) rows, from `task ls`; empty when the
+/// daemon could not answer this time (callers poll).
+fn task_rows(c: &Cluster) -> Vec<(String, String, String, String)> {
+    let o = c.rm(0, &["task", "ls", "--service", "web", "--format", "json"]);
+    let tasks: Vec<serde_json::Value> = serde_json::from_str(&text(&o)).unwrap_or_default();
+    let s = |t: &serde_json::Value, k: &str| t[k].as_str().unwrap_or("").to_string();
+    tasks
+        .iter()
+        .filter(|t| t["desired"] == "running")
+        .map(|t| (s(t, "name"), s(t, "node"), s(t, "state"), s(t, "message")))
+        .collect()
+}
+
+/// The hostname busybox httpd serves through node `i`'s published port 8080 (the task's name).
+fn served(c: &Cluster, i: usize) -> Option<String> {
+    let body = c.topo.client_get(c.topo.nodes[i].addr, 8080).ok()?;
+    Some(body.trim().to_string()).filter(|b| b.starts_with("web."))
+}
+
+#[test]
+fn an_image_service_runs_only_where_its_image_is_and_says_why_when_nowhere() {
+    use routemesh_testsupport::oci_image::build_busybox_image;
+    const IMAGE: &str = "rmtest/busybox:1";
+    let ttl = 4;
+    let Some(mut c) = cluster("img3", 3, ttl) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let img = build_busybox_image(tmp.path(), IMAGE)
+        .unwrap_or_else(|e| panic!("building the test image: {e}"));
+    let archive = img.archive.display().to_string();
+
+    // Only node2 holds the image: all three replicas go there, and the mesh serves them on
+    // every node's published port.
+    c.ok(1, &["image", "load", &archive]);
+    c.ok(0, &["network", "create", "app"]);
+    let out = c.ok(
+        0,
+        &[
+            "service",
+            "create",
+            "--name",
+            "web",
+            "--image",
+            IMAGE,
+            "--replicas",
+            "3",
+            "--network",
+            "app",
+            "-p",
+            "8080:80",
+        ],
+    );
+    assert!(out.contains("verify: service web converged"), "{out}");
+    let rows = task_rows(&c);
+    assert_eq!(rows.len(), 3, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|(_, node, state, _)| node == "node2" && state == "running"),
+        "every task on node2, the only node with the image: {rows:?}"
+    );
+    for i in [0, 2] {
+        let seen: BTreeSet<String> = wait_for(
+            "all three tasks through a node without the image",
+            Duration::from_secs(15),
+            || {
+                let seen: BTreeSet<String> = (0..30).filter_map(|_| served(&c, i)).collect();
+                (seen.len() == 3).then_some(seen)
+            },
+        );
+        assert_eq!(
+            seen,
+            BTreeSet::from(["web.1".into(), "web.2".into(), "web.3".into()]),
+            "node{}",
+            i + 1
+        );
+    }
+
+    // node2 dies: no other node holds the image, so the slots are pending, and say why.
+    c.topo.kill_node(1);
+    let why = "no ready node has image \"rmtest/busybox:1\"";
+    wait_for(
+        "three pending slots naming the image",
+        Duration::from_secs(ttl + 15),
+        || {
+            let rows = task_rows(&c);
+            (rows.len() == 3
+                && rows.iter().all(|(_, node, state, msg)| {
+                    node.is_empty() && state == "pending" && msg.contains(why)
+                }))
+            .then_some(())
+        },
+    );
+    let table = c.ok(0, &["task", "ls", "--service", "web"]);
+    assert!(
+        table.lines().filter(|l| l.contains("pending")).count() == 3,
+        "{table}"
+    );
+    // The service's own view carries them, and a waiting scale says why it waits.
+    let view = c.json(0, &["service", "inspect", "web"]);
+    let pending = view["pending"].as_array().cloned().unwrap_or_default();
+    assert_eq!(pending.len(), 3, "{view}");
+    let log = tmp.path().join("scale.out");
+    let mut scale = Command::new(bin())
+        .arg("--host")
+        .arg(c.topo.nodes[0].socket())
+        .args(["service", "scale", "web=2"])
+        .env("PATH", path_with_bin())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).expect("scale output file"))
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("routemesh service scale");
+    let line = wait_for_or_timeout(Duration::from_secs(20), || {
+        let out = std::fs::read_to_string(&log).unwrap_or_default();
+        out.lines()
+            .find(|l| l.starts_with("pending: web.1, web.2") && l.contains(why))
+            .map(String::from)
+    });
+    let _ = scale.kill();
+    let _ = scale.wait();
+    assert!(
+        line.is_some(),
+        "service scale did not say why it waits: {}",
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
+
+    // The image loaded on node1: the slots are placed there (not on node3, still without it)
+    // and the published port answers again.
+    c.ok(0, &["image", "load", &archive]);
+    let out = c.ok(0, &["service", "scale", "web=2"]);
+    assert!(out.contains("verify: service web converged"), "{out}");
+    let rows = task_rows(&c);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|(_, node, state, _)| node == "node1" && state == "running"),
+        "{rows:?}"
+    );
+    let seen: BTreeSet<String> = wait_for(
+        "both tasks through node3's published port",
+        Duration::from_secs(15),
+        || {
+            let seen: BTreeSet<String> = (0..30).filter_map(|_| served(&c, 2)).collect();
+            (seen.len() == 2).then_some(seen)
+        },
+    );
+    assert_eq!(seen, BTreeSet::from(["web.1".into(), "web.2".into()]));
+}

@@ -138,6 +138,7 @@ fn service_view(name: &str, st: &ClusterState) -> Option<ServiceView> {
             .filter(|t| t.state == TaskState::Running && t.desired == DesiredState::Running)
             .count() as u32,
         tasks,
+        pending: st.pending.get(name).map(pending_views).unwrap_or_default(),
     })
 }
 

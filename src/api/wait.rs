@@ -1,6 +1,7 @@
 //! Waiting for a service to converge after `create`, `scale` or `update`, printing Docker's
 //! progress line on stdout. Used by the CLI and the demo, on top of the API client.
 
+use std::collections::BTreeMap;
 use std::io::{IsTerminal, Write};
 use std::time::{Duration, Instant};
 
@@ -29,6 +30,14 @@ pub enum WaitError {
         service: String,
         running: usize,
         wanted: u32,
+    },
+    #[error("service {service}: timed out: {running} out of {wanted} tasks running, {pending} pending: {reason}")]
+    Unplaced {
+        service: String,
+        running: usize,
+        wanted: u32,
+        pending: usize,
+        reason: String,
     },
     /// The daemon could not be asked. Its error is spelled in the message, so it is not also
     /// `source()`: the CLI prints chains, and would print it twice.
@@ -62,6 +71,21 @@ fn judge(service: &str, v: &ServiceView) -> Result<bool, WaitError> {
     Ok(running == v.service.replicas as usize && v.tasks.len() == v.service.replicas as usize)
 }
 
+/// Lines for the slots that became pending, or changed reason, since `shown`: one line per
+/// reason, naming its slots (Swarm's "no suitable node" on the progress display).
+fn pending_lines(shown: &BTreeMap<String, String>, now: &BTreeMap<String, String>) -> Vec<String> {
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for (task, reason) in now {
+        if shown.get(task) != Some(reason) {
+            by_reason.entry(reason).or_default().push(task);
+        }
+    }
+    by_reason
+        .into_iter()
+        .map(|(reason, tasks)| format!("pending: {}: {reason}", tasks.join(", ")))
+        .collect()
+}
+
 /// A task and the pid it runs as.
 type TaskProcess = (String, Option<u32>);
 
@@ -74,6 +98,8 @@ pub async fn wait_converged(
     let tty = std::io::stdout().is_terminal();
     let deadline = Instant::now() + timeout;
     let mut last_shown = None;
+    // Pending slots already reported, with their reasons.
+    let mut shown_pending: BTreeMap<String, String> = BTreeMap::new();
     // Since when the wanted tasks have been running, and as which processes.
     let mut stable: Option<(Instant, Vec<TaskProcess>)> = None;
     loop {
@@ -85,6 +111,20 @@ pub async fn wait_converged(
                 error,
             })?;
         let running = v.running as usize;
+        let pending: BTreeMap<String, String> = v
+            .pending
+            .iter()
+            .map(|t| (t.name.clone(), t.message.clone()))
+            .collect();
+        for line in pending_lines(&shown_pending, &pending) {
+            if tty {
+                print!("\r\x1b[2K");
+                // The progress line is drawn again below the reason.
+                last_shown = None;
+            }
+            println!("{line}");
+        }
+        shown_pending = pending;
         let shown = (running, v.service.replicas);
         if last_shown != Some(shown) {
             let msg = format!(
@@ -123,6 +163,15 @@ pub async fn wait_converged(
             if tty {
                 println!();
             }
+            if let Some(first) = v.pending.first() {
+                return Err(WaitError::Unplaced {
+                    service: name.to_string(),
+                    running,
+                    wanted: v.service.replicas,
+                    pending: v.pending.len(),
+                    reason: first.message.clone(),
+                });
+            }
             return Err(WaitError::Timeout {
                 service: name.to_string(),
                 running,
@@ -131,5 +180,40 @@ pub async fn wait_converged(
         }
         let pause = if stable.is_some() { 100 } else { 200 };
         tokio::time::sleep(Duration::from_millis(pause)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(rows: &[(&str, &str)]) -> BTreeMap<String, String> {
+        rows.iter()
+            .map(|(t, r)| (t.to_string(), r.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn pending_slots_are_reported_once_per_reason_and_again_when_it_changes() {
+        let none = BTreeMap::new();
+        let two = map(&[("web.1", "no image"), ("web.2", "no image")]);
+        assert_eq!(
+            pending_lines(&none, &two),
+            ["pending: web.1, web.2: no image"]
+        );
+        // Nothing new: nothing printed.
+        assert!(pending_lines(&two, &two).is_empty());
+        // A slot whose reason changed, and a new one, each under its reason (by reason).
+        let later = map(&[
+            ("web.1", "no image"),
+            ("web.2", "network full"),
+            ("web.3", "no image"),
+        ]);
+        assert_eq!(
+            pending_lines(&two, &later),
+            ["pending: web.2: network full", "pending: web.3: no image"]
+        );
+        // Slots that got placed are not reported.
+        assert!(pending_lines(&later, &none).is_empty());
     }
 }
