@@ -84,6 +84,7 @@ fn underlay_leg(ns: &Path, outer: &str, addr: Ipv4Addr) -> anyhow::Result<Sandbo
             outer_ifname: outer.into(),
             attach: Attachment::NodeBridge {
                 bridge: FABRIC_BRIDGE.into(),
+                isolated: false,
             },
             address: Ipv4Net::new(addr, UNDERLAY_PREFIX)?,
             mac: Mac::from_ipv4(addr),

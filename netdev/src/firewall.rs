@@ -1,5 +1,7 @@
 //! The node namespace's own nftables table: published ports (the routing mesh's, DNATed to
-//! the ingress sandbox, and host-mode ones, straight to local tasks) and egress masquerade.
+//! the ingress sandbox, and host-mode ones, straight to local tasks), egress masquerade, and
+//! the guard: what the node forwards to its bridges, who may send it VXLAN, and no martian
+//! packets to 127/8 (the `route_localnet` the gateway bridge needs would otherwise let them in).
 //! Built as an nft model; every sync replaces the table's whole content in one transaction,
 //! and nothing outside this table is ever read or touched.
 //!
@@ -10,9 +12,9 @@ use std::path::Path;
 
 use ipnet::Ipv4Net;
 use routemesh_nft::{
-    AddrType, BaseChain, Chain, ChainType, Collection, CtStatus, DataType, Declare, Element,
-    ElementLayout, Executor, Expr, Hook, KeyDecl, MapRef, Match, NftCmd, Priority, Rule, Stmt,
-    Style, Table, Transaction, Value,
+    AddrType, BaseChain, Chain, ChainType, Collection, CtState, CtStatus, DataType, Declare,
+    Element, ElementLayout, Executor, Expr, Hook, KeyDecl, MapRef, Match, NftCmd, Priority, Rule,
+    Stmt, Style, Table, Transaction, Value,
 };
 
 use crate::error::{Error, Result};
@@ -27,6 +29,12 @@ pub const CHAIN_PREROUTING: &str = "prerouting";
 pub const CHAIN_OUTPUT: &str = "output";
 /// Set of `inet_proto . inet_service` published in ingress mode.
 pub const SET_INGRESS_PORTS: &str = "ingress_ports";
+/// Filter chain on the input hook: VXLAN from cluster nodes only, no martians to 127/8.
+pub const CHAIN_INPUT: &str = "input";
+/// Filter chain on the forward hook: into a bridge only replies and published-port DNAT.
+pub const CHAIN_FORWARD: &str = "forward";
+/// Set of the cluster nodes' advertise addresses: the only sources of VXLAN accepted.
+pub const SET_VXLAN_PEERS: &str = "vxlan_peers";
 
 /// What the node's table should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -36,6 +44,34 @@ pub struct NodeFirewallSpec {
     pub ingress: Option<IngressDnat>,
     /// Ports published in host mode, DNATed straight to this node's tasks.
     pub host_ports: Vec<HostPort>,
+    /// What may reach the tasks and the node (None: no filtering at all).
+    pub guard: Option<Guard>,
+}
+
+/// The node's filtering: nothing reaches a task except over its own networks, its published
+/// ports, or as a reply.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Guard {
+    /// Bridges the node forwards into only replies and published-port DNAT: the gateway bridge
+    /// first, then the `bridge` networks' bridges.
+    pub bridges: Vec<GuardedBridge>,
+    /// Subnets that exist only inside the mesh (overlays, the ingress network): the node never
+    /// forwards a packet to them, whoever sends it.
+    pub private_nets: Vec<Ipv4Net>,
+    /// The VXLAN UDP port, accepted only from `vxlan_peers`.
+    pub vxlan_port: u16,
+    /// The cluster's nodes' advertise addresses.
+    pub vxlan_peers: Vec<Ipv4Addr>,
+}
+
+/// A bridge in the node namespace that the guard closes.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct GuardedBridge {
+    pub ifname: String,
+    /// Whether its own ports may talk to each other through the node: yes for a `bridge`
+    /// network (its tasks share it; this matters where bridged traffic passes the ip hooks,
+    /// `bridge-nf-call-iptables`), no for the gateway bridge (its ports are isolated too).
+    pub intra: bool,
 }
 
 pub use routemesh_types::Proto;
@@ -158,7 +194,126 @@ pub fn table(spec: &NodeFirewallSpec) -> Table {
         BaseChain::new(ChainType::Nat, Hook::Postrouting, Priority::Srcnat),
         post,
     ));
+    if let Some(guard) = &spec.guard {
+        add_guard(&mut t, guard);
+    }
     t
+}
+
+/// The guard's set and its two filter chains (policy accept: they only drop what they name).
+fn add_guard(t: &mut Table, guard: &Guard) {
+    let mut peers = guard.vxlan_peers.clone();
+    peers.sort();
+    peers.dedup();
+    t.collections.push(
+        Collection::set(SET_VXLAN_PEERS, KeyDecl::Type(vec![DataType::Ipv4Addr])).with_elements(
+            peers
+                .into_iter()
+                .map(|a| Element::key(vec![Value::Addr(a)]))
+                .collect(),
+        ),
+    );
+    let counted_drop = || vec![Stmt::Counter, Stmt::Drop];
+    let loopback: Ipv4Net = Ipv4Net::new(Ipv4Addr::LOCALHOST, 8)
+        .unwrap_or_default()
+        .trunc();
+    let martian = || {
+        vec![
+            Match::Ne(Expr::Iifname, Value::Iface("lo".into())),
+            Match::Eq(Expr::IpDaddr, Value::Net(loopback)),
+        ]
+    };
+    let vxlan = || {
+        vec![
+            Match::Eq(Expr::L4proto, Value::Proto(Proto::Udp)),
+            Match::Eq(Expr::Dport, Value::Port(guard.vxlan_port)),
+        ]
+    };
+    let with = |mut m: Vec<Match>, extra: Match| {
+        m.push(extra);
+        m
+    };
+    // Replies to the node's own connections to 127/8 that were DNATed out (a localhost
+    // publish) come back on the bridge, already established.
+    let input = vec![
+        Rule::new(
+            with(
+                martian(),
+                Match::Eq(Expr::CtState, Value::CtState(CtState::Established)),
+            ),
+            vec![Stmt::Accept],
+        ),
+        Rule::new(
+            with(
+                martian(),
+                Match::Eq(Expr::CtState, Value::CtState(CtState::Related)),
+            ),
+            vec![Stmt::Accept],
+        ),
+        Rule::new(martian(), counted_drop()),
+        Rule::new(
+            with(
+                vxlan(),
+                Match::InSet(vec![Expr::IpSaddr], SET_VXLAN_PEERS.into()),
+            ),
+            vec![Stmt::Counter, Stmt::Accept],
+        ),
+        Rule::new(vxlan(), counted_drop()),
+    ];
+    t.chains.push(Chain::base(
+        CHAIN_INPUT,
+        BaseChain::new(ChainType::Filter, Hook::Input, Priority::Filter),
+        input,
+    ));
+    let mut forward = vec![
+        Rule::new(
+            vec![Match::Eq(
+                Expr::CtState,
+                Value::CtState(CtState::Established),
+            )],
+            vec![Stmt::Accept],
+        ),
+        Rule::new(
+            vec![Match::Eq(Expr::CtState, Value::CtState(CtState::Related))],
+            vec![Stmt::Accept],
+        ),
+    ];
+    let mut private: Vec<Ipv4Net> = guard.private_nets.iter().map(|n| n.trunc()).collect();
+    private.sort();
+    private.dedup();
+    for net in private {
+        forward.push(Rule::new(
+            vec![Match::Eq(Expr::IpDaddr, Value::Net(net))],
+            counted_drop(),
+        ));
+    }
+    let mut bridges = guard.bridges.clone();
+    bridges.dedup();
+    for b in &bridges {
+        let oif = || Match::Eq(Expr::Oifname, Value::Iface(b.ifname.clone()));
+        if b.intra {
+            forward.push(Rule::new(
+                vec![
+                    Match::Eq(Expr::Iifname, Value::Iface(b.ifname.clone())),
+                    oif(),
+                ],
+                vec![Stmt::Accept],
+            ));
+        }
+        forward.push(Rule::new(
+            vec![
+                oif(),
+                Match::Eq(Expr::CtStatus, Value::CtStatus(CtStatus::Dnat)),
+            ],
+            vec![Stmt::Accept],
+        ));
+        forward.push(Rule::new(vec![oif()], counted_drop()));
+    }
+    t.chains.push(Chain::base(
+        CHAIN_FORWARD,
+        BaseChain::new(ChainType::Filter, Hook::Forward, Priority::Filter),
+        forward,
+    ));
 }
 
 fn dnat_rules(spec: &NodeFirewallSpec) -> Vec<Rule> {
@@ -289,6 +444,7 @@ mod tests {
                     ("172.18.0.3".parse().unwrap_or_else(|e| panic!("{e}")), 80),
                 ],
             }],
+            guard: None,
         }
     }
 
@@ -319,6 +475,69 @@ mod tests {
                       \t}\n\
                       }\n";
         assert_eq!(table(&mesh_spec()).full_sync_script(), golden);
+    }
+
+    #[test]
+    fn the_guard_closes_bridges_private_nets_vxlan_and_martians() {
+        let spec = NodeFirewallSpec {
+            guard: Some(Guard {
+                bridges: vec![
+                    GuardedBridge {
+                        ifname: "rm_gwbridge".into(),
+                        intra: false,
+                    },
+                    GuardedBridge {
+                        ifname: "rmb-web".into(),
+                        intra: true,
+                    },
+                ],
+                private_nets: vec![
+                    "10.255.0.7/16".parse().unwrap_or_else(|e| panic!("{e}")),
+                    "10.0.0.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
+                ],
+                vxlan_port: 4789,
+                vxlan_peers: vec![
+                    "192.168.100.12".parse().unwrap_or_else(|e| panic!("{e}")),
+                    "192.168.100.11".parse().unwrap_or_else(|e| panic!("{e}")),
+                    "192.168.100.12".parse().unwrap_or_else(|e| panic!("{e}")),
+                ],
+            }),
+            ..Default::default()
+        };
+        let script = table(&spec).full_sync_script();
+        let guard = script
+            .split_once("\tset vxlan_peers")
+            .map(|(_, rest)| rest)
+            .unwrap_or_else(|| panic!("no vxlan_peers set in\n{script}"));
+        let golden = " {\n\
+                      \t\ttype ipv4_addr\n\
+                      \t\telements = { 192.168.100.11, 192.168.100.12 }\n\
+                      \t}\n\
+                      \tchain postrouting {\n\
+                      \t\ttype nat hook postrouting priority srcnat; policy accept;\n\
+                      \t}\n\
+                      \tchain input {\n\
+                      \t\ttype filter hook input priority filter; policy accept;\n\
+                      \t\tiifname != \"lo\" ip daddr 127.0.0.0/8 ct state established accept\n\
+                      \t\tiifname != \"lo\" ip daddr 127.0.0.0/8 ct state related accept\n\
+                      \t\tiifname != \"lo\" ip daddr 127.0.0.0/8 counter drop\n\
+                      \t\tmeta l4proto udp th dport 4789 ip saddr @vxlan_peers counter accept\n\
+                      \t\tmeta l4proto udp th dport 4789 counter drop\n\
+                      \t}\n\
+                      \tchain forward {\n\
+                      \t\ttype filter hook forward priority filter; policy accept;\n\
+                      \t\tct state established accept\n\
+                      \t\tct state related accept\n\
+                      \t\tip daddr 10.0.0.0/24 counter drop\n\
+                      \t\tip daddr 10.255.0.0/16 counter drop\n\
+                      \t\toifname \"rm_gwbridge\" ct status dnat accept\n\
+                      \t\toifname \"rm_gwbridge\" counter drop\n\
+                      \t\tiifname \"rmb-web\" oifname \"rmb-web\" accept\n\
+                      \t\toifname \"rmb-web\" ct status dnat accept\n\
+                      \t\toifname \"rmb-web\" counter drop\n\
+                      \t}\n\
+                      }\n";
+        assert_eq!(guard, golden);
     }
 
     #[test]

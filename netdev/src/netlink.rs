@@ -8,7 +8,7 @@ use std::path::Path;
 use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::link::{
-    InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    InfoBridgePort, InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -19,7 +19,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan,
+    RouteMessageBuilder,
 };
 
 use crate::error::{netlink_errno, Error, Result};
@@ -218,6 +219,17 @@ impl Netlink {
             .build();
         let object = format!("link {} to bridge {}", link.name, bridge.name);
         self.change("enslaving", object, msg).await
+    }
+
+    /// Isolates bridge port `link` (IFLA_BRPORT_ISOLATED): the bridge forwards nothing between
+    /// it and other isolated ports.
+    pub async fn set_port_isolated(&self, link: &LinkSummary, bridge: &LinkSummary) -> Result<()> {
+        let msg = LinkBridgePort::new(link.index)
+            .append_info_data(InfoBridgePort::Isolated(true))
+            .build();
+        let r = self.handle.link().set_port(msg).execute().await;
+        let object = format!("port {} of bridge {}", link.name, bridge.name);
+        r.map_err(|e| self.err("isolating", object, e))
     }
 
     /// Deletes link `name`; Ok(false) if it did not exist.

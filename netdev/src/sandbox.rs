@@ -79,7 +79,7 @@ pub async fn remove_sandbox(node: &Netlink, spec: &SandboxSpec) -> Result<()> {
 fn bridge_name(iface: &InterfaceSpec) -> &str {
     match &iface.attach {
         Attachment::Overlay { .. } => OVERLAY_BRIDGE,
-        Attachment::NodeBridge { bridge } => bridge,
+        Attachment::NodeBridge { bridge, .. } => bridge,
     }
 }
 
@@ -136,6 +136,10 @@ async fn ensure_interface(
     }
     if outer.master != Some(bridge.index) {
         outside.set_master(&outer, &bridge).await?;
+    }
+    if let Attachment::NodeBridge { isolated: true, .. } = iface.attach {
+        // Sent every time: a port adopted from an older daemon may not be isolated yet.
+        outside.set_port_isolated(&outer, &bridge).await?;
     }
     if !outer.up {
         outside.set_up(&outer).await?;

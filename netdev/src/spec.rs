@@ -74,8 +74,14 @@ pub struct OverlaySpec {
 pub enum Attachment {
     /// The `br0` bridge inside an overlay namespace.
     Overlay { netns: PathBuf },
-    /// A bridge in the node namespace (a `bridge` network or `rm_gwbridge`).
-    NodeBridge { bridge: String },
+    /// A bridge in the node namespace (a `bridge` network or `rm_gwbridge`). An `isolated`
+    /// port reaches only the bridge itself (the node) and ports that are not isolated: tasks
+    /// on the gateway bridge cannot talk to each other over it.
+    NodeBridge {
+        bridge: String,
+        #[serde(default)]
+        isolated: bool,
+    },
 }
 
 /// One interface of a sandbox: a veth pair whose outer end is enslaved to `attach`'s bridge.

@@ -483,6 +483,7 @@ async fn sandbox_on_node_bridge_has_default_route_and_is_recreated_on_change() {
         .unwrap_or_else(|e| panic!("{e}"));
     let attach = Attachment::NodeBridge {
         bridge: "rm_gwbridge".into(),
+        isolated: false,
     };
     let mut t = task(
         world.path("sb-web1"),
@@ -532,6 +533,77 @@ async fn sandbox_on_node_bridge_has_default_route_and_is_recreated_on_change() {
     assert!(!t.netns.exists());
     let veths = ns_run(&node_path, &["ip", "-o", "link", "show", "type", "veth"]);
     assert!(veths.trim().is_empty(), "veths left in node ns: {veths}");
+}
+
+#[tokio::test]
+async fn isolated_ports_reach_the_bridge_but_not_each_other() {
+    if !root_or_skip("isolated_ports_reach_the_bridge_but_not_each_other") {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("iso");
+    let node = Netlink::open(&node_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let gw = BridgeSpec {
+        ifname: "rm_gwbridge".into(),
+        gateway: net("172.18.0.1/16"),
+        mtu: 1500,
+    };
+    bridge::ensure_bridge(&node, &gw)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let on_bridge = |isolated| Attachment::NodeBridge {
+        bridge: "rm_gwbridge".into(),
+        isolated,
+    };
+    let a = task(
+        world.path("sb-iso-a"),
+        "veth-ia",
+        on_bridge(true),
+        "172.18.0.5/16",
+        None,
+    );
+    let b = task(
+        world.path("sb-iso-b"),
+        "veth-ib",
+        on_bridge(true),
+        "172.18.0.6/16",
+        None,
+    );
+    let c = task(
+        world.path("sb-iso-c"),
+        "veth-ic",
+        on_bridge(false),
+        "172.18.0.7/16",
+        None,
+    );
+    for t in [&a, &b, &c] {
+        sandbox::ensure_sandbox(&node, t)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let port = ns_run(&node_path, &["ip", "-d", "link", "show", "dev", "veth-ia"]);
+    assert!(port.contains("isolated on"), "{port}");
+    let open = ns_run(&node_path, &["ip", "-d", "link", "show", "dev", "veth-ic"]);
+    assert!(open.contains("isolated off"), "{open}");
+    // Closed: one isolated port to another.
+    let (ok, out) = ns_try(&a.netns, &["ping", "-c1", "-W1", "172.18.0.6"]);
+    assert!(!ok, "isolated ports reached each other: {out}");
+    // Open: to the bridge itself (the node), and to a port that is not isolated.
+    ns_run(&a.netns, &["ping", "-c1", "-W2", "172.18.0.1"]);
+    ns_run(&a.netns, &["ping", "-c1", "-W2", "172.18.0.7"]);
+    // A second ensure (an adopted sandbox) keeps it isolated.
+    sandbox::ensure_sandbox(&node, &a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let port = ns_run(&node_path, &["ip", "-d", "link", "show", "dev", "veth-ia"]);
+    assert!(port.contains("isolated on"), "{port}");
+    for t in [&a, &b, &c] {
+        sandbox::remove_sandbox(&node, t)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
 }
 
 #[tokio::test]
@@ -676,6 +748,21 @@ async fn published_port_rules_are_accepted_by_the_kernel() {
             port: 8081,
             targets: vec![(ip("172.18.0.3"), 80)],
         }],
+        guard: Some(firewall::Guard {
+            bridges: vec![
+                firewall::GuardedBridge {
+                    ifname: "rm_gwbridge".into(),
+                    intra: false,
+                },
+                firewall::GuardedBridge {
+                    ifname: "rmb-local".into(),
+                    intra: true,
+                },
+            ],
+            private_nets: vec![net("10.255.0.0/16"), net("10.0.1.0/24")],
+            vxlan_port: 4789,
+            vxlan_peers: vec![ip("192.168.100.12"), ip("192.168.100.11")],
+        }),
     };
     firewall::sync(Some(&node_path), &spec).unwrap_or_else(|e| panic!("{e}"));
     let table = ns_run(&node_path, &["nft", "list", "table", "ip", firewall::TABLE]);
@@ -686,6 +773,15 @@ async fn published_port_rules_are_accepted_by_the_kernel() {
         "type nat hook output priority -100",
         "tcp dport 8081 dnat ip to numgen random mod 1 map { 0 : 172.18.0.3 . 80 }",
         "ct status dnat fib saddr type local masquerade",
+        "type filter hook input priority filter; policy accept;",
+        "elements = { 192.168.100.11, 192.168.100.12 }",
+        "udp dport 4789 ip saddr @vxlan_peers counter packets 0 bytes 0 accept",
+        "udp dport 4789 counter packets 0 bytes 0 drop",
+        "iifname != \"lo\" ip daddr 127.0.0.0/8 counter packets 0 bytes 0 drop",
+        "ip daddr 10.255.0.0/16 counter packets 0 bytes 0 drop",
+        "oifname \"rm_gwbridge\" ct status dnat accept",
+        "oifname \"rm_gwbridge\" counter packets 0 bytes 0 drop",
+        "iifname \"rmb-local\" oifname \"rmb-local\" accept",
     ] {
         assert!(table.contains(want), "missing {want:?} in\n{table}");
     }

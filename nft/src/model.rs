@@ -254,6 +254,8 @@ pub enum Reject {
 /// What a rule does once its matches hold.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
+    /// `counter`: counts the packets and bytes that reach it, then goes on with the rule.
+    Counter,
     Accept,
     Drop,
     Jump(String),

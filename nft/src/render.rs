@@ -139,6 +139,7 @@ impl Display for MapRef {
 impl Display for Stmt {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
+            Stmt::Counter => f.write_str("counter"),
             Stmt::Accept => f.write_str("accept"),
             Stmt::Drop => f.write_str("drop"),
             Stmt::Jump(chain) => write!(f, "jump {chain}"),

@@ -134,7 +134,7 @@ fn sandbox_ifaces(ns: &mut Netns, node: &str, spec: &SandboxSpec) {
     for i in &spec.interfaces {
         let segment = match &i.attach {
             Attachment::Overlay { netns } => netns_name(netns),
-            Attachment::NodeBridge { bridge } => format!("{node}/{bridge}"),
+            Attachment::NodeBridge { bridge, .. } => format!("{node}/{bridge}"),
         };
         ns.ifaces.push(iface(&i.ifname, vec![i.address], &segment));
     }

@@ -155,6 +155,7 @@ impl<'a> Walk<'a> {
             }
             for stmt in &rule.stmts {
                 let outcome = match stmt {
+                    Stmt::Counter => continue,
                     Stmt::SetMark(expr, map) => {
                         if self.set_mark(table, expr, map)? {
                             continue;

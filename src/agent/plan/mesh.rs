@@ -189,8 +189,12 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
                 InterfaceSpec {
                     ifname: "eth1".into(),
                     outer_ifname: outer_ifname(INGRESS_SBOX, 1),
+                    // Not isolated: where bridged traffic passes the ip hooks
+                    // (br_netfilter), a task's hairpin to a published port is DNATed to
+                    // this leg and bridged to it straight from the task's isolated port.
                     attach: Attachment::NodeBridge {
                         bridge: GWBRIDGE.into(),
+                        isolated: false,
                     },
                     address: Ipv4Net::new(sbox_gw, ctx.gwbridge_subnet.prefix_len())
                         .unwrap_or(ctx.gwbridge_subnet),

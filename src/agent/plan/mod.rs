@@ -10,7 +10,8 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
-use routemesh_netdev::firewall::{Masquerade, NodeFirewallSpec};
+use routemesh_netdev::firewall::{Guard, GuardedBridge, Masquerade, NodeFirewallSpec};
+use routemesh_netdev::netlink::VXLAN_PORT;
 use routemesh_netdev::spec::{
     Attachment, BridgeSpec, InterfaceSpec, Mac, OverlaySpec, SandboxSpec,
 };
@@ -172,6 +173,7 @@ fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<San
             Driver::Bridge => (
                 Attachment::NodeBridge {
                     bridge: bridge_ifname(&net.name),
+                    isolated: false,
                 },
                 BRIDGE_MTU,
             ),
@@ -191,6 +193,7 @@ fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<San
         outer_ifname: outer_ifname(&task.name, gw_index),
         attach: Attachment::NodeBridge {
             bridge: GWBRIDGE.to_string(),
+            isolated: true,
         },
         address: task.gateway_address,
         mac: Mac::from_ipv4(task.gateway_address.addr()),
@@ -240,6 +243,31 @@ fn container_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<C
     })
 }
 
+/// The node's filtering, before the `bridge` networks' bridges are added: the gateway bridge
+/// closed, every overlay's subnet (the ingress network's too) private to the mesh, VXLAN from
+/// the ready nodes' advertise addresses only.
+fn guard(st: &ClusterState) -> Guard {
+    Guard {
+        bridges: vec![GuardedBridge {
+            ifname: GWBRIDGE.to_string(),
+            intra: false,
+        }],
+        private_nets: st
+            .networks
+            .values()
+            .filter(|n| n.driver == Driver::Overlay)
+            .map(|n| n.subnet)
+            .collect(),
+        vxlan_port: VXLAN_PORT,
+        vxlan_peers: st
+            .nodes
+            .values()
+            .filter(|n| n.state == crate::model::NodeState::Ready)
+            .filter_map(|n| n.advertise_addr)
+            .collect(),
+    }
+}
+
 /// The plan for `ctx.node`.
 pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
     let gwbridge = BridgeSpec {
@@ -255,6 +283,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         }],
         ingress: mesh.ingress_dnat.clone(),
         host_ports: mesh.host_ports.clone(),
+        guard: Some(guard(st)),
     };
     let mut bridges = BTreeMap::new();
     let mut overlays = BTreeMap::new();
@@ -270,6 +299,12 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
                     subnet: net.subnet,
                     bridge: spec.ifname.clone(),
                 });
+                if let Some(guard) = firewall.guard.as_mut() {
+                    guard.bridges.push(GuardedBridge {
+                        ifname: spec.ifname.clone(),
+                        intra: true,
+                    });
+                }
                 bridges.insert(net.name.clone(), spec);
             }
             (Driver::Overlay, Some(vni)) => {
@@ -438,14 +473,17 @@ mod tests {
         assert_eq!(
             sb.interfaces[1].attach,
             Attachment::NodeBridge {
-                bridge: "rmb-local".into()
+                bridge: "rmb-local".into(),
+                isolated: false,
             }
         );
         assert_eq!(
             sb.interfaces[2].attach,
             Attachment::NodeBridge {
-                bridge: GWBRIDGE.into()
-            }
+                bridge: GWBRIDGE.into(),
+                isolated: true,
+            },
+            "tasks on the gateway bridge do not reach each other"
         );
         assert_eq!(sb.default_gateway, Some("172.18.0.1".parse().unwrap()));
         let outer: std::collections::BTreeSet<_> = sb
@@ -482,6 +520,20 @@ mod tests {
                 ("10.0.2.0/24".to_string(), "rmb-local".to_string())
             ]
         );
+        let guard = p.firewall.guard.as_ref().unwrap();
+        let bridges: Vec<_> = guard
+            .bridges
+            .iter()
+            .map(|b| (b.ifname.as_str(), b.intra))
+            .collect();
+        assert_eq!(bridges, [(GWBRIDGE, false), ("rmb-local", true)]);
+        let private: Vec<_> = guard.private_nets.iter().map(|n| n.to_string()).collect();
+        assert_eq!(
+            private,
+            ["10.0.1.0/24"],
+            "overlays only, not bridge networks"
+        );
+        assert_eq!(guard.vxlan_port, 4789);
     }
 
     #[test]
@@ -566,6 +618,10 @@ mod tests {
             neigh,
             ["10.0.1.3 02:42:0a:00:01:03", "10.0.1.200 02:42:0a:00:01:c8"]
         );
+        // VXLAN is accepted from the ready nodes only (n3 is down).
+        let peers = &p.firewall.guard.as_ref().unwrap().vxlan_peers;
+        let peers: Vec<String> = peers.iter().map(|a| a.to_string()).collect();
+        assert_eq!(peers, ["192.168.50.1", "192.168.50.2"]);
     }
 
     #[test]

@@ -63,6 +63,8 @@ pub enum DnatSource {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Stmt {
+    /// `counter [packets N bytes M]`: no effect on the packet's path.
+    Counter,
     Jump(String),
     Goto(String),
     Accept,

@@ -82,6 +82,16 @@ impl Parser<'_> {
                     Stmt::Goto(chain)
                 }
             }
+            "counter" => {
+                self.pos += 1;
+                // As `nft list` prints it, with what it counted so far.
+                if self.eat("packets") {
+                    self.next()?;
+                    self.expect("bytes")?;
+                    self.next()?;
+                }
+                Stmt::Counter
+            }
             "accept" => {
                 self.pos += 1;
                 Stmt::Accept
