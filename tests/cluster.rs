@@ -35,6 +35,34 @@ impl Drop for Cluster {
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// A task record's address on its first network, without the prefix length ("" if none).
+/// The addresses in the node table's `vxlan_peers` set, in the node namespace at `ns`.
+fn vxlan_peers(ns: &std::path::Path) -> BTreeSet<String> {
+    let set = sh_in(ns, "nft list set ip routemesh vxlan_peers");
+    let Some((_, elements)) = set.split_once("elements = {") else {
+        return BTreeSet::new();
+    };
+    elements
+        .split('}')
+        .next()
+        .unwrap_or_default()
+        .split(',')
+        .map(|a| a.trim().to_string())
+        .filter(|a| !a.is_empty())
+        .collect()
+}
+
+/// Packets counted by the node table's VXLAN rule ending in `verdict` (accept or drop).
+fn vxlan_counter(ns: &std::path::Path, verdict: &str) -> u64 {
+    let table = sh_in(ns, "nft list chain ip routemesh input");
+    table
+        .lines()
+        .find(|l| l.contains("dport 4789") && l.trim_end().ends_with(verdict))
+        .and_then(|l| l.split("counter packets ").nth(1))
+        .and_then(|r| r.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no counted 4789 {verdict} rule in\n{table}"))
+}
+
 fn task_ip(t: &serde_json::Value) -> String {
     let cidr = t["addresses"][0]["address"].as_str().unwrap_or("");
     cidr.split('/').next().unwrap_or("").to_string()
@@ -185,6 +213,26 @@ fn published_ports_vip_dns_and_static_entries_span_the_nodes() {
         }
         assert_eq!(counts.len(), 3, "node{}: {counts:?}", i + 1);
     }
+
+    // VXLAN is accepted from the cluster's nodes (it carried those requests) and from nothing
+    // else: a datagram from the outside client to node 1's port 4789 is dropped and counted.
+    let node1 = &c.topo.nodes[0].netns;
+    let peers = vxlan_peers(node1);
+    let want: BTreeSet<String> = c.topo.nodes.iter().map(|n| n.addr.to_string()).collect();
+    assert_eq!(peers, want, "node1's vxlan_peers");
+    assert!(
+        vxlan_counter(node1, "accept") > 0,
+        "node1 took VXLAN from nodes"
+    );
+    let dropped = vxlan_counter(node1, "drop");
+    let send = format!(
+        "for i in 1 2 3; do echo frame | nc -u -w 1 {} 4789; done; true",
+        c.topo.nodes[0].addr
+    );
+    sh_in(&c.topo.client, &send);
+    wait_for("the outside VXLAN dropped", Duration::from_secs(5), || {
+        (vxlan_counter(node1, "drop") >= dropped + 3).then_some(())
+    });
 
     // From a task on node 1: DNS lists all three tasks, the VIP reaches tasks on 2 and 3.
     c.ok(
@@ -424,6 +472,13 @@ fn a_dead_node_and_an_etcd_outage() {
         let all_ok = (0..20).all(|k| c.who(k % 2).is_some());
         all_ok.then_some(())
     });
+    // The dead node's address left the nodes' VXLAN allow-list.
+    let node3 = c.topo.nodes[2].addr.to_string();
+    wait_for(
+        "node3 out of node1's vxlan_peers",
+        Duration::from_secs(10),
+        || (!vxlan_peers(&c.topo.nodes[0].netns).contains(&node3)).then_some(()),
+    );
     // DNS on node 1 follows too: tasks.web is exactly the running tasks' addresses.
     let on_node1 = c
         .task_nodes()
