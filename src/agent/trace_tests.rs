@@ -349,3 +349,24 @@ fn other_ports_stay_on_the_node_and_dns_is_redirected() {
     );
     assert_eq!(dns[0].dport, TRACE_DNS_PORTS.0);
 }
+
+#[test]
+fn the_node_forwards_nothing_to_a_task_or_an_overlay_that_is_not_published() {
+    let mut network = mesh(nftables());
+    // An outside host that routes everything through n1 (as one on the underlay can).
+    if let Some(client) = network.namespaces.get_mut(CLIENT) {
+        client.default_via = Some(ip("192.168.100.11"));
+    }
+    let web1_gw = "172.18.0.3";
+    for (dst, port) in [(web1_gw, 80), ("172.18.0.2", 8080), ("10.0.1.2", 80)] {
+        let d = send(&network, CLIENT, tcp(CLIENT_ADDR, dst, port));
+        assert_eq!(
+            ends(&d),
+            BTreeMap::from([("Dropped(\"n1\")".to_string(), 1.0)]),
+            "{dst}:{port}"
+        );
+    }
+    // The published port still reaches both tasks.
+    let published = send(&network, CLIENT, tcp(CLIENT_ADDR, "192.168.100.11", 8080));
+    assert_eq!(ends(&published), both_web_tasks());
+}
