@@ -14,6 +14,9 @@ use serde::{Deserialize, Serialize};
 pub enum Driver {
     Bridge,
     Overlay,
+    /// Tasks get a macvlan leg (mode bridge) on a parent interface of their node: addresses
+    /// on that interface's segment, reachable from it without NAT.
+    Macvlan,
 }
 
 impl std::fmt::Display for Driver {
@@ -21,6 +24,7 @@ impl std::fmt::Display for Driver {
         f.write_str(match self {
             Driver::Bridge => "bridge",
             Driver::Overlay => "overlay",
+            Driver::Macvlan => "macvlan",
         })
     }
 }
@@ -40,6 +44,9 @@ pub struct Network {
     /// The routing mesh's own overlay, carrying published-port traffic between nodes.
     #[serde(default)]
     pub ingress: bool,
+    /// The node interface a macvlan network's legs hang off (`--opt parent=IF`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl Network {

@@ -19,6 +19,9 @@ pub struct NetworkCreate {
     pub gateway: Option<String>,
     #[serde(default)]
     pub vni: Option<u32>,
+    /// Driver options (`--opt KEY=VALUE`): `parent` for macvlan.
+    #[serde(default)]
+    pub options: std::collections::BTreeMap<String, String>,
 }
 
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]

@@ -300,3 +300,157 @@ fn networks_reach_only_their_own_tasks_published_ports_and_the_world() {
         "rweb.1"
     );
 }
+
+#[test]
+fn macvlan_tasks_live_on_the_parents_segment() {
+    if !root_or_skip("macvlan_tasks_live_on_the_parents_segment") {
+        return;
+    }
+    let node = Node::start("mvl");
+    let segment = Netns::new(&unique("seg")).unwrap_or_else(|e| panic!("{e}"));
+    // The parent: a veth whose other end is a host on the same segment.
+    node.ns.sh_ok(&format!(
+        "ip link add rmtmv0 type veth peer name rmtmv1 && ip link set rmtmv1 netns {} && \
+         ip link set rmtmv0 up",
+        segment.name
+    ));
+    segment.sh_ok("ip addr add 192.168.95.254/24 dev rmtmv1 && ip link set rmtmv1 up");
+
+    // Bad input is refused and creates nothing.
+    for (args, want) in [
+        (
+            vec!["--driver", "macvlan", "--subnet", "192.168.95.0/24"],
+            "needs --opt parent=IF",
+        ),
+        (
+            vec!["--driver", "macvlan", "-o", "parent=rmtmv0"],
+            "needs --subnet",
+        ),
+        (
+            vec![
+                "--driver",
+                "macvlan",
+                "-o",
+                "parent=a/b",
+                "--subnet",
+                "192.168.95.0/24",
+            ],
+            "invalid interface name",
+        ),
+        (
+            vec![
+                "--driver",
+                "macvlan",
+                "-o",
+                "parent=rmtmv0",
+                "-o",
+                "macvlan_mode=vepa",
+                "--subnet",
+                "192.168.95.0/24",
+            ],
+            "only \"bridge\"",
+        ),
+        (
+            vec!["--driver", "overlay", "-o", "bogus=1"],
+            "unknown option \"bogus\"",
+        ),
+        (
+            vec![
+                "--driver",
+                "macvlan",
+                "-o",
+                "parent=rmtmv0",
+                "--subnet",
+                "192.168.95.0/24",
+                "--vni",
+                "5000",
+            ],
+            "only for overlay",
+        ),
+    ] {
+        let mut a = vec!["network", "create", "bad"];
+        a.extend(args);
+        let err = node.fails(&a);
+        assert!(err.contains(want), "{a:?}: {err}");
+    }
+    assert!(!node.ok(&["network", "ls"]).contains("bad"));
+
+    node.ok(&[
+        "network",
+        "create",
+        "--driver",
+        "macvlan",
+        "--opt",
+        "parent=rmtmv0",
+        "--subnet",
+        "192.168.95.0/24",
+        "--gateway",
+        "192.168.95.254",
+        "lan",
+    ]);
+    let shown = node.json(&["network", "inspect", "lan"]);
+    assert_eq!(shown["driver"], "macvlan", "{shown}");
+    assert_eq!(shown["parent"], "rmtmv0", "{shown}");
+    node.ok(&[
+        "service",
+        "create",
+        "--name",
+        "mweb",
+        "--replicas",
+        "2",
+        "--network",
+        "lan",
+        "--",
+        "routemesh",
+        "whoami",
+        "--port",
+        "80",
+    ]);
+    node.client_on("lan");
+    let ips = [node.task_ip("mweb.1", "lan"), node.task_ip("mweb.2", "lan")];
+    for ip in &ips {
+        assert!(ip.starts_with("192.168.95."), "{ip}");
+    }
+
+    // The leg is a macvlan in bridge mode on the parent, with the task's address.
+    let sandbox = node.netns_dir().join("task-mweb.1");
+    let leg = sh_in(&sandbox, "ip -d addr show dev eth0");
+    assert!(leg.contains("macvlan mode bridge"), "{leg}");
+    assert!(leg.contains(&format!("inet {}/24", ips[0])), "{leg}");
+
+    // Tasks reach each other over the parent, by address and by name; DNS names them.
+    let in_client = |s: &str| text(&node.exec("client.1", &["sh", "-c", s]));
+    for (i, ip) in ips.iter().enumerate() {
+        let out = in_client(&format!("curl -s --max-time 5 http://{ip}/"));
+        assert!(
+            out.contains(&format!("Task: mweb.{}", i + 1)),
+            "{ip}: {out}"
+        );
+    }
+    let names: std::collections::BTreeSet<String> = in_client("dig +short +time=2 tasks.mweb")
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert_eq!(names, ips.iter().cloned().collect(), "tasks.mweb");
+    let out = in_client("curl -s --max-time 5 http://mweb/");
+    assert!(out.contains("Task: mweb."), "by name: {out}");
+
+    // A host on the parent's segment reaches them directly, and they see its address.
+    for ip in &ips {
+        let out = text(&segment.sh(&format!("curl -s --max-time 5 http://{ip}/")));
+        assert!(out.contains("RemoteAddr: 192.168.95.254:"), "{ip}: {out}");
+    }
+
+    // Removing the service and the network leaves nothing on the parent.
+    node.ok(&["service", "rm", "mweb", "client"]);
+    wait_for(
+        "the sandboxes and their legs gone",
+        Duration::from_secs(10),
+        || (!sandbox.exists()).then_some(()),
+    );
+    assert!(
+        node.ns.sh_ok("ip -o link show rmtmv0").contains("rmtmv0"),
+        "the parent stays"
+    );
+    node.ok(&["network", "rm", "lan"]);
+}

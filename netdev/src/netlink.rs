@@ -9,6 +9,7 @@ use futures::TryStreamExt;
 use ipnet::Ipv4Net;
 use netlink_packet_route::link::{
     InfoBridgePort, InfoData, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo, LinkMessage,
+    MacVlanMode,
 };
 use netlink_packet_route::neighbour::{
     NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
@@ -19,8 +20,8 @@ use netlink_packet_route::route::{
 use netlink_packet_route::AddressFamily;
 use nix::errno::Errno;
 use rtnetlink::{
-    AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkUnspec, LinkVeth, LinkVxlan,
-    RouteMessageBuilder,
+    AddressMessageBuilder, Handle, LinkBridge, LinkBridgePort, LinkMacVlan, LinkUnspec, LinkVeth,
+    LinkVxlan, RouteMessageBuilder,
 };
 
 use crate::error::{netlink_errno, Error, Result};
@@ -148,6 +149,16 @@ impl Netlink {
         let msg = LinkVeth::new(name, peer).mtu(mtu).build();
         let r = self.handle.link().add(msg).execute().await;
         r.map_err(|e| self.err("creating", format!("veth {name} (peer {peer})"), e))
+    }
+
+    /// A macvlan device `name` in mode bridge on `parent`, here.
+    pub async fn add_macvlan(&self, name: &str, parent: &LinkSummary, mtu: u32) -> Result<()> {
+        let msg = LinkMacVlan::new(name, parent.index, MacVlanMode::Bridge)
+            .mtu(mtu)
+            .build();
+        let r = self.handle.link().add(msg).execute().await;
+        let object = format!("macvlan {name} (parent {})", parent.name);
+        r.map_err(|e| self.err("creating", object, e))
     }
 
     /// A VXLAN device with static forwarding only (no learning), proxy ARP from the device's

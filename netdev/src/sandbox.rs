@@ -28,6 +28,10 @@ pub async fn ensure_sandbox(node: &Netlink, spec: &SandboxSpec) -> Result<()> {
                 &opened
             }
             Attachment::NodeBridge { .. } => node,
+            Attachment::Macvlan { parent } => {
+                ensure_macvlan(node, &sandbox, spec, iface, parent).await?;
+                continue;
+            }
         };
         ensure_interface(outside, &sandbox, spec, iface).await?;
     }
@@ -65,6 +69,8 @@ pub async fn remove_sandbox(node: &Netlink, spec: &SandboxSpec) -> Result<()> {
             }
             Attachment::Overlay { .. } => Ok(false),
             Attachment::NodeBridge { .. } => node.delete_link(&iface.outer_ifname).await,
+            // Inside the sandbox only: gone with its links above.
+            Attachment::Macvlan { .. } => Ok(false),
         };
         if let Err(e) = deleted {
             errors.push(e);
@@ -80,7 +86,58 @@ fn bridge_name(iface: &InterfaceSpec) -> &str {
     match &iface.attach {
         Attachment::Overlay { .. } => OVERLAY_BRIDGE,
         Attachment::NodeBridge { bridge, .. } => bridge,
+        Attachment::Macvlan { parent } => parent,
     }
+}
+
+/// A macvlan leg: made on the parent in the node namespace under a temporary name, moved into
+/// the sandbox, renamed and given the task's MAC. Kept when kind, MAC and address match.
+async fn ensure_macvlan(
+    node: &Netlink,
+    sandbox: &Netlink,
+    spec: &SandboxSpec,
+    iface: &InterfaceSpec,
+    parent: &str,
+) -> Result<()> {
+    let parent = node.require_link(parent).await?;
+    let inner = match sandbox.link(&iface.ifname).await? {
+        Some(l)
+            if l.kind.as_deref() == Some("macvlan")
+                && l.mac == Some(iface.mac)
+                && sandbox.ipv4_addrs_of(&l).await?.contains(&iface.address) =>
+        {
+            l
+        }
+        other => {
+            if other.is_some() {
+                sandbox.delete_link(&iface.ifname).await?;
+            }
+            let temp = temp_ifname();
+            node.add_macvlan(&temp, &parent, iface.mtu).await?;
+            let made = async {
+                node.move_link(&temp, &spec.netns).await?;
+                let leg = sandbox.require_link(&temp).await?;
+                sandbox.rename_link(leg.index, &iface.ifname).await?;
+                let leg = sandbox.require_link(&iface.ifname).await?;
+                sandbox.set_mac(&leg, iface.mac).await?;
+                sandbox.require_link(&iface.ifname).await
+            }
+            .await;
+            if made.is_err() {
+                let _ = node.delete_link(&temp).await;
+                let _ = sandbox.delete_link(&temp).await;
+            }
+            made?
+        }
+    };
+    if inner.mtu != iface.mtu {
+        sandbox.set_mtu(&inner, iface.mtu).await?;
+    }
+    sandbox.set_only_ipv4_addr(&inner, iface.address).await?;
+    if !inner.up {
+        sandbox.set_up(&inner).await?;
+    }
+    Ok(())
 }
 
 /// Links in the sandbox that no interface of the spec names (left by an older spec).

@@ -82,6 +82,9 @@ pub enum Attachment {
         #[serde(default)]
         isolated: bool,
     },
+    /// A macvlan device (mode bridge) on `parent`, an interface of the node namespace; the
+    /// leg has no outer end.
+    Macvlan { parent: String },
 }
 
 /// One interface of a sandbox: a veth pair whose outer end is enslaved to `attach`'s bridge.

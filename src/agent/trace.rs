@@ -135,6 +135,7 @@ fn sandbox_ifaces(ns: &mut Netns, node: &str, spec: &SandboxSpec) {
         let segment = match &i.attach {
             Attachment::Overlay { netns } => netns_name(netns),
             Attachment::NodeBridge { bridge, .. } => format!("{node}/{bridge}"),
+            Attachment::Macvlan { parent } => format!("{node}/{parent}"),
         };
         ns.ifaces.push(iface(&i.ifname, vec![i.address], &segment));
     }

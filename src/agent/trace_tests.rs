@@ -37,6 +37,7 @@ fn overlay(name: &str, subnet: &str, vni: u32) -> Network_ {
         vni: Some(vni),
         created_at: 0,
         ingress: name == "ingress",
+        parent: None,
     }
 }
 

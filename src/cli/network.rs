@@ -21,6 +21,9 @@ pub(super) enum NetworkCmd {
         /// VXLAN network identifier (overlay only) [default: the next free from 4096].
         #[arg(long)]
         vni: Option<u32>,
+        /// Driver option KEY=VALUE (repeatable): `parent=IF` for macvlan.
+        #[arg(long = "opt", short = 'o', value_name = "KEY=VALUE", value_parser = key_value)]
+        opts: Vec<(String, String)>,
     },
     /// List networks.
     #[command(alias = "list")]
@@ -42,6 +45,15 @@ pub(super) enum NetworkCmd {
     },
 }
 
+/// `KEY=VALUE`, or `KEY` alone (a flag option, value "true").
+fn key_value(s: &str) -> Result<(String, String), crate::validate::ValidationError> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        None if !s.is_empty() => Ok((s.to_string(), "true".to_string())),
+        _ => Err(crate::validate::ValidationError::NetworkOptionSyntax { value: s.into() }),
+    }
+}
+
 pub(super) async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
     match cmd {
         NetworkCmd::Create {
@@ -50,6 +62,7 @@ pub(super) async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
             subnet,
             gateway,
             vni,
+            opts,
         } => {
             let req = NetworkCreate {
                 name,
@@ -57,6 +70,7 @@ pub(super) async fn network(c: &Client, cmd: NetworkCmd) -> anyhow::Result<()> {
                 subnet,
                 gateway,
                 vni,
+                options: opts.into_iter().collect(),
             };
             let net: crate::model::Network = c.post("/v1/networks", &req).await?;
             println!("{}", net.name);

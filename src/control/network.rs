@@ -87,7 +87,7 @@ impl Control {
             None => default_gateway(&what, subnet)?,
         };
         let vni = match req.driver {
-            Driver::Bridge => None,
+            Driver::Bridge | Driver::Macvlan => None,
             Driver::Overlay => Some(pick_vni(&what, req.vni, st)?),
         };
         Ok(Network {
@@ -99,6 +99,7 @@ impl Control {
             vni,
             created_at: now_secs(),
             ingress: false,
+            parent: req.parent.clone(),
         })
     }
 
@@ -126,6 +127,7 @@ impl Control {
                     vni: Some(vni),
                     created_at: now_secs(),
                     ingress: true,
+                    parent: None,
                 };
                 let txn = claim(Txn::new(), keys::vni_claim(vni), INGRESS)
                     .when_absent(keys::network(INGRESS))
@@ -211,11 +213,14 @@ fn check_explicit_subnet(
             gwbridge,
         });
     }
-    if driver == Driver::Bridge {
+    // Bridge and macvlan subnets are routed on the node (a bridge's, or the parent's
+    // segment): no two of them may overlap.
+    let local = |d: Driver| matches!(d, Driver::Bridge | Driver::Macvlan);
+    if local(driver) {
         if let Some(other) = st
             .networks
             .values()
-            .find(|n| n.driver == Driver::Bridge && ipam::overlaps(&n.subnet, &subnet))
+            .find(|n| local(n.driver) && ipam::overlaps(&n.subnet, &subnet))
         {
             return Err(ControlError::OverlapsBridge {
                 subject: what.clone(),
@@ -224,7 +229,11 @@ fn check_explicit_subnet(
                 other_subnet: other.subnet,
             });
         }
-        if let Some(route) = node_nets.iter().find(|r| ipam::overlaps(r, &subnet)) {
+        // A macvlan subnet is the parent's segment: the node may well have a route to it.
+        if let Some(route) = node_nets
+            .iter()
+            .find(|r| driver == Driver::Bridge && ipam::overlaps(r, &subnet))
+        {
             return Err(ControlError::OverlapsNodeRoute {
                 subject: what.clone(),
                 subnet,

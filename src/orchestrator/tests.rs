@@ -117,6 +117,7 @@ fn addresses_of_lost_nodes_are_released() {
             vni: Some(4096),
             created_at: 0,
             ingress: true,
+            parent: None,
         },
     );
     assert_eq!(

@@ -36,8 +36,26 @@ pub enum ValidationError {
     NotExecutable { program: String },
     #[error("command {program:?} not found in PATH ({path})")]
     NotInPath { program: String, path: String },
-    #[error("invalid driver {value:?}: expected \"overlay\" or \"bridge\"")]
+    #[error("invalid driver {value:?}: expected \"overlay\", \"bridge\" or \"macvlan\"")]
     Driver { value: String },
+    #[error("unknown option {key:?} for a {driver} network{hint}")]
+    NetworkOption {
+        key: String,
+        driver: Driver,
+        hint: &'static str,
+    },
+    #[error("invalid --opt {value:?}: expected KEY=VALUE")]
+    NetworkOptionSyntax { value: String },
+    #[error("a macvlan network needs --opt parent=IF (the node interface its tasks hang off)")]
+    MacvlanParentMissing,
+    #[error("a macvlan network needs --subnet (and usually --gateway): its tasks take addresses on the parent's segment")]
+    MacvlanSubnetMissing,
+    #[error("invalid macvlan mode {value:?}: only \"bridge\" is supported")]
+    MacvlanMode { value: String },
+    #[error(
+        "invalid interface name {value:?}: 1-15 characters, no '/', ':', whitespace or quotes"
+    )]
+    Ifname { value: String },
     #[error("invalid subnet {value:?}: expected an IPv4 CIDR like 10.1.0.0/24")]
     SubnetSyntax { value: String },
     #[error("invalid subnet {value}: a /{prefix} has no room for a gateway and a task; use /30 or wider")]
@@ -218,6 +236,7 @@ pub fn driver(s: Option<&str>) -> Result<Driver> {
     match s.unwrap_or("overlay") {
         "overlay" => Ok(Driver::Overlay),
         "bridge" => Ok(Driver::Bridge),
+        "macvlan" => Ok(Driver::Macvlan),
         other => Err(ValidationError::Driver {
             value: other.into(),
         }),
@@ -272,6 +291,65 @@ pub struct NetworkRequest {
     pub subnet: Option<Ipv4Net>,
     pub gateway: Option<Ipv4Addr>,
     pub vni: Option<u32>,
+    /// The macvlan parent interface.
+    pub parent: Option<String>,
+}
+
+/// A Linux interface name the kernel accepts and that is safe to print in nft and paths.
+pub fn ifname(s: &str) -> Result<&str> {
+    let ok = !s.is_empty()
+        && s.len() <= 15
+        && s != "."
+        && s != ".."
+        && s.chars()
+            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '"' | '\'' | '\\'));
+    if ok {
+        Ok(s)
+    } else {
+        Err(ValidationError::Ifname { value: s.into() })
+    }
+}
+
+/// The driver options of a network request: `parent` (and `macvlan_mode=bridge`) for macvlan,
+/// none for the others.
+fn network_options(
+    driver: Driver,
+    options: &std::collections::BTreeMap<String, String>,
+) -> Result<Option<String>> {
+    let mut parent = None;
+    for (key, value) in options {
+        match (driver, key.as_str()) {
+            (Driver::Macvlan, "parent") => parent = Some(ifname(value)?.to_string()),
+            (Driver::Macvlan, "macvlan_mode") if value == "bridge" => {}
+            (Driver::Macvlan, "macvlan_mode") => {
+                return Err(ValidationError::MacvlanMode {
+                    value: value.clone(),
+                })
+            }
+            (Driver::Overlay, "encrypted") => {
+                return Err(ValidationError::NetworkOption {
+                    key: key.clone(),
+                    driver,
+                    hint: ": encrypted overlays (IPsec ESP) are not built yet",
+                })
+            }
+            _ => {
+                return Err(ValidationError::NetworkOption {
+                    key: key.clone(),
+                    driver,
+                    hint: if driver == Driver::Macvlan {
+                        " (known: parent, macvlan_mode)"
+                    } else {
+                        ""
+                    },
+                })
+            }
+        }
+    }
+    if driver == Driver::Macvlan && parent.is_none() {
+        return Err(ValidationError::MacvlanParentMissing);
+    }
+    Ok(parent)
 }
 
 pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest> {
@@ -285,15 +363,20 @@ pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest> {
     };
     let vni = match (req.vni, driver) {
         (Some(v), Driver::Overlay) => Some(vni(v)?),
-        (Some(_), Driver::Bridge) => return Err(ValidationError::VniOnBridge),
+        (Some(_), Driver::Bridge | Driver::Macvlan) => return Err(ValidationError::VniOnBridge),
         (None, _) => None,
     };
+    let parent = network_options(driver, &req.options)?;
+    if driver == Driver::Macvlan && subnet.is_none() {
+        return Err(ValidationError::MacvlanSubnetMissing);
+    }
     Ok(NetworkRequest {
         name: req.name.clone(),
         driver,
         subnet,
         gateway,
         vni,
+        parent,
     })
 }
 

@@ -93,7 +93,7 @@ fn errors_carry_what_was_wrong_and_say_it_as_before() {
     );
     assert_eq!(
         driver(Some("x")).unwrap_err().to_string(),
-        "invalid driver \"x\": expected \"overlay\" or \"bridge\""
+        "invalid driver \"x\": expected \"overlay\", \"bridge\" or \"macvlan\""
     );
 }
 
@@ -191,17 +191,43 @@ fn network_requests() {
         subnet: None,
         gateway: Some("10.0.0.1".into()),
         vni: None,
+        options: Default::default(),
     };
     assert!(network_request(&req)
         .unwrap_err()
         .to_string()
         .contains("--gateway needs --subnet"));
     req.gateway = None;
-    req.driver = Some("macvlan".into());
+    req.driver = Some("ipvlan".into());
     assert!(network_request(&req)
         .unwrap_err()
         .to_string()
         .contains("invalid driver"));
+    // macvlan: a parent and a subnet, nothing else.
+    req.driver = Some("macvlan".into());
+    let err = |r: &NetworkCreate| network_request(r).unwrap_err().to_string();
+    assert!(err(&req).contains("needs --opt parent=IF"));
+    req.options.insert("parent".into(), "eth1".into());
+    assert!(err(&req).contains("needs --subnet"));
+    req.subnet = Some("192.168.5.0/24".into());
+    assert_eq!(
+        network_request(&req).unwrap().parent.as_deref(),
+        Some("eth1")
+    );
+    for bad in ["", "x/y", "a:b", "sixteen-chars-xx", ".."] {
+        req.options.insert("parent".into(), bad.into());
+        assert!(err(&req).contains("invalid interface name"), "{bad:?}");
+    }
+    req.options.insert("parent".into(), "eth1".into());
+    req.options.insert("mode".into(), "bridge".into());
+    assert!(err(&req).contains("unknown option \"mode\""));
+    req.options.clear();
+    req.subnet = None;
+    // Encrypted overlays are refused, saying why.
+    req.driver = Some("overlay".into());
+    req.options.insert("encrypted".into(), "true".into());
+    assert!(err(&req).contains("not built yet"));
+    req.options.clear();
     req.driver = Some("bridge".into());
     req.vni = Some(5000);
     assert!(network_request(&req).is_err());

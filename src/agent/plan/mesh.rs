@@ -264,6 +264,7 @@ mod tests {
             vni: Some(vni),
             created_at: 0,
             ingress,
+            parent: None,
         }
     }
 

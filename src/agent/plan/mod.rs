@@ -177,6 +177,12 @@ fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<San
                 },
                 BRIDGE_MTU,
             ),
+            Driver::Macvlan => (
+                Attachment::Macvlan {
+                    parent: net.parent.clone()?,
+                },
+                BRIDGE_MTU,
+            ),
         };
         interfaces.push(InterfaceSpec {
             ifname: format!("eth{i}"),
@@ -314,6 +320,8 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
                 }
                 overlays.insert(net.name.clone(), spec);
             }
+            // Nothing on the node: each task's leg hangs off the parent itself.
+            (Driver::Macvlan, _) => {}
             (Driver::Overlay, None) => {
                 tracing::warn!(network = %net.name, "overlay network without a VNI, skipped");
             }
@@ -386,6 +394,7 @@ mod tests {
                 vni: Some(4096),
                 created_at: 0,
                 ingress: false,
+                parent: None,
             },
         );
         st.networks.insert(
@@ -399,6 +408,7 @@ mod tests {
                 vni: None,
                 created_at: 0,
                 ingress: false,
+                parent: None,
             },
         );
         st.services.insert(
@@ -650,5 +660,31 @@ mod tests {
         let p = plan(&st, &ctx());
         assert!(p.sandboxes.is_empty());
         assert!(!p.bridges.contains_key("local"));
+    }
+
+    #[test]
+    fn a_macvlan_network_gives_legs_on_its_parent_and_nothing_on_the_node() {
+        let mut st = state();
+        if let Some(n) = st.networks.get_mut("local") {
+            n.driver = Driver::Macvlan;
+            n.parent = Some("eth1".into());
+        }
+        let p = plan(&st, &ctx());
+        assert!(p.bridges.is_empty(), "no bridge for macvlan");
+        assert_eq!(
+            p.sandboxes["web.1"].interfaces[1].attach,
+            Attachment::Macvlan {
+                parent: "eth1".into()
+            }
+        );
+        let guard = p.firewall.guard.as_ref().unwrap();
+        assert!(
+            !guard
+                .private_nets
+                .iter()
+                .any(|n| n.to_string() == "10.0.2.0/24"),
+            "the parent's segment is not private to the mesh"
+        );
+        assert_eq!(p.firewall.masquerade.len(), 1, "no NAT for macvlan");
     }
 }
