@@ -12,7 +12,9 @@
 //! fix: from then on every run replays it) and fails the test with the seed to repeat the run.
 //!
 //! `ROUTEMESH_FUZZ_SECS` sets the budget per target in seconds (default 3; 0 replays the corpus
-//! only), `ROUTEMESH_FUZZ_SEED` fixes the random seed (default: the clock; printed either way).
+//! only), `ROUTEMESH_FUZZ_SEED` fixes the random seed (default: the clock; printed either way),
+//! `ROUTEMESH_FUZZ_LAST=FILE` writes each input to FILE before checking it (to catch the input
+//! of a hang or an abort, which no test can catch).
 
 #![allow(dead_code)]
 
@@ -206,6 +208,11 @@ fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
 }
 
 fn check_one(target: &Target, input: &[u8]) -> Result<(), String> {
+    // A hang or an abort (stack overflow, out of memory) cannot be caught: with
+    // ROUTEMESH_FUZZ_LAST=FILE every input is written there before it is checked.
+    if let Some(path) = std::env::var_os("ROUTEMESH_FUZZ_LAST") {
+        let _ = fs::write(path, input);
+    }
     panic::catch_unwind(AssertUnwindSafe(|| (target.check)(input))).map_err(|p| panic_message(&*p))
 }
 
