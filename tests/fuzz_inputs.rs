@@ -481,7 +481,8 @@ fn fuzz_store_roundtrip() {
 #[test]
 #[ignore]
 fn known_bugs_still_fail() {
-    let targets: [(&str, &dyn Fn(&[u8])); 3] = [
+    type Check<'a> = &'a dyn Fn(&[u8]);
+    let targets: [(&str, Check); 3] = [
         ("publish-spec", &check_publish),
         ("store-record", &check_record),
         ("store-roundtrip", &check_roundtrip),
