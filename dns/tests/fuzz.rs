@@ -18,6 +18,7 @@ use routemesh_dns::{
     handle, EndpointMode, Input, NetInput, Outcome, Proto, QueryContext, Resolver, ServiceInput,
     Table, TableOptions, TaskInput, Transport,
 };
+use routemesh_dns::{Forwarder, ForwarderConfig};
 
 fn resolver() -> Resolver {
     let task = |name: &str, service: &str, net: &str, addr: [u8; 4], running: bool| TaskInput {
@@ -412,4 +413,180 @@ fn generated_queries_reach_the_table() {
         answered > 100,
         "only {answered} of 500 generated queries got past validation"
     );
+}
+
+// ---- the forwarder against a fake upstream ------------------------------------------------
+
+/// A UDP upstream on loopback that answers each query with the current fuzz input (its ID set
+/// to the query's), then with a plain matching answer, so that an input the forwarder ignores
+/// costs no timeout.
+struct FakeUpstream {
+    addr: std::net::SocketAddr,
+    answer: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+}
+
+impl FakeUpstream {
+    fn start() -> Self {
+        let socket = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let addr = socket.local_addr().unwrap();
+        let answer = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let current = std::sync::Arc::clone(&answer);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok((len, from)) = socket.recv_from(&mut buf) {
+                if len < 12 {
+                    continue;
+                }
+                let mut fuzzed = current.lock().unwrap().clone();
+                if fuzzed.len() >= 2 {
+                    fuzzed[..2].copy_from_slice(&buf[..2]);
+                }
+                let _ = socket.send_to(&fuzzed, from);
+                let mut plain = buf[..len].to_vec();
+                plain[2] |= 0x80; // the query itself, as a response with no answers
+                let _ = socket.send_to(&plain, from);
+            }
+        });
+        FakeUpstream { addr, answer }
+    }
+}
+
+fn check_forward(
+    runtime: &tokio::runtime::Runtime,
+    upstream: &FakeUpstream,
+    query: &Query,
+    bytes: &[u8],
+) {
+    *upstream.answer.lock().unwrap() = bytes.to_vec();
+    let forwarder = Forwarder::new(ForwarderConfig {
+        upstreams: vec![upstream.addr],
+        timeout: std::time::Duration::from_secs(2),
+        ..ForwarderConfig::default()
+    });
+    let answer = match runtime.block_on(forwarder.forward(query)) {
+        Ok(answer) => answer,
+        // A truncated answer is retried over TCP, where nothing listens.
+        Err(_) => return,
+    };
+    assert_eq!(
+        answer.queries.first(),
+        Some(query),
+        "an answer to another question"
+    );
+    if let Some(cached) = forwarder.cached(query) {
+        assert_eq!(
+            cached.answers.len(),
+            answer.answers.len(),
+            "cache changed the answer"
+        );
+        for (c, a) in cached.answers.iter().zip(&answer.answers) {
+            assert!(
+                c.ttl <= a.ttl,
+                "cached TTL {} above the upstream's {}",
+                c.ttl,
+                a.ttl
+            );
+        }
+    }
+}
+
+#[test]
+fn fuzz_dns_forwarder() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = FakeUpstream::start();
+    let query = Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::A);
+    let report = driver::run(&driver::Target {
+        name: "dns-forward",
+        corpus_root: driver::corpus_root(env!("CARGO_MANIFEST_DIR")),
+        generate: &upstream_bytes,
+        check: &|bytes| check_forward(&runtime, &upstream, &query, bytes),
+    });
+    assert!(report.replayed > 0, "the dns-forward corpus is missing");
+}
+
+/// The fake upstream works: a good answer is returned and cached.
+#[test]
+fn fake_upstream_answers_and_the_answer_is_cached() {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let upstream = FakeUpstream::start();
+    let query = Query::query(Name::from_ascii("example.com.").unwrap(), RecordType::A);
+    let mut raw = b"\x00\x00\x81\x80\x00\x01\x00\x01\x00\x00\x00\x00".to_vec();
+    raw.extend_from_slice(b"\x07example\x03com\x00\x00\x01\x00\x01");
+    raw.extend_from_slice(b"\xc0\x0c\x00\x01\x00\x01\x00\x00\x00\x3c\x00\x04\x5d\xb8\xd8\x22");
+    *upstream.answer.lock().unwrap() = raw;
+    let forwarder = Forwarder::new(ForwarderConfig {
+        upstreams: vec![upstream.addr],
+        ..ForwarderConfig::default()
+    });
+    let answer = runtime.block_on(forwarder.forward(&query)).unwrap();
+    assert_eq!(answer.answers.len(), 1);
+    assert_eq!(forwarder.cached(&query).unwrap().answers.len(), 1);
+}
+
+/// resolv.conf text: nothing panics; upstreams are port 53 and never the embedded server;
+/// the timeout stays within 1-30 s.
+fn check_resolv_conf(bytes: &[u8]) {
+    let config = ForwarderConfig::from_resolv_conf(&String::from_utf8_lossy(bytes));
+    for upstream in &config.upstreams {
+        assert_eq!(upstream.port(), 53, "{upstream}");
+        assert_ne!(
+            upstream.ip(),
+            std::net::Ipv4Addr::new(127, 0, 0, 11),
+            "a loop"
+        );
+    }
+    let secs = config.timeout.as_secs();
+    assert!((1..=30).contains(&secs), "timeout {secs} s");
+}
+
+fn resolv_conf(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
+    const PIECES: &[&str] = &[
+        "nameserver ",
+        "options ",
+        "timeout:",
+        "ndots:",
+        "search ",
+        "#",
+        ";",
+        "\n",
+        " ",
+        "\t",
+        "10.0.0.2",
+        "127.0.0.11",
+        "::1",
+        "fe80::1%eth0",
+        "2001:db8::1",
+        "0",
+        "30",
+        "31",
+        "99999999999999999999",
+        "-1",
+        "bogus",
+    ];
+    let mut text = String::new();
+    for _ in 0..u.int_in_range(0..=20)? {
+        if u.ratio(1, 10)? {
+            text.push(u.arbitrary()?);
+        } else {
+            text.push_str(u.choose(PIECES)?);
+        }
+    }
+    Ok(text.into_bytes())
+}
+
+#[test]
+fn fuzz_resolv_conf() {
+    let report = driver::run(&driver::Target {
+        name: "dns-resolv-conf",
+        corpus_root: driver::corpus_root(env!("CARGO_MANIFEST_DIR")),
+        generate: &resolv_conf,
+        check: &check_resolv_conf,
+    });
+    assert!(report.replayed > 0, "the dns-resolv-conf corpus is missing");
 }
