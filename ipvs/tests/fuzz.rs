@@ -130,6 +130,91 @@ fn done_message(code: i32) -> Vec<u8> {
     nlmsg(3, MULTI, SEQ, &code.to_le_bytes())
 }
 
+/// An `nlattr` written by hand, padded to 4 bytes.
+fn nla(kind: u16, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(4 + value.len() + 3);
+    out.extend_from_slice(&(4 + value.len() as u16).to_le_bytes());
+    out.extend_from_slice(&kind.to_le_bytes());
+    out.extend_from_slice(value);
+    while out.len() % 4 != 0 {
+        out.push(0);
+    }
+    out
+}
+
+/// Statistics as the kernel nests them: some counters, as u32 or u64.
+fn stats_attr(u: &mut Unstructured, kind: u16, wide: bool) -> arbitrary::Result<Vec<u8>> {
+    let mut inner = Vec::new();
+    for counter in 1..=u.int_in_range(0..=7)? {
+        let value = if wide {
+            u.arbitrary::<u64>()?.to_le_bytes().to_vec()
+        } else {
+            u.arbitrary::<u32>()?.to_le_bytes().to_vec()
+        };
+        inner.extend(nla(counter, &value));
+    }
+    Ok(nla(kind | 0x8000, &inner))
+}
+
+/// A dump entry the encoder never writes: a service or destination with statistics and
+/// connection counters, or the version reply, built attribute by attribute.
+fn kernel_entry(u: &mut Unstructured, flags: u16) -> arbitrary::Result<Vec<u8>> {
+    let (cmd, attrs) = match u.int_in_range(0..=2)? {
+        0 => {
+            let mut svc = vec![
+                nla(1, &u.choose(&[2u16, 10, 0])?.to_le_bytes()),
+                nla(5, &u.int_in_range(0u32..=3)?.to_le_bytes()), // FWMARK, 0 = none
+                nla(2, &u.choose(&[6u16, 17, 132, 1])?.to_le_bytes()),
+                nla(3, u.bytes(16)?),
+                nla(4, u.bytes(2)?),
+                nla(6, b"wrr\0"),
+                nla(7, u.bytes(8)?),
+            ];
+            if u.arbitrary()? {
+                svc.push(stats_attr(u, 10, false)?);
+            }
+            if u.arbitrary()? {
+                svc.push(stats_attr(u, 12, true)?);
+            }
+            (1u8, nla(1 | 0x8000, &svc.concat()))
+        }
+        1 => {
+            let mut dest = vec![
+                nla(1, u.bytes(16)?),
+                nla(2, u.bytes(2)?),
+                nla(3, &u.int_in_range(0u32..=4)?.to_le_bytes()),
+                nla(4, &u.arbitrary::<u32>()?.to_le_bytes()),
+            ];
+            for counter in 7..=9u16 {
+                if u.arbitrary()? {
+                    dest.push(nla(counter, &u.arbitrary::<u32>()?.to_le_bytes()));
+                }
+            }
+            if u.arbitrary()? {
+                dest.push(nla(11, &u.choose(&[2u16, 10, 7])?.to_le_bytes()));
+            }
+            if u.arbitrary()? {
+                dest.push(stats_attr(u, 10, false)?);
+            }
+            if u.arbitrary()? {
+                dest.push(stats_attr(u, 12, true)?);
+            }
+            (5u8, nla(2 | 0x8000, &dest.concat()))
+        }
+        _ => (
+            14u8,
+            [
+                nla(1, &u.arbitrary::<u32>()?.to_le_bytes()),
+                nla(2, &u.arbitrary::<u32>()?.to_le_bytes()),
+            ]
+            .concat(),
+        ),
+    };
+    let mut payload = vec![cmd, 1, 0, 0];
+    payload.extend(attrs);
+    Ok(nlmsg(fuzzing::FAMILY_ID, flags, SEQ, &payload))
+}
+
 /// One datagram of one to four messages, as the kernel could send them.
 fn datagram(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
     let mut out = Vec::new();
@@ -143,6 +228,7 @@ fn datagram(u: &mut Unstructured) -> arbitrary::Result<Vec<u8>> {
                 fuzzing::destination_message(&key, &dest, flags)
             }
             6 => fuzzing::timeouts_message(&timeouts(u)?, flags),
+            7 if u.arbitrary()? => kernel_entry(u, flags)?,
             7 => done_message(*u.choose(&[0, 0, -1, -95, i32::MIN])?),
             8 => error_message(*u.choose(&[0, 0, -2, -17, i32::MIN])?, SEQ),
             // A late answer to an earlier request: skipped.
@@ -256,12 +342,39 @@ fn fuzz_ipvs_roundtrip() {
     assert!(report.replayed > 0, "the ipvs-roundtrip corpus is missing");
 }
 
+/// Seeds written as the kernel lays them out decode to what they say.
+#[test]
+fn kernel_layout_seeds_decode() {
+    let dir = driver::corpus_root(env!("CARGO_MANIFEST_DIR")).join("ipvs-reply");
+    let read = |name: &str| std::fs::read(dir.join(name)).unwrap();
+    let dump =
+        fuzzing::decode_datagram(&read("kernel-fwmark-with-stats"), true, Family::Inet).unwrap();
+    assert!(dump.complete);
+    let [Entry::Service(entry)] = &dump.entries[..] else {
+        panic!("{dump:?}");
+    };
+    assert_eq!(
+        entry.service.key,
+        ServiceKey::Fwmark {
+            mark: 260,
+            family: Family::Inet
+        }
+    );
+    assert_eq!((entry.stats.conns, entry.stats.in_bytes), (5, 1 << 32));
+    let info = fuzzing::decode_datagram(&read("info"), false, Family::Inet).unwrap();
+    let [Entry::Info(info)] = &info.entries[..] else {
+        panic!("{info:?}");
+    };
+    assert_eq!((info.version, info.conn_tab_size), ((1, 2, 6), 4096));
+}
+
 /// The generated datagrams are mostly well formed (else only the error paths get fuzzed):
 /// most decode, and decoding yields entries of every kind.
 #[test]
 fn generated_datagrams_decode() {
     let mut rng = driver::Rng::new(11);
     let (mut ok, mut services, mut dests, mut total) = (0, 0, 0, 0);
+    let (mut with_stats, mut infos) = (0, 0);
     for _ in 0..300 {
         let raw = rng.bytes(512);
         let Ok(bytes) = datagram(&mut Unstructured::new(&raw)) else {
@@ -272,8 +385,15 @@ fn generated_datagrams_decode() {
             ok += 1;
             for entry in decoded.entries {
                 match entry {
-                    Entry::Service(_) => services += 1,
-                    Entry::Destination(_) => dests += 1,
+                    Entry::Service(e) => {
+                        services += 1;
+                        with_stats += usize::from(e.stats != Stats::default());
+                    }
+                    Entry::Destination(e) => {
+                        dests += 1;
+                        with_stats += usize::from(e.stats != Stats::default());
+                    }
+                    Entry::Info(_) => infos += 1,
                     _ => {}
                 }
             }
@@ -281,8 +401,8 @@ fn generated_datagrams_decode() {
     }
     assert!(ok * 2 > total, "{ok} of {total} generated datagrams decode");
     assert!(
-        services > 20 && dests > 20,
-        "{services} services, {dests} destinations"
+        services > 20 && dests > 20 && with_stats > 0 && infos > 0,
+        "{services} services, {dests} destinations, {with_stats} with statistics, {infos} infos"
     );
 }
 
