@@ -522,6 +522,8 @@ fn fake_upstream_answers_and_the_answer_is_cached() {
     *upstream.answer.lock().unwrap() = raw;
     let forwarder = Forwarder::new(ForwarderConfig {
         upstreams: vec![upstream.addr],
+        // Generous: a loaded CI machine must not turn this into a timeout.
+        timeout: std::time::Duration::from_secs(10),
         ..ForwarderConfig::default()
     });
     let answer = runtime.block_on(forwarder.forward(&query)).unwrap();
