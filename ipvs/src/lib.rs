@@ -22,6 +22,8 @@ mod decode;
 mod encode;
 mod error;
 mod exchange;
+#[doc(hidden)]
+pub mod fuzzing;
 mod message;
 mod types;
 
