@@ -468,6 +468,9 @@ impl<'a> Parser<'a> {
             if self.eat("}") {
                 return Ok(chain);
             }
+            if self.peek().is_none() {
+                return Err(self.err("the chain's block is not closed".into()));
+            }
             chain.rules.push(self.rule()?);
         }
     }
