@@ -35,6 +35,8 @@ pub const CHAIN_INPUT: &str = "input";
 pub const CHAIN_FORWARD: &str = "forward";
 /// Set of the cluster nodes' advertise addresses: the only sources of VXLAN accepted.
 pub const SET_VXLAN_PEERS: &str = "vxlan_peers";
+/// Route chain on the output hook: marks the VXLAN of encrypted overlays for IPsec.
+pub const CHAIN_MARK_ENCRYPTED: &str = "mark_encrypted";
 
 /// What the node's table should hold.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -62,6 +64,10 @@ pub struct Guard {
     pub vxlan_port: u16,
     /// The cluster's nodes' advertise addresses.
     pub vxlan_peers: Vec<Ipv4Addr>,
+    /// VNIs of encrypted overlays: their VXLAN leaves with `encrypt_mark` (which the IPsec
+    /// policies match) and arrives only out of IPsec (cleartext is dropped).
+    pub encrypted_vnis: Vec<u32>,
+    pub encrypt_mark: u32,
 }
 
 /// A bridge in the node namespace that the guard closes.
@@ -260,6 +266,37 @@ fn add_guard(t: &mut Table, guard: &Guard) {
         ),
         Rule::new(vxlan(), counted_drop()),
     ];
+    let mut encrypted = guard.encrypted_vnis.clone();
+    encrypted.sort();
+    encrypted.dedup();
+    let of_vni = |vni: u32| with(vxlan(), Match::Eq(Expr::VxlanVni, Value::Int(vni)));
+    // Before the peers' accept: an encrypted overlay's frames must come out of IPsec.
+    let cleartext: Vec<Rule> = encrypted
+        .iter()
+        .map(|vni| {
+            Rule::new(
+                with(of_vni(*vni), Match::Eq(Expr::Ipsec, Value::Presence(false))),
+                counted_drop(),
+            )
+        })
+        .collect();
+    let at = input.len() - 2;
+    let input: Vec<Rule> = input[..at]
+        .iter()
+        .cloned()
+        .chain(cleartext)
+        .chain(input[at..].iter().cloned())
+        .collect();
+    if !encrypted.is_empty() {
+        t.chains.push(Chain::base(
+            CHAIN_MARK_ENCRYPTED,
+            BaseChain::new(ChainType::Route, Hook::Output, Priority::Mangle),
+            encrypted
+                .iter()
+                .map(|vni| Rule::new(of_vni(*vni), vec![Stmt::SetMark(guard.encrypt_mark)]))
+                .collect(),
+        ));
+    }
     t.chains.push(Chain::base(
         CHAIN_INPUT,
         BaseChain::new(ChainType::Filter, Hook::Input, Priority::Filter),
@@ -501,6 +538,7 @@ mod tests {
                     "192.168.100.11".parse().unwrap_or_else(|e| panic!("{e}")),
                     "192.168.100.12".parse().unwrap_or_else(|e| panic!("{e}")),
                 ],
+                ..Default::default()
             }),
             ..Default::default()
         };
@@ -538,6 +576,44 @@ mod tests {
                       \t}\n\
                       }\n";
         assert_eq!(guard, golden);
+    }
+
+    #[test]
+    fn encrypted_vnis_are_marked_out_and_must_come_in_through_ipsec() {
+        let spec = NodeFirewallSpec {
+            guard: Some(Guard {
+                vxlan_port: 4789,
+                encrypted_vnis: vec![4098, 4097],
+                encrypt_mark: 0x726d_0e5b,
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        let script = table(&spec).full_sync_script();
+        let input = script
+            .split("chain input {")
+            .nth(1)
+            .and_then(|r| r.split("\t}").next())
+            .unwrap_or_else(|| panic!("{script}"));
+        let rules: Vec<&str> = input.lines().skip(2).map(str::trim).collect();
+        assert_eq!(
+            rules[3..],
+            [
+                "meta l4proto udp th dport 4789 @th,96,24 4097 meta ipsec missing counter drop",
+                "meta l4proto udp th dport 4789 @th,96,24 4098 meta ipsec missing counter drop",
+                "meta l4proto udp th dport 4789 ip saddr @vxlan_peers counter accept",
+                "meta l4proto udp th dport 4789 counter drop",
+            ]
+        );
+        assert!(script.contains(
+            "\tchain mark_encrypted {\n\
+             \t\ttype route hook output priority mangle; policy accept;\n\
+             \t\tmeta l4proto udp th dport 4789 @th,96,24 4097 meta mark set 0x726d0e5b\n\
+             \t\tmeta l4proto udp th dport 4789 @th,96,24 4098 meta mark set 0x726d0e5b\n\
+             \t}\n"
+        ), "{script}");
+        // The tracer reads it (and never sees VXLAN itself).
+        routemesh_nft::trace::Ruleset::parse(&script).unwrap_or_else(|e| panic!("{e}"));
     }
 
     #[test]

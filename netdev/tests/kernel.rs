@@ -762,6 +762,8 @@ async fn published_port_rules_are_accepted_by_the_kernel() {
             private_nets: vec![net("10.255.0.0/16"), net("10.0.1.0/24")],
             vxlan_port: 4789,
             vxlan_peers: vec![ip("192.168.100.12"), ip("192.168.100.11")],
+            encrypted_vnis: vec![4097],
+            encrypt_mark: 0x726d_0e5b,
         }),
     };
     firewall::sync(Some(&node_path), &spec).unwrap_or_else(|e| panic!("{e}"));
@@ -782,6 +784,9 @@ async fn published_port_rules_are_accepted_by_the_kernel() {
         "oifname \"rm_gwbridge\" ct status dnat accept",
         "oifname \"rm_gwbridge\" counter packets 0 bytes 0 drop",
         "iifname \"rmb-local\" oifname \"rmb-local\" accept",
+        "type route hook output priority mangle; policy accept;",
+        "udp dport 4789 @th,96,24 0x1001 meta mark set 0x726d0e5b",
+        "udp dport 4789 @th,96,24 0x1001 meta ipsec missing counter packets 0 bytes 0 drop",
     ] {
         assert!(table.contains(want), "missing {want:?} in\n{table}");
     }

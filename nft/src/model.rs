@@ -179,6 +179,8 @@ pub enum Value {
     CtState(CtState),
     CtStatus(CtStatus),
     AddrType(AddrType),
+    /// `exists` / `missing`, for `meta ipsec`.
+    Presence(bool),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -219,6 +221,10 @@ pub enum Expr {
     FibDaddrType,
     Iifname,
     Oifname,
+    /// `@th,96,24`: the VNI of a VXLAN packet (24 bits, 12 bytes past the UDP header's start).
+    VxlanVni,
+    /// `meta ipsec`: whether the packet came out of an IPsec transform (`exists`/`missing`).
+    Ipsec,
     /// `numgen random mod N`
     Numgen(u32),
 }
@@ -263,6 +269,8 @@ pub enum Stmt {
     Reject(Reject),
     Masquerade,
     SnatTo(Ipv4Addr),
+    /// `meta mark set 0x...`
+    SetMark(u32),
     /// `dnat ip to ADDR[:PORT]`
     DnatTo {
         addr: Ipv4Addr,
@@ -305,6 +313,8 @@ impl Rule {
 pub enum ChainType {
     Filter,
     Nat,
+    /// A filter that routes again when it changes the mark (output only).
+    Route,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]

@@ -50,6 +50,8 @@ impl Display for Value {
                 AddrType::Local => "local",
                 AddrType::Unicast => "unicast",
             }),
+            Value::Presence(true) => f.write_str("exists"),
+            Value::Presence(false) => f.write_str("missing"),
         }
     }
 }
@@ -68,6 +70,8 @@ impl Display for Expr {
             Expr::FibDaddrType => f.write_str("fib daddr type"),
             Expr::Iifname => f.write_str("iifname"),
             Expr::Oifname => f.write_str("oifname"),
+            Expr::VxlanVni => f.write_str("@th,96,24"),
+            Expr::Ipsec => f.write_str("meta ipsec"),
             Expr::Numgen(n) => write!(f, "numgen random mod {n}"),
         }
     }
@@ -150,6 +154,7 @@ impl Display for Stmt {
             }
             Stmt::Masquerade => f.write_str("masquerade"),
             Stmt::SnatTo(addr) => write!(f, "snat ip to {addr}"),
+            Stmt::SetMark(mark) => write!(f, "meta mark set {mark:#010x}"),
             Stmt::DnatTo { addr, port: None } => write!(f, "dnat ip to {addr}"),
             Stmt::DnatTo {
                 addr,
@@ -199,6 +204,7 @@ impl Display for BaseChain {
         let kind = match self.kind {
             ChainType::Filter => "filter",
             ChainType::Nat => "nat",
+            ChainType::Route => "route",
         };
         let policy = match self.policy {
             Policy::Accept => "accept",

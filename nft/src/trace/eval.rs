@@ -156,6 +156,10 @@ impl<'a> Walk<'a> {
             for stmt in &rule.stmts {
                 let outcome = match stmt {
                     Stmt::Counter => continue,
+                    Stmt::SetMarkTo(mark) => {
+                        self.ctx.mark = *mark;
+                        continue;
+                    }
                     Stmt::SetMark(expr, map) => {
                         if self.set_mark(table, expr, map)? {
                             continue;
@@ -296,6 +300,9 @@ impl<'a> Walk<'a> {
                 Ok(self.key(&[sel], None)? == [want])
             }
             Sel::Numgen(_) => Err(eval(format!("unsupported comparison {sel:?}"))),
+            // Traced packets are never VXLAN-encapsulated, nor decrypted by IPsec.
+            Sel::VxlanVni => Ok(false),
+            Sel::Ipsec => known_words("missing", &["exists", "missing"]),
         }
     }
 

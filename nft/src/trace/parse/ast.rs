@@ -19,6 +19,10 @@ pub enum Sel {
     FibSaddrType,
     Iifname,
     Oifname,
+    /// `@th,96,24`: a VXLAN packet's VNI (the tracer follows inner packets: never VXLAN).
+    VxlanVni,
+    /// `meta ipsec` (the tracer's packets never come out of an IPsec transform).
+    Ipsec,
 }
 
 impl Sel {
@@ -31,7 +35,12 @@ impl Sel {
             Sel::Mark => Some(Field::Mark),
             Sel::Numgen(_) => Some(Field::Int),
             Sel::Iifname | Sel::Oifname => Some(Field::Iface),
-            Sel::CtState | Sel::CtStatus | Sel::FibDaddrType | Sel::FibSaddrType => None,
+            Sel::CtState
+            | Sel::CtStatus
+            | Sel::FibDaddrType
+            | Sel::FibSaddrType
+            | Sel::VxlanVni
+            | Sel::Ipsec => None,
         }
     }
 }
@@ -76,6 +85,8 @@ pub enum Stmt {
     SnatTo(Ipv4Addr),
     /// `meta mark set EXPR map @name`
     SetMark(Vec<Sel>, String),
+    /// `meta mark set VALUE`
+    SetMarkTo(u32),
 }
 
 impl Stmt {

@@ -428,7 +428,9 @@ impl<'a> Parser<'a> {
         if self.eat("type") {
             let nat = match self.next()? {
                 "nat" => true,
-                "filter" => false,
+                // A route chain is a filter chain that routes again after a mark change;
+                // the tracer routes after the output hook anyway.
+                "filter" | "route" => false,
                 other => return Err(self.err(format!("unsupported chain type {other:?}"))),
             };
             self.expect("hook")?;

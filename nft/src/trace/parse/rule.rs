@@ -139,6 +139,10 @@ impl Parser<'_> {
                 self.pos += 1;
                 self.expect("mark")?;
                 self.expect("set")?;
+                if let Some(mark) = self.peek().and_then(parse_mark) {
+                    self.pos += 1;
+                    return Ok(Some(Stmt::SetMarkTo(mark)));
+                }
                 let expr = self.expr()?;
                 self.expect("map")?;
                 let tok = self.next()?;
@@ -217,6 +221,17 @@ impl Parser<'_> {
                 ("ip", Some("saddr")) => Sel::IpSaddr,
                 ("meta", Some("l4proto")) => Sel::L4proto,
                 ("meta", Some("mark")) => Sel::Mark,
+                ("meta", Some("ipsec")) => Sel::Ipsec,
+                ("@th", Some(",")) => {
+                    for want in [",", "96", ",", "24"] {
+                        self.expect(want)?;
+                    }
+                    out.push(Sel::VxlanVni);
+                    if !self.eat(".") {
+                        return Ok(out);
+                    }
+                    continue;
+                }
                 ("th", Some("dport")) => Sel::Dport,
                 ("ct", Some("state")) => Sel::CtState,
                 ("ct", Some("status")) => Sel::CtStatus,
@@ -269,6 +284,14 @@ impl Parser<'_> {
                 return Ok(out);
             }
         }
+    }
+}
+
+/// `0x0000abcd` or a decimal number.
+fn parse_mark(tok: &str) -> Option<u32> {
+    match tok.strip_prefix("0x") {
+        Some(hex) => u32::from_str_radix(hex, 16).ok(),
+        None => tok.parse().ok(),
     }
 }
 
