@@ -16,6 +16,7 @@ pub mod overlay;
 pub mod sandbox;
 pub mod spec;
 mod tempname;
+pub mod xfrm;
 
 pub use error::{Error, Result};
 pub use netlink::{LinkSummary, Netlink};
