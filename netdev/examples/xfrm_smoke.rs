@@ -7,14 +7,20 @@
 //! xfrm_smoke all NETNS      apply, then rotate one SA's SPI and key (the kernel's own SA
 //!                           notifications must show the new SA added before the old one
 //!                           deleted), read back, flush, read back empty
+//! xfrm_smoke traffic A B    A and B are namespaces joined by a veth, 10.51.0.1/24 in A and
+//!                           10.51.0.2/24 in B: SAs both ways in both, the policy A→B in A and
+//!                           B→A in B (mark 0xe110002); a UDP datagram to B:4789 with the mark
+//!                           and one without both arrive (vm/tests/xfrm.sh then checks with
+//!                           `ip -s xfrm state` that exactly one went through ESP)
 //! ```
 //!
 //! Prints one line per check and `xfrm-smoke: N passed, M failed`; exits non-zero on any failure.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, UdpSocket};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::time::Duration;
 
 use routemesh_netdev::xfrm::{EspSa, IpsecSpec, VxlanPolicy, Xfrm};
 
@@ -199,10 +205,86 @@ fn all(x: &Xfrm, netns: &Path, c: &mut Checks) -> Result<(), String> {
     Ok(())
 }
 
+const TRAFFIC_MARK: u32 = 0x0e11_0002;
+
+fn traffic(a_ns: &Path, b_ns: &Path, c: &mut Checks) -> Result<(), String> {
+    let a = addr(10, 51, 0, 1);
+    let b = addr(10, 51, 0, 2);
+    let ab = EspSa {
+        src: a,
+        dst: b,
+        spi: 0x0000_3001,
+        key: [0x33; 20],
+    };
+    let ba = EspSa {
+        src: b,
+        dst: a,
+        spi: 0x0000_3002,
+        key: [0x44; 20],
+    };
+    for (ns, src, dst) in [(a_ns, a, b), (b_ns, b, a)] {
+        let x = Xfrm::open(Some(ns)).map_err(|e| e.to_string())?;
+        let spec = IpsecSpec {
+            sas: vec![ab.clone(), ba.clone()],
+            policies: vec![VxlanPolicy {
+                src,
+                dst,
+                mark: TRAFFIC_MARK,
+            }],
+        };
+        x.sync(&spec).map_err(|e| format!("sync: {e}"))?;
+    }
+    let bind_in = |ns: &Path, ip: Ipv4Addr, port: u16| -> Result<UdpSocket, String> {
+        let sock = routemesh_netdev::netns::run_in(ns, move || UdpSocket::bind((ip, port)))
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("bind {ip}:{port}: {e}"))?;
+        sock.set_read_timeout(Some(Duration::from_secs(5)))
+            .map_err(|e| e.to_string())?;
+        Ok(sock)
+    };
+    let rx = bind_in(b_ns, b, 4789)?;
+    let marked = bind_in(a_ns, a, 0)?;
+    let mark = TRAFFIC_MARK;
+    // SAFETY: SO_MARK takes a u32; pointer and length describe `mark`.
+    let rc = unsafe {
+        libc::setsockopt(
+            marked.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_MARK,
+            (&mark as *const u32).cast(),
+            std::mem::size_of::<u32>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(format!("SO_MARK: {}", std::io::Error::last_os_error()));
+    }
+    let plain = bind_in(a_ns, a, 0)?;
+    for (sock, payload) in [
+        (&marked, &b"through ESP"[..]),
+        (&plain, &b"in the clear"[..]),
+    ] {
+        sock.send_to(payload, (b, 4789))
+            .map_err(|e| format!("send: {e}"))?;
+        let mut buf = [0u8; 64];
+        let got = rx
+            .recv_from(&mut buf)
+            .map(|(n, from)| (buf[..n].to_vec(), from));
+        let what = format!("{:?} arrives at {b}:4789", String::from_utf8_lossy(payload));
+        match got {
+            Ok((data, from)) => {
+                c.equal(&what, &data, &payload.to_vec());
+                c.equal("from A", &from.ip(), &std::net::IpAddr::V4(a));
+            }
+            Err(e) => c.check(&what, false, || e.to_string()),
+        }
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (Some(step), Some(netns)) = (args.first(), args.get(1)) else {
-        eprintln!("usage: xfrm_smoke apply|all NETNS_PATH");
+        eprintln!("usage: xfrm_smoke apply|all NETNS_PATH | traffic NETNS_A NETNS_B");
         return ExitCode::from(2);
     };
     let netns = PathBuf::from(netns);
@@ -215,7 +297,11 @@ fn main() -> ExitCode {
         .and_then(|x| match step.as_str() {
             "apply" => apply(&x, &mut c),
             "all" => all(&x, &netns, &mut c),
-            other => Err(format!("unknown step {other:?} (apply | all)")),
+            "traffic" => match args.get(2) {
+                Some(b) => traffic(&netns, Path::new(b), &mut c),
+                None => Err("traffic needs two namespaces".into()),
+            },
+            other => Err(format!("unknown step {other:?} (apply | all | traffic)")),
         });
     if let Err(e) = result {
         println!("FAIL: {e}");

@@ -79,6 +79,28 @@ lacks "no SA left after flush" '^src ' "$out"
 out=$($IP -n $NS xfrm policy) || fail "ip xfrm policy"
 lacks "no policy left after flush" '^src ' "$out"
 
+step "traffic: a marked VXLAN-port datagram goes through ESP, an unmarked one does not"
+$IP netns add xa || fail "ip netns add xa"
+$IP netns add xb || fail "ip netns add xb"
+$IP -n xa link add va type veth peer name vb netns xb || fail "veth"
+$IP -n xa addr add 10.51.0.1/24 dev va && $IP -n xa link set va up && $IP -n xa link set lo up ||
+    fail "address xa"
+$IP -n xb addr add 10.51.0.2/24 dev vb && $IP -n xb link set vb up && $IP -n xb link set lo up ||
+    fail "address xb"
+$SMOKE traffic /run/netns/xa /run/netns/xb || fail "xfrm_smoke traffic"
+passed=$((passed + 1))
+out=$($IP -s -n xa xfrm state get src 10.51.0.1 dst 10.51.0.2 proto esp spi 0x00003001) ||
+    fail "ip xfrm state get in xa"
+echo "$out"
+has "A encrypted exactly one datagram" '^[[:space:]]+[0-9]+\(bytes\), 1\(packets\)' "$out"
+out=$($IP -s -n xb xfrm state get src 10.51.0.1 dst 10.51.0.2 proto esp spi 0x00003001) ||
+    fail "ip xfrm state get in xb"
+echo "$out"
+has "B decrypted exactly one datagram" '^[[:space:]]+[0-9]+\(bytes\), 1\(packets\)' "$out"
+out=$($IP -s -n xb xfrm state get src 10.51.0.2 dst 10.51.0.1 proto esp spi 0x00003002) ||
+    fail "ip xfrm state get in xb"
+has "nothing went back B to A" '^[[:space:]]+0\(bytes\), 0\(packets\)' "$out"
+
 if [ -x $KTEST ]; then
     step "the netdev xfrm kernel test, on a kernel with ESP"
     out=$($KTEST --test-threads 1 --nocapture 2>&1)
