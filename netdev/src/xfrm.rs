@@ -18,6 +18,7 @@ use std::net::Ipv4Addr;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Mutex;
 
 use nix::errno::Errno;
 
@@ -166,11 +167,13 @@ const _: () = {
 const RECV_BUF: usize = 64 * 1024;
 const RECV_TIMEOUT_SECS: libc::time_t = 30;
 
-/// A NETLINK_XFRM socket bound inside one network namespace.
+/// A NETLINK_XFRM socket bound inside one network namespace. Requests are serialized (one
+/// request and its answer at a time), so an `Xfrm` may be shared between threads.
 pub struct Xfrm {
     fd: OwnedFd,
     netns: String,
     seq: AtomicU32,
+    io: Mutex<()>,
 }
 
 impl fmt::Debug for Xfrm {
@@ -199,6 +202,7 @@ impl Xfrm {
             fd,
             netns: name,
             seq: AtomicU32::new(1),
+            io: Mutex::new(()),
         })
     }
 
@@ -376,6 +380,10 @@ impl Xfrm {
             object: object.clone(),
             errno,
         };
+        let _io = self
+            .io
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let seq = self.next_seq();
         self.send(&msg.finish(seq)).map_err(fail)?;
         let mut buf = vec![0u8; RECV_BUF];
@@ -414,6 +422,10 @@ impl Xfrm {
             object: object.to_string(),
             detail,
         };
+        let _io = self
+            .io
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         let seq = self.next_seq();
         let msg = Msg::new(ty, NLM_F_REQUEST | NLM_F_DUMP, &[]);
         self.send(&msg.finish(seq)).map_err(fail)?;
