@@ -22,6 +22,21 @@ pub enum Error {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The kernel refused an XFRM (IPsec) netlink request, or the XFRM socket failed;
+    /// `object` names the SA or policy and the namespace.
+    #[error("{op} {object}: xfrm: {}", errno.desc())]
+    Xfrm {
+        op: String,
+        object: String,
+        errno: Errno,
+    },
+    /// The kernel answered an XFRM request with something this crate cannot parse.
+    #[error("{op} {object}: xfrm: malformed reply: {detail}")]
+    XfrmReply {
+        op: String,
+        object: String,
+        detail: String,
+    },
     /// nft refused a transaction, could not be run, or the table could not be written.
     #[error("{op}: nft: {source}")]
     Nft {
@@ -73,6 +88,7 @@ impl Error {
         match self {
             Error::Netlink { source, .. } => netlink_errno(source),
             Error::Io { source, .. } => source.raw_os_error().map(Errno::from_raw),
+            Error::Xfrm { errno, .. } => Some(*errno),
             _ => None,
         }
     }

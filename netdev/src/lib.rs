@@ -1,6 +1,7 @@
 //! routemesh kernel networking for one node: named network namespaces, links over rtnetlink,
 //! the bridge and overlay drivers, task sandboxes, the node's own nftables table and each
-//! sandbox's DNS redirect (both built with `routemesh-nft`).
+//! sandbox's DNS redirect (both built with `routemesh-nft`), and the IPsec (XFRM) SAs and
+//! policies of encrypted overlays ([`xfrm`]).
 //!
 //! Input is always a plain spec from [`spec`], built by the planner without I/O; every
 //! `ensure_*` call is idempotent (it changes only what differs) and every `remove_*` call
@@ -16,6 +17,7 @@ pub mod overlay;
 pub mod sandbox;
 pub mod spec;
 mod tempname;
+pub mod xfrm;
 
 pub use error::{Error, Result};
 pub use netlink::{LinkSummary, Netlink};
