@@ -58,6 +58,8 @@ pub enum ConfigError {
     Dns { value: String },
     #[error("invalid --dns-ttl {value}: at most 86400")]
     DnsTtl { value: u32 },
+    #[error("--ipsec-key-rotation {value}: expected 10 to 31536000 seconds")]
+    KeyRotation { value: u64 },
     #[error("{} must be an absolute path", path.display())]
     RelativeDir { path: PathBuf },
 }
@@ -125,6 +127,9 @@ pub struct DaemonArgs {
     /// OCI runtime running the tasks: `runc`, `crun` or a path [default: runc].
     #[arg(long)]
     pub runtime: Option<String>,
+    /// How often the encrypted overlays' IPsec key is rotated, seconds [default: 43200, 12 h].
+    #[arg(long)]
+    pub ipsec_key_rotation: Option<u64>,
 }
 
 #[derive(Deserialize, Debug, Default, PartialEq, Eq)]
@@ -149,6 +154,7 @@ pub struct FileConfig {
     pub ingress_subnet: Option<String>,
     pub dns: Option<Vec<String>>,
     pub dns_ttl: Option<u32>,
+    pub ipsec_key_rotation: Option<u64>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -208,6 +214,8 @@ pub struct DaemonConfig {
     pub dns_ttl: u32,
     /// The OCI runtime's name or path (found when the daemon starts).
     pub runtime: String,
+    /// Seconds between two rotations of the IPsec key.
+    pub ipsec_key_rotation: u64,
 }
 
 impl DaemonConfig {
@@ -351,6 +359,15 @@ pub fn resolve(
     if dns_ttl > 86_400 {
         return Err(ConfigError::DnsTtl { value: dns_ttl });
     }
+    let ipsec_key_rotation = args
+        .ipsec_key_rotation
+        .or(file.ipsec_key_rotation)
+        .unwrap_or(43_200);
+    if !(10..=31_536_000).contains(&ipsec_key_rotation) {
+        return Err(ConfigError::KeyRotation {
+            value: ipsec_key_rotation,
+        });
+    }
     let dir = |a: &Option<PathBuf>, f: Option<PathBuf>, d: &str| {
         let path = a.clone().or(f).unwrap_or_else(|| PathBuf::from(d));
         if !path.is_absolute() {
@@ -376,6 +393,7 @@ pub fn resolve(
             .clone()
             .or(file.runtime)
             .unwrap_or_else(|| routemesh_runtime::oci::DEFAULT_RUNTIME.to_string()),
+        ipsec_key_rotation,
     })
 }
 

@@ -104,6 +104,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             pool: crate::ipam::DEFAULT_POOL.parse().context("default pool")?,
             pool_prefix: crate::ipam::DEFAULT_POOL_PREFIX,
             gwbridge_subnet: cfg.gwbridge_subnet,
+            esp: esp_available().await,
         },
     };
     // A ControlError's message names its cause already; through `.context`, anyhow's `{:#}`
@@ -149,6 +150,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
             store: store.clone(),
             gwbridge_subnet: cfg.gwbridge_subnet,
             leading,
+            key_rotation: cfg.ipsec_key_rotation,
         }
         .run(),
     );
@@ -256,5 +258,32 @@ async fn shutdown_signal() {
     tokio::select! {
         _ = term.recv() => {}
         _ = int.recv() => {}
+    }
+}
+
+/// Whether this kernel does IPsec ESP with AES-GCM (an SA added and removed again in the
+/// node's namespace); said in the log either way.
+async fn esp_available() -> bool {
+    let probe = tokio::task::spawn_blocking(|| {
+        routemesh_netdev::xfrm::Xfrm::open(None).and_then(|x| x.esp_supported())
+    })
+    .await;
+    match probe {
+        Ok(Ok(true)) => {
+            tracing::info!("IPsec ESP: available (encrypted overlays can be created here)");
+            true
+        }
+        Ok(Ok(false)) => {
+            tracing::info!("IPsec ESP: not available in this kernel (no --opt encrypted here)");
+            false
+        }
+        Ok(Err(e)) => {
+            tracing::info!(error = %e, "IPsec ESP: not available (XFRM cannot be used)");
+            false
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "IPsec ESP: not available (the probe failed)");
+            false
+        }
     }
 }

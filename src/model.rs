@@ -47,6 +47,42 @@ pub struct Network {
     /// The node interface a macvlan network's legs hang off (`--opt parent=IF`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// An overlay whose VXLAN travels between nodes in IPsec ESP (`--opt encrypted`).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub encrypted: bool,
+}
+
+/// The keys of the encrypted overlays: one keyring for the cluster (as Swarm's), generated and
+/// rotated by the orchestrator. Every node accepts ESP under each key; it sends under
+/// `primary`. A rotation adds a key, then makes it primary, then drops the old one, a settle
+/// time apart, so no node ever sends under a key another node cannot read.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Keyring {
+    pub keys: Vec<IpsecKey>,
+    /// Tag of the key nodes send under.
+    pub primary: u32,
+    pub phase: RotationPhase,
+    /// When the current phase began (seconds since the epoch).
+    pub phase_at: u64,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IpsecKey {
+    /// Distinguishes the keys (and their SPIs).
+    pub tag: u32,
+    /// AES-128-GCM key and 4-byte salt (RFC 4106), 40 hex digits.
+    pub key: String,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RotationPhase {
+    /// One key; the next rotation is due `rotation` after `phase_at`.
+    Steady,
+    /// A new key was added (accepted everywhere, not sent under yet).
+    Added,
+    /// The new key is primary; the old one is still accepted.
+    Switched,
 }
 
 impl Network {
@@ -293,7 +329,18 @@ pub struct ClusterState {
     pub node_addrs: BTreeMap<(String, String), NodeAddress>,
     /// Keyed by service.
     pub pending: BTreeMap<String, Pending>,
+    /// The encrypted overlays' keys, once one exists.
+    pub keyring: Option<Keyring>,
     pub revision: u64,
+}
+
+impl ClusterState {
+    /// Whether any overlay is encrypted (then the keyring is needed).
+    pub fn any_encrypted(&self) -> bool {
+        self.networks
+            .values()
+            .any(|n| n.encrypted && n.vni.is_some())
+    }
 }
 
 pub fn now_secs() -> u64 {

@@ -211,12 +211,14 @@ fn network(u: &mut Unstructured) -> arbitrary::Result<Network> {
     Ok(Network {
         name: text(u)?,
         id: text(u)?,
-        driver: *u.choose(&[Driver::Bridge, Driver::Overlay])?,
+        driver: *u.choose(&[Driver::Bridge, Driver::Overlay, Driver::Macvlan])?,
         subnet: net(u)?,
         gateway: Ipv4Addr::from(u.arbitrary::<u32>()?),
         vni: u.arbitrary()?,
         created_at: u.arbitrary()?,
         ingress: u.arbitrary()?,
+        parent: if u.arbitrary()? { Some(text(u)?) } else { None },
+        encrypted: u.arbitrary()?,
     })
 }
 

@@ -373,6 +373,22 @@ fn macvlan_tasks_live_on_the_parents_segment() {
         let err = node.fails(&a);
         assert!(err.contains(want), "{a:?}: {err}");
     }
+    // The parent must exist on the node the network is created on.
+    let err = node.fails(&[
+        "network",
+        "create",
+        "--driver",
+        "macvlan",
+        "-o",
+        "parent=rmtnope0",
+        "--subnet",
+        "192.168.96.0/24",
+        "bad",
+    ]);
+    assert!(
+        err.contains("parent interface \"rmtnope0\" does not exist"),
+        "{err}"
+    );
     assert!(!node.ok(&["network", "ls"]).contains("bad"));
 
     node.ok(&[
@@ -453,4 +469,32 @@ fn macvlan_tasks_live_on_the_parents_segment() {
         "the parent stays"
     );
     node.ok(&["network", "rm", "lan"]);
+}
+
+#[test]
+fn an_encrypted_overlay_needs_esp_in_the_kernel() {
+    if !root_or_skip("an_encrypted_overlay_needs_esp_in_the_kernel") {
+        return;
+    }
+    let node = Node::start("esp");
+    let create = ["network", "create", "--opt", "encrypted", "sec"];
+    let log = node.daemon_log();
+    if log.contains("IPsec ESP: available") {
+        // A kernel with esp4 (the VM test covers this path end to end).
+        node.ok(&create);
+        assert_eq!(node.json(&["network", "inspect", "sec"])["encrypted"], true);
+    } else {
+        assert!(
+            log.contains("IPsec ESP: not available"),
+            "the daemon says why"
+        );
+        let err = node.fails(&create);
+        assert!(err.contains("needs IPsec ESP"), "{err}");
+        assert!(
+            !node.ok(&["network", "ls"]).contains("sec"),
+            "nothing created"
+        );
+        // The neighbour: the same network without encryption is fine.
+        node.ok(&["network", "create", "sec"]);
+    }
 }

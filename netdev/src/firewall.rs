@@ -239,9 +239,13 @@ fn add_guard(t: &mut Table, guard: &Guard) {
         m.push(extra);
         m
     };
+    let mut encrypted = guard.encrypted_vnis.clone();
+    encrypted.sort();
+    encrypted.dedup();
+    let of_vni = |vni: u32| with(vxlan(), Match::Eq(Expr::VxlanVni, Value::Int(vni)));
     // Replies to the node's own connections to 127/8 that were DNATed out (a localhost
     // publish) come back on the bridge, already established.
-    let input = vec![
+    let mut input = vec![
         Rule::new(
             with(
                 martian(),
@@ -257,36 +261,22 @@ fn add_guard(t: &mut Table, guard: &Guard) {
             vec![Stmt::Accept],
         ),
         Rule::new(martian(), counted_drop()),
-        Rule::new(
-            with(
-                vxlan(),
-                Match::InSet(vec![Expr::IpSaddr], SET_VXLAN_PEERS.into()),
-            ),
-            vec![Stmt::Counter, Stmt::Accept],
-        ),
-        Rule::new(vxlan(), counted_drop()),
     ];
-    let mut encrypted = guard.encrypted_vnis.clone();
-    encrypted.sort();
-    encrypted.dedup();
-    let of_vni = |vni: u32| with(vxlan(), Match::Eq(Expr::VxlanVni, Value::Int(vni)));
     // Before the peers' accept: an encrypted overlay's frames must come out of IPsec.
-    let cleartext: Vec<Rule> = encrypted
-        .iter()
-        .map(|vni| {
-            Rule::new(
-                with(of_vni(*vni), Match::Eq(Expr::Ipsec, Value::Presence(false))),
-                counted_drop(),
-            )
-        })
-        .collect();
-    let at = input.len() - 2;
-    let input: Vec<Rule> = input[..at]
-        .iter()
-        .cloned()
-        .chain(cleartext)
-        .chain(input[at..].iter().cloned())
-        .collect();
+    input.extend(encrypted.iter().map(|vni| {
+        Rule::new(
+            with(of_vni(*vni), Match::Eq(Expr::Ipsec, Value::Presence(false))),
+            counted_drop(),
+        )
+    }));
+    input.push(Rule::new(
+        with(
+            vxlan(),
+            Match::InSet(vec![Expr::IpSaddr], SET_VXLAN_PEERS.into()),
+        ),
+        vec![Stmt::Counter, Stmt::Accept],
+    ));
+    input.push(Rule::new(vxlan(), counted_drop()));
     if !encrypted.is_empty() {
         t.chains.push(Chain::base(
             CHAIN_MARK_ENCRYPTED,
@@ -605,13 +595,16 @@ mod tests {
                 "meta l4proto udp th dport 4789 counter drop",
             ]
         );
-        assert!(script.contains(
-            "\tchain mark_encrypted {\n\
+        assert!(
+            script.contains(
+                "\tchain mark_encrypted {\n\
              \t\ttype route hook output priority mangle; policy accept;\n\
              \t\tmeta l4proto udp th dport 4789 @th,96,24 4097 meta mark set 0x726d0e5b\n\
              \t\tmeta l4proto udp th dport 4789 @th,96,24 4098 meta mark set 0x726d0e5b\n\
              \t}\n"
-        ), "{script}");
+            ),
+            "{script}"
+        );
         // The tracer reads it (and never sees VXLAN itself).
         routemesh_nft::trace::Ruleset::parse(&script).unwrap_or_else(|e| panic!("{e}"));
     }

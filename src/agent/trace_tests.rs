@@ -38,6 +38,7 @@ fn overlay(name: &str, subnet: &str, vni: u32) -> Network_ {
         created_at: 0,
         ingress: name == "ingress",
         parent: None,
+        encrypted: false,
     }
 }
 

@@ -115,7 +115,9 @@ impl ApiError {
             ApiError::Control(e) => match e {
                 ControlError::Invalid(_)
                 | ControlError::NoHostAddress { .. }
-                | ControlError::NetworksOverlap { .. } => BAD_REQUEST,
+                | ControlError::NetworksOverlap { .. }
+                | ControlError::NoEsp { .. }
+                | ControlError::NoParent { .. } => BAD_REQUEST,
                 ControlError::NetworkNotFound { .. }
                 | ControlError::ServiceNotFound { .. }
                 | ControlError::ServiceNetworkNotFound { .. }

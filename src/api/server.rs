@@ -12,7 +12,7 @@ use serde::Deserialize;
 
 use super::error::{ApiError, Object};
 use crate::agent::plan::NodeContext;
-use crate::control::Control;
+use crate::control::{Control, ControlError, Subject};
 use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Network, Task, TaskState};
 use crate::store::state;
@@ -163,6 +163,24 @@ async fn create_network(
     Json(req): Json<NetworkCreate>,
 ) -> Result<(StatusCode, Json<Network>), ApiError> {
     let req = validate::network_request(&req)?;
+    // A macvlan network hangs off an interface of the node it is created on (as in Docker).
+    if let Some(parent) = &req.parent {
+        let nl = routemesh_netdev::netlink::Netlink::current().map_err(ApiError::NodeRoutes)?;
+        if nl
+            .link(parent)
+            .await
+            .map_err(ApiError::NodeRoutes)?
+            .is_none()
+        {
+            return Err(ApiError::Control(ControlError::NoParent {
+                subject: Subject::Network {
+                    driver: req.driver,
+                    name: req.name.clone(),
+                },
+                parent: parent.clone(),
+            }));
+        }
+    }
     let node_nets = node_networks().await?;
     let net = app.control.create_network(req, &node_nets).await?;
     Ok((StatusCode::CREATED, Json(net)))

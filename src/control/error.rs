@@ -11,6 +11,10 @@ use crate::validate::ValidationError;
 pub enum ControlError {
     #[error("network {name:?} not found")]
     NetworkNotFound { name: String },
+    #[error("{subject}: --opt encrypted needs IPsec ESP (the kernel's esp4 and rfc4106(gcm(aes))), which this node's kernel does not have")]
+    NoEsp { subject: Subject },
+    #[error("{subject}: parent interface {parent:?} does not exist on this node")]
+    NoParent { subject: Subject, parent: String },
     #[error("service {name:?} not found")]
     ServiceNotFound { name: String },
     #[error("service {service:?}: network {network:?} not found")]

@@ -33,6 +33,8 @@ pub struct ControlConfig {
     pub pool: Ipv4Net,
     pub pool_prefix: u8,
     pub gwbridge_subnet: Ipv4Net,
+    /// Whether this node's kernel does IPsec ESP (probed at start): encrypted overlays need it.
+    pub esp: bool,
 }
 
 #[derive(Clone)]

@@ -86,6 +86,9 @@ impl Control {
             Some(g) => g,
             None => default_gateway(&what, subnet)?,
         };
+        if req.encrypted && !self.cfg.esp {
+            return Err(ControlError::NoEsp { subject: what });
+        }
         let vni = match req.driver {
             Driver::Bridge | Driver::Macvlan => None,
             Driver::Overlay => Some(pick_vni(&what, req.vni, st)?),
@@ -100,6 +103,7 @@ impl Control {
             created_at: now_secs(),
             ingress: false,
             parent: req.parent.clone(),
+            encrypted: req.encrypted,
         })
     }
 
@@ -128,6 +132,7 @@ impl Control {
                     created_at: now_secs(),
                     ingress: true,
                     parent: None,
+                    encrypted: false,
                 };
                 let txn = claim(Txn::new(), keys::vni_claim(vni), INGRESS)
                     .when_absent(keys::network(INGRESS))

@@ -13,6 +13,7 @@ fn control(dir: &tempfile::TempDir) -> Control {
             pool: "10.0.0.0/8".parse().unwrap(),
             pool_prefix: 24,
             gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
+            esp: true,
         },
     }
 }

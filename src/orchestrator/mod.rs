@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use ipnet::Ipv4Net;
 
+pub mod keyring;
+
 use crate::control::delete_task;
 use crate::ipam;
 use crate::model::{
@@ -195,6 +197,8 @@ pub struct Orchestrator {
     pub gwbridge_subnet: Ipv4Net,
     /// True while this node leads the cluster; only the leader orchestrates.
     pub leading: tokio::sync::watch::Receiver<bool>,
+    /// Seconds between two rotations of the encrypted overlays' key.
+    pub key_rotation: u64,
 }
 
 impl Orchestrator {
@@ -244,6 +248,7 @@ impl Orchestrator {
     pub async fn reconcile(&self) -> Result<u64, OrchestratorError> {
         let mut unplaceable: Vec<Action> = Vec::new();
         let mut unplaced: BTreeMap<String, Pending> = BTreeMap::new();
+        self.keyring().await?;
         loop {
             let st = state::read(self.store.as_ref()).await?;
             let Some(action) = plan(&st).into_iter().find(|a| !unplaceable.contains(a)) else {
@@ -280,6 +285,31 @@ impl Orchestrator {
                 Err(e) => return Err(e),
             }
         }
+    }
+
+    /// Creates the encrypted overlays' keyring when the first one exists, and moves a key
+    /// rotation on by one step when it is due (see `plan::ipsec::next_keyring`).
+    async fn keyring(&self) -> Result<(), OrchestratorError> {
+        let st = state::read(self.store.as_ref()).await?;
+        // A step waits long enough for every node to have applied the one before.
+        let settle = (self.key_rotation / 20).clamp(5, 60);
+        let now = now_secs();
+        let Some(next) = keyring::next_keyring(
+            st.keyring.as_ref(),
+            st.any_encrypted(),
+            now,
+            self.key_rotation,
+            settle,
+        ) else {
+            return Ok(());
+        };
+        tracing::info!(
+            phase = ?next.phase, primary = next.primary, keys = next.keys.len(),
+            "encrypted overlays: keyring updated"
+        );
+        let txn = Txn::new().put_json(keys::KEYRING, &next)?;
+        self.store.txn(txn).await?;
+        Ok(())
     }
 
     /// Writes why slots stay unplaced (for `task ls`), and forgets the reasons that no

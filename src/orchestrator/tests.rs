@@ -118,6 +118,7 @@ fn addresses_of_lost_nodes_are_released() {
             created_at: 0,
             ingress: true,
             parent: None,
+            encrypted: false,
         },
     );
     assert_eq!(
@@ -205,6 +206,7 @@ async fn task_ls_learns_why_a_slot_has_no_node() {
         store: store.clone(),
         gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
         leading,
+        key_rotation: 43_200,
     };
     orch.reconcile().await.unwrap();
     let st = state::read(store.as_ref()).await.unwrap();

@@ -14,6 +14,8 @@ pub const PENDING: &str = "/routemesh/pending/";
 pub const ALIVE: &str = "/routemesh/alive/";
 /// Held (on its lease) by the node that runs the orchestrator.
 pub const LEADER: &str = "/routemesh/leader";
+/// The encrypted overlays' keyring (written by the orchestrator).
+pub const KEYRING: &str = "/routemesh/ipsec/keyring";
 
 pub fn alive(node: &str) -> String {
     format!("{ALIVE}{node}")

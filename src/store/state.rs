@@ -44,6 +44,8 @@ pub async fn read(store: &dyn Store) -> Result<ClusterState> {
             insert(&mut st.pending, kv)?;
         } else if k.starts_with(keys::NODES) {
             insert(&mut st.nodes, kv)?;
+        } else if k == keys::KEYRING {
+            st.keyring = Some(decode(kv)?);
         } else if k.starts_with(keys::NODE_ADDRS) {
             let na: crate::model::NodeAddress = decode(kv)?;
             st.node_addrs

@@ -44,6 +44,8 @@ pub enum ValidationError {
         driver: Driver,
         hint: &'static str,
     },
+    #[error("invalid --opt {key}={value:?}: expected true or false")]
+    NetworkOptionValue { key: String, value: String },
     #[error("invalid --opt {value:?}: expected KEY=VALUE")]
     NetworkOptionSyntax { value: String },
     #[error("a macvlan network needs --opt parent=IF (the node interface its tasks hang off)")]
@@ -293,6 +295,8 @@ pub struct NetworkRequest {
     pub vni: Option<u32>,
     /// The macvlan parent interface.
     pub parent: Option<String>,
+    /// An overlay carried in IPsec ESP between nodes.
+    pub encrypted: bool,
 }
 
 /// A Linux interface name the kernel accepts and that is safe to print in nft and paths.
@@ -311,12 +315,13 @@ pub fn ifname(s: &str) -> Result<&str> {
 }
 
 /// The driver options of a network request: `parent` (and `macvlan_mode=bridge`) for macvlan,
-/// none for the others.
+/// `encrypted` for overlays.
 fn network_options(
     driver: Driver,
     options: &std::collections::BTreeMap<String, String>,
-) -> Result<Option<String>> {
+) -> Result<(Option<String>, bool)> {
     let mut parent = None;
+    let mut encrypted = false;
     for (key, value) in options {
         match (driver, key.as_str()) {
             (Driver::Macvlan, "parent") => parent = Some(ifname(value)?.to_string()),
@@ -326,13 +331,16 @@ fn network_options(
                     value: value.clone(),
                 })
             }
-            (Driver::Overlay, "encrypted") => {
-                return Err(ValidationError::NetworkOption {
-                    key: key.clone(),
-                    driver,
-                    hint: ": encrypted overlays (IPsec ESP) are not built yet",
-                })
-            }
+            (Driver::Overlay, "encrypted") => match value.as_str() {
+                "" | "true" => encrypted = true,
+                "false" => {}
+                _ => {
+                    return Err(ValidationError::NetworkOptionValue {
+                        key: key.clone(),
+                        value: value.clone(),
+                    })
+                }
+            },
             _ => {
                 return Err(ValidationError::NetworkOption {
                     key: key.clone(),
@@ -349,7 +357,7 @@ fn network_options(
     if driver == Driver::Macvlan && parent.is_none() {
         return Err(ValidationError::MacvlanParentMissing);
     }
-    Ok(parent)
+    Ok((parent, encrypted))
 }
 
 pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest> {
@@ -366,7 +374,7 @@ pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest> {
         (Some(_), Driver::Bridge | Driver::Macvlan) => return Err(ValidationError::VniOnBridge),
         (None, _) => None,
     };
-    let parent = network_options(driver, &req.options)?;
+    let (parent, encrypted) = network_options(driver, &req.options)?;
     if driver == Driver::Macvlan && subnet.is_none() {
         return Err(ValidationError::MacvlanSubnetMissing);
     }
@@ -377,6 +385,7 @@ pub fn network_request(req: &NetworkCreate) -> Result<NetworkRequest> {
         gateway,
         vni,
         parent,
+        encrypted,
     })
 }
 

@@ -223,10 +223,16 @@ fn network_requests() {
     assert!(err(&req).contains("unknown option \"mode\""));
     req.options.clear();
     req.subnet = None;
-    // Encrypted overlays are refused, saying why.
+    // Encrypted overlays: a flag.
     req.driver = Some("overlay".into());
     req.options.insert("encrypted".into(), "true".into());
-    assert!(err(&req).contains("not built yet"));
+    assert!(network_request(&req).unwrap().encrypted);
+    req.options.insert("encrypted".into(), "yes please".into());
+    assert!(err(&req).contains("expected true or false"));
+    req.driver = Some("bridge".into());
+    req.options.insert("encrypted".into(), "true".into());
+    assert!(err(&req).contains("unknown option \"encrypted\" for a bridge network"));
+    req.driver = Some("overlay".into());
     req.options.clear();
     req.driver = Some("bridge".into());
     req.vni = Some(5000);

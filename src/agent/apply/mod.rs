@@ -10,6 +10,7 @@ pub mod dns;
 mod firewall;
 mod gwbridge;
 mod ingress_sbox;
+mod ipsec;
 pub mod lb;
 mod overlays;
 mod sandboxes;
@@ -37,6 +38,7 @@ pub enum Resource {
     Dns,
     Containers,
     Firewall,
+    Ipsec,
 }
 
 impl fmt::Display for Resource {
@@ -51,6 +53,7 @@ impl fmt::Display for Resource {
             Resource::Dns => "embedded DNS",
             Resource::Containers => "task containers",
             Resource::Firewall => "node nftables table",
+            Resource::Ipsec => "IPsec (encrypted overlays)",
         })
     }
 }
@@ -67,9 +70,10 @@ pub enum Step {
 /// The order of a pass. Sandboxes that go (or change) are stopped and removed before new ones
 /// are made; networks nobody plans any more go only after the sandboxes that used them; a task
 /// starts with its sandbox, resolver and load balancers in place; the node's table last.
-pub const SCHEDULE: [Step; 12] = [
+pub const SCHEDULE: [Step; 13] = [
     Step::Ensure(Resource::GatewayBridge),
     Step::Ensure(Resource::Bridges),
+    Step::Ensure(Resource::Ipsec),
     Step::Ensure(Resource::Overlays),
     Step::Ensure(Resource::IngressSandbox),
     Step::Prune(Resource::Sandboxes),
@@ -191,6 +195,7 @@ impl Applier {
             Box::new(dns),
             Box::new(containers::Containers),
             Box::new(firewall::Firewall::default()),
+            Box::new(ipsec::Ipsec::default()),
         ];
         Applier {
             env,
@@ -259,12 +264,15 @@ mod tests {
             Resource::Dns,
             Resource::Containers,
             Resource::Firewall,
+            Resource::Ipsec,
         ] {
             let ensured = SCHEDULE.iter().filter(|s| **s == Step::Ensure(r)).count();
             assert_eq!(ensured, 1, "{r}");
         }
         let ensure = |r| pos(Step::Ensure(r));
         assert!(ensure(Resource::Overlays) < ensure(Resource::Sandboxes));
+        // SAs exist before the node table marks VXLAN for them.
+        assert!(ensure(Resource::Ipsec) < ensure(Resource::Firewall));
         assert!(pos(Step::Prune(Resource::Sandboxes)) < ensure(Resource::Sandboxes));
         assert!(ensure(Resource::LoadBalancers) < ensure(Resource::Containers));
         assert!(ensure(Resource::Dns) < ensure(Resource::Containers));

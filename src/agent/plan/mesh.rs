@@ -265,6 +265,7 @@ mod tests {
             created_at: 0,
             ingress,
             parent: None,
+            encrypted: false,
         }
     }
 

@@ -4,6 +4,7 @@
 
 pub mod dns;
 pub mod files;
+pub mod ipsec;
 pub mod mesh;
 
 use std::collections::BTreeMap;
@@ -60,6 +61,8 @@ pub struct NodePlan {
     pub mesh: mesh::MeshPlan,
     /// The embedded DNS's names and who may see them.
     pub dns: dns::DnsPlan,
+    /// ESP security associations and policies for the encrypted overlays.
+    pub ipsec: routemesh_netdev::xfrm::IpsecSpec,
 }
 
 /// The contents of a task's resolv.conf and hosts files.
@@ -265,6 +268,8 @@ fn guard(st: &ClusterState) -> Guard {
             .map(|n| n.subnet)
             .collect(),
         vxlan_port: VXLAN_PORT,
+        encrypted_vnis: ipsec::encrypted_vnis(st),
+        encrypt_mark: ipsec::ENCRYPT_MARK,
         vxlan_peers: st
             .nodes
             .values()
@@ -361,6 +366,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         firewall,
         mesh,
         dns: dns::plan_dns(st, &ctx.node),
+        ipsec: ipsec::plan_ipsec(st, ctx),
     }
 }
 
@@ -395,6 +401,7 @@ mod tests {
                 created_at: 0,
                 ingress: false,
                 parent: None,
+                encrypted: false,
             },
         );
         st.networks.insert(
@@ -409,6 +416,7 @@ mod tests {
                 created_at: 0,
                 ingress: false,
                 parent: None,
+                encrypted: false,
             },
         );
         st.services.insert(
