@@ -201,6 +201,17 @@ fn node_address(kv: &KeyValue) -> std::result::Result<NodeAddress, String> {
 static LOGGED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
 
 fn skip(st: &mut ClusterState, key: &str, reason: String) {
+    // Decoder messages quote the record's text: no control characters into the log.
+    let reason: String = reason
+        .chars()
+        .map(|c| {
+            if c.is_control() {
+                c.escape_default().to_string()
+            } else {
+                c.to_string()
+            }
+        })
+        .collect();
     let first = LOGGED
         .lock()
         .unwrap_or_else(|p| p.into_inner())
