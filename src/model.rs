@@ -127,8 +127,9 @@ pub struct Service {
     /// Allocated when the service is created (endpoint mode `vip`), released with it.
     #[serde(default)]
     pub vips: Vec<ServiceVip>,
-    /// How the IPVS dataplane picks a task (nftables picks at random, weighted).
-    #[serde(default)]
+    /// How the IPVS dataplane picks a task (nftables picks at random, weighted). A scheduler
+    /// only a newer version knows reads as the default (round robin).
+    #[serde(default, deserialize_with = "or_default")]
     pub lb_scheduler: Scheduler,
     /// A local OCI image (`name:tag`); without one the task's root is the host's, read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -138,6 +139,17 @@ pub struct Service {
     pub user: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// Decodes a field whose values a newer version may extend, where the default is a safe
+/// reading of any value this version does not know.
+fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(v).unwrap_or_default())
 }
 
 /// A task's cgroup limits; `None` is unlimited.

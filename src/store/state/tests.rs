@@ -127,8 +127,15 @@ async fn enum_values_from_a_newer_version_are_tolerated() {
         }),
     )
     .await;
+    let mut web = service("web");
+    web["lb_scheduler"] = json!("quantum-rr");
+    put(&s, "/routemesh/services/web", web).await;
     let st = read(&s).await.unwrap();
     assert!(st.skipped.is_empty(), "{:?}", st.skipped);
+    assert_eq!(
+        st.services["web"].lb_scheduler,
+        crate::model::Scheduler::default()
+    );
     assert_eq!(st.tasks["web.1"].desired, DesiredState::Unknown);
     assert_eq!(st.statuses["web.1"].state, TaskState::Unknown);
     assert_eq!(st.nodes["n1"].state, crate::model::NodeState::Down);
