@@ -375,3 +375,41 @@ fn hostile_store_records_are_skipped_and_logged_while_a_good_service_converges()
         "the daemon is still running"
     );
 }
+
+#[test]
+fn plaintext_etcd_on_another_machine_is_warned_about_loudly() {
+    if !root_or_skip("plaintext_etcd_on_another_machine_is_warned_about_loudly") {
+        return;
+    }
+    let ns = Netns::new(&unique("hplain")).unwrap_or_else(|e| panic!("{e}"));
+    // Removed with `tmp`, even when an assertion fails.
+    let tmp = tempfile::tempdir().expect("temp dir");
+    let ca = tmp.path().join("ca.pem");
+    std::fs::write(&ca, "not a certificate\n").expect("ca");
+    let daemon = |extra: &[&str]| {
+        let out = run(ns
+            .cmd(bin().to_str().unwrap_or("routemesh"))
+            .args(["daemon", "--run-dir"])
+            .arg(tmp.path().join("run"))
+            .arg("--state-dir")
+            .arg(tmp.path().join("state"))
+            .args(extra)
+            .env("PATH", path_with_bin()));
+        // Nothing routes anywhere in this fresh namespace: every start fails, after the check.
+        assert!(!out.status.success(), "{extra:?} started");
+        format!("{}{}", text(&out), errtext(&out))
+    };
+    // TEST-NET-1: not loopback, and unreachable from here.
+    let remote = daemon(&["--store", "etcd://192.0.2.1:2379"]);
+    assert!(
+        remote.contains("INSECURE")
+            && remote.contains("PLAINTEXT")
+            && remote.contains("192.0.2.1:2379"),
+        "{remote}"
+    );
+    let local = daemon(&["--store", "etcd://127.0.0.1:2379"]);
+    assert!(!local.contains("INSECURE"), "{local}");
+    let ca = ca.to_str().unwrap_or_default();
+    let tls = daemon(&["--store", "etcd://192.0.2.1:2379", "--etcd-cacert", ca]);
+    assert!(!tls.contains("INSECURE"), "{tls}");
+}
