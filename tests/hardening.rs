@@ -328,6 +328,12 @@ fn hostile_store_records_are_skipped_and_logged_while_a_good_service_converges()
     want.sort();
     assert_eq!(skipped, want);
     assert_eq!(info["skipped_records"], hostile.len());
+    let shown = node.ok(&["node", "info"]);
+    assert!(
+        shown.contains(&format!("skipped store records: {}", hostile.len()))
+            && shown.contains("\"/routemesh/services/a\\nb\""),
+        "{shown}"
+    );
     let nodes = node.ok(&["node", "ls"]);
     assert!(nodes.contains("node9"), "{nodes}");
     let services = node.ok(&["service", "ls"]);
