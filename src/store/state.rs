@@ -84,7 +84,13 @@ impl Record for Network {
         same_name("network", &self.name, leaf)?;
         ensure(is_network_id(&self.id), || {
             format!("network id {:?} is not 12 hex digits", self.id)
-        })
+        })?;
+        // The VNI names the overlay's VXLAN interface.
+        ensure(
+            self.vni
+                .is_none_or(|v| (1..=crate::ipam::VNI_MAX).contains(&v)),
+            || format!("network VNI {:?} is out of range", self.vni),
+        )
     }
 }
 

@@ -69,6 +69,16 @@ async fn hostile_and_undecodable_records_are_skipped_and_the_rest_kept() {
             v["id"] = json!("../../x");
             v
         }),
+        ("/routemesh/networks/vni", {
+            let mut v = network("vni", "overlay");
+            v["vni"] = json!(1u64 << 31);
+            v
+        }),
+        // Not ASCII: interface names slice network names by bytes.
+        (
+            "/routemesh/networks/caf\u{e9}",
+            network("caf\u{e9}", "bridge"),
+        ),
         ("/routemesh/status/web.1", json!({"not": "a status"})),
         (
             "/routemesh/nodes/n2",
