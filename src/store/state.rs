@@ -205,6 +205,7 @@ fn node_address(kv: &KeyValue) -> std::result::Result<NodeAddress, String> {
 /// Keys already logged as skipped, with the reason: a bad record is read on every pass, and
 /// said once (until it changes).
 static LOGGED: Mutex<BTreeSet<(String, String)>> = Mutex::new(BTreeSet::new());
+const MAX_LOGGED: usize = 4096;
 
 fn skip(st: &mut ClusterState, key: &str, reason: String) {
     // Decoder messages quote the record's text: no control characters into the log.
@@ -218,10 +219,14 @@ fn skip(st: &mut ClusterState, key: &str, reason: String) {
             }
         })
         .collect();
-    let first = LOGGED
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .insert((key.to_string(), reason.clone()));
+    let first = {
+        let mut logged = LOGGED.lock().unwrap_or_else(|p| p.into_inner());
+        // Bounded: a writer making new bad keys without end is told about again, not stored.
+        if logged.len() >= MAX_LOGGED {
+            logged.clear();
+        }
+        logged.insert((key.to_string(), reason.clone()))
+    };
     if first {
         tracing::warn!(key = ?key, %reason, "store: record skipped");
     }
