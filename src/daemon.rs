@@ -99,11 +99,15 @@ fn secure_dir(role: &'static str, path: &std::path::Path, mode: u32) -> Result<(
             source,
         }
     };
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(mode)
-        .create(path)
-        .map_err(io("creating"))?;
+    // Parents as `mkdir -p` makes them; only the directory itself gets `mode`.
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io("creating its parent"))?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating")(e)),
+    }
     let meta = std::fs::symlink_metadata(path).map_err(io("reading its metadata"))?;
     let path = path.to_path_buf();
     if meta.file_type().is_symlink() {

@@ -63,15 +63,20 @@ impl LocalStore {
         };
         if let Some(dir) = path.parent() {
             // The file holds services' environments: root's alone, in a directory of its own.
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|source| StoreError::Io {
-                    op: "creating directory",
-                    path: dir.display().to_string(),
-                    source,
-                })?;
+            // Parents as `mkdir -p` makes them; the directory itself 0700.
+            let creating = |source| StoreError::Io {
+                op: "creating directory",
+                path: dir.display().to_string(),
+                source,
+            };
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(creating)?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(creating(e)),
+            }
         }
         // A file an older version left readable to all is narrowed now, not at the next write.
         if let Ok(meta) = std::fs::metadata(path) {
