@@ -492,6 +492,8 @@ mod tests {
         assert!(bad(|a| a.log_level = Some("loud".into())).contains("--log-level"));
         assert!(bad(|a| a.run_dir = Some("rel".into())).contains("absolute"));
         assert!(bad(|a| a.node_name = Some("a b".into())).contains("node name"));
+        // A node's name is part of store keys: `..` would climb out of its place.
+        assert!(bad(|a| a.node_name = Some("..".into())).contains("node name"));
         assert!(bad(|a| a.ingress_subnet = Some("172.18.0.0/24".into())).contains("overlaps"));
         assert!(bad(|a| a.dns = vec!["resolver".into()]).contains("--dns"));
     }
