@@ -9,7 +9,7 @@ fi
 # runc runs the tasks (crun is selectable; Debian's 1.8.1 refuses hybrid cgroup hosts);
 # busybox-static builds the tests' OCI image; skopeo and umoci check it with other tools;
 # nginx-light is a real daemon the containment tests run three times side by side.
-pkgs=(nftables iproute2 curl dnsutils iputils-ping procps util-linux netcat-openbsd protobuf-compiler dnsmasq-base etcd-server python3 runc crun busybox-static skopeo umoci nginx-light)
+pkgs=(nftables iproute2 curl dnsutils iputils-ping procps util-linux netcat-openbsd protobuf-compiler dnsmasq-base etcd-server python3 runc crun busybox-static skopeo umoci nginx-light openssl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

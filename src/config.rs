@@ -26,7 +26,7 @@ pub enum ConfigError {
         path: PathBuf,
         source: toml::de::Error,
     },
-    #[error("invalid node name {name:?}: use 1-63 letters, digits, '-', '_' or '.'")]
+    #[error("invalid node name {name:?}: use 1-63 letters, digits, '-', '_' or '.', not \".\" or \"..\"")]
     NodeName { name: String },
     #[error("invalid --advertise-addr {value:?}: expected an IPv4 address")]
     AdvertiseAddr { value: String },
@@ -243,12 +243,7 @@ pub fn resolve(
 ) -> Result<DaemonConfig, ConfigError> {
     let pick = |a: &Option<String>, f: Option<String>| a.clone().or(f);
     let node_name = pick(&args.node_name, file.node_name).unwrap_or_else(|| hostname.to_string());
-    let node_ok = !node_name.is_empty()
-        && node_name.len() <= 63
-        && node_name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
-    if !node_ok {
+    if !crate::model::names::is_node_name(&node_name) {
         return Err(ConfigError::NodeName { name: node_name });
     }
     let advertise_addr = pick(&args.advertise_addr, file.advertise_addr)
@@ -515,6 +510,8 @@ mod tests {
         assert!(bad(|a| a.log_level = Some("loud".into())).contains("--log-level"));
         assert!(bad(|a| a.run_dir = Some("rel".into())).contains("absolute"));
         assert!(bad(|a| a.node_name = Some("a b".into())).contains("node name"));
+        // A node's name is part of store keys: `..` would climb out of its place.
+        assert!(bad(|a| a.node_name = Some("..".into())).contains("node name"));
         assert!(bad(|a| a.ingress_subnet = Some("172.18.0.0/24".into())).contains("overlaps"));
         assert!(bad(|a| a.dns = vec!["resolver".into()]).contains("--dns"));
     }

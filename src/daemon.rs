@@ -46,6 +46,156 @@ fn lock_run_dir(cfg: &DaemonConfig) -> anyhow::Result<RunDirLock> {
     Ok(RunDirLock(f))
 }
 
+/// Why the daemon will not use its state or run dir.
+#[derive(Debug, thiserror::Error)]
+pub enum DirError {
+    #[error("{role} {path}: {op}: {source}")]
+    Io {
+        role: &'static str,
+        path: std::path::PathBuf,
+        op: &'static str,
+        source: std::io::Error,
+    },
+    #[error("refusing {role} {path}: it is a symlink; give the real directory")]
+    Symlink {
+        role: &'static str,
+        path: std::path::PathBuf,
+    },
+    #[error("refusing {role} {path}: not a directory")]
+    NotDirectory {
+        role: &'static str,
+        path: std::path::PathBuf,
+    },
+    #[error("refusing {role} {path}: owned by uid {uid}, not by the daemon's user (uid {ours})")]
+    Owner {
+        role: &'static str,
+        path: std::path::PathBuf,
+        uid: u32,
+        ours: u32,
+    },
+    #[error("refusing {role} {path}: other users can write it (mode {mode:04o}); `chmod go-w` it or use another")]
+    Writable {
+        role: &'static str,
+        path: std::path::PathBuf,
+        mode: u32,
+    },
+    #[error("another routemesh daemon{} is using state dir {path}", holder.map(|p| format!(" (pid {p})")).unwrap_or_default())]
+    Locked {
+        path: std::path::PathBuf,
+        holder: Option<u32>,
+    },
+}
+
+/// Creates `path` (with `mode`) if missing, then refuses it when it is a symlink, not a
+/// directory, someone else's, or writable by group or others: whoever can write there could
+/// plant namespaces, sockets or desired state. Then narrows it to `mode`.
+fn secure_dir(role: &'static str, path: &std::path::Path, mode: u32) -> Result<(), DirError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt};
+    let io = |op: &'static str| {
+        move |source| DirError::Io {
+            role,
+            path: path.to_path_buf(),
+            op,
+            source,
+        }
+    };
+    // Parents as `mkdir -p` makes them; only the directory itself gets `mode`.
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent).map_err(io("creating its parent"))?;
+    }
+    match std::fs::DirBuilder::new().mode(mode).create(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io("creating")(e)),
+    }
+    let meta = std::fs::symlink_metadata(path).map_err(io("reading its metadata"))?;
+    let path = path.to_path_buf();
+    if meta.file_type().is_symlink() {
+        return Err(DirError::Symlink { role, path });
+    }
+    if !meta.is_dir() {
+        return Err(DirError::NotDirectory { role, path });
+    }
+    let ours = nix::unistd::geteuid().as_raw();
+    if meta.uid() != ours {
+        return Err(DirError::Owner {
+            role,
+            path,
+            uid: meta.uid(),
+            ours,
+        });
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(DirError::Writable {
+            role,
+            path,
+            mode: meta.mode() & 0o7777,
+        });
+    }
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(|source| {
+        DirError::Io {
+            role,
+            path: path.clone(),
+            op: "setting its mode",
+            source,
+        }
+    })
+}
+
+/// Holds the state dir's lock for the daemon's lifetime: one daemon per state dir (two would
+/// overwrite each other's `state.json` and both act as the node).
+struct StateDirLock(#[allow(dead_code)] std::fs::File);
+
+fn lock_state_dir(state_dir: &std::path::Path) -> Result<StateDirLock, DirError> {
+    use std::io::{Read, Seek, Write};
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = state_dir.join("daemon.lock");
+    let io = |op: &'static str| {
+        let path = path.clone();
+        move |source| DirError::Io {
+            role: "state dir lock",
+            path,
+            op,
+            source,
+        }
+    };
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .read(true)
+        .write(true)
+        .mode(0o600)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(&path)
+        .map_err(io("opening"))?;
+    let rc = unsafe {
+        libc::flock(
+            std::os::fd::AsRawFd::as_raw_fd(&f),
+            libc::LOCK_EX | libc::LOCK_NB,
+        )
+    };
+    if rc != 0 {
+        let err = std::io::Error::last_os_error();
+        if err.raw_os_error() != Some(libc::EWOULDBLOCK) {
+            return Err(io("locking")(err));
+        }
+        let mut text = String::new();
+        let holder = f
+            .read_to_string(&mut text)
+            .ok()
+            .and_then(|_| text.trim().parse().ok());
+        return Err(DirError::Locked {
+            path: state_dir.to_path_buf(),
+            holder,
+        });
+    }
+    // Who holds it, for the next daemon's message.
+    f.set_len(0).map_err(io("truncating"))?;
+    f.rewind().map_err(io("rewinding"))?;
+    writeln!(f, "{}", std::process::id()).map_err(io("writing the pid"))?;
+    Ok(StateDirLock(f))
+}
+
 /// The OCI runtime, the image store and the security profile every task container gets. A
 /// runtime that is not installed stops the daemon here, with its name.
 fn task_runtime(cfg: &DaemonConfig) -> anyhow::Result<Arc<TaskRuntime>> {
@@ -81,11 +231,11 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         bail!("routemesh daemon must run as root (it creates namespaces and links)");
     }
     let dataplane = choose_dataplane(&cfg)?;
-    for dir in [&cfg.state_dir, &cfg.run_dir] {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    }
-    std::fs::set_permissions(&cfg.run_dir, std::fs::Permissions::from_mode(0o711))
-        .with_context(|| format!("securing {}", cfg.run_dir.display()))?;
+    // Root's alone: the state holds services' environments; the run dir is searchable (task
+    // files are reached by path), writable by root only.
+    secure_dir("state dir", &cfg.state_dir, 0o700)?;
+    secure_dir("run dir", &cfg.run_dir, 0o711)?;
+    let _state_lock = lock_state_dir(&cfg.state_dir)?;
     let _lock = lock_run_dir(&cfg)?;
     let tasks = task_runtime(&cfg)?;
     let (store, membership) = open_store(&cfg).await?;

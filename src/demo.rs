@@ -11,7 +11,7 @@ use anyhow::Context;
 
 use crate::api::client::Client;
 use crate::api::wait::{wait_converged, CONVERGE_TIMEOUT};
-use crate::topology::{teardown_dir, Topology, CLIENT_ADDR};
+use crate::topology::{teardown_dir, Topology, CLIENT_ADDR, ETCD_ADDR};
 use crate::wire::{NetworkCreate, ServiceCreate, TaskView};
 
 pub struct DemoOptions {
@@ -31,7 +31,7 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
         );
     }
     println!(
-        "starting etcd and {} nodes on an underlay bridge (in {})",
+        "starting etcd (TLS, client certificates) and {} nodes on an underlay bridge (in {})",
         opts.nodes,
         opts.dir.display()
     );
@@ -54,6 +54,12 @@ pub async fn run(opts: DemoOptions) -> anyhow::Result<()> {
             "  nsenter --net={} curl http://{}:8080/",
             topo.client.display(),
             topo.nodes[0].addr
+        );
+        let tls = topo.tls_dir();
+        println!(
+            "  etcd: https://{}:2379 from the fabric namespace, certificates in {}",
+            ETCD_ADDR,
+            tls.display()
         );
         println!("  routemesh demo --down {}", opts.dir.display());
     } else {

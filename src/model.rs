@@ -170,8 +170,9 @@ pub struct Service {
     /// Allocated when the service is created (endpoint mode `vip`), released with it.
     #[serde(default)]
     pub vips: Vec<ServiceVip>,
-    /// How the IPVS dataplane picks a task (nftables picks at random, weighted).
-    #[serde(default)]
+    /// How the IPVS dataplane picks a task (nftables picks at random, weighted). A scheduler
+    /// only a newer version knows reads as the default (round robin).
+    #[serde(default, deserialize_with = "or_default")]
     pub lb_scheduler: Scheduler,
     /// A local OCI image (`name:tag`); without one the task's root is the host's, read-only.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -181,6 +182,17 @@ pub struct Service {
     pub user: Option<String>,
     #[serde(default)]
     pub limits: Limits,
+}
+
+/// Decodes a field whose values a newer version may extend, where the default is a safe
+/// reading of any value this version does not know.
+fn or_default<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::de::DeserializeOwned + Default,
+{
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(T::deserialize(v).unwrap_or_default())
 }
 
 /// A task's cgroup limits; `None` is unlimited.
@@ -243,6 +255,9 @@ pub enum DesiredState {
     #[default]
     Running,
     Shutdown,
+    /// A value written by a newer version: neither started nor counted as running.
+    #[serde(other)]
+    Unknown,
 }
 
 impl Task {
@@ -261,6 +276,9 @@ pub enum TaskState {
     Failed,
     /// No node can take it now (`task ls` says why); placed as soon as one can.
     Pending,
+    /// A value written by a newer version: not running as far as this version can tell.
+    #[serde(other)]
+    Unknown,
 }
 
 impl std::fmt::Display for TaskState {
@@ -270,6 +288,7 @@ impl std::fmt::Display for TaskState {
             TaskState::Running => "running",
             TaskState::Failed => "failed",
             TaskState::Pending => "pending",
+            TaskState::Unknown => "unknown",
         })
     }
 }
@@ -300,6 +319,9 @@ pub struct Pending {
 pub enum NodeState {
     Ready,
     Down,
+    /// A value written by a newer version (the store's alive key decides anyway).
+    #[serde(other)]
+    Unknown,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -332,6 +354,16 @@ pub struct ClusterState {
     /// The encrypted overlays' keys, once one exists.
     pub keyring: Option<Keyring>,
     pub revision: u64,
+    /// Records left out because they did not decode or named something unsafe (see
+    /// `store::state::read`); everything else is used as usual.
+    pub skipped: Vec<SkippedRecord>,
+}
+
+/// A store record `store::state::read` left out, and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRecord {
+    pub key: String,
+    pub reason: String,
 }
 
 impl ClusterState {
@@ -354,4 +386,77 @@ pub fn random_id() -> String {
     use rand::Rng;
     let n: u64 = rand::rng().random();
     format!("{n:016x}")[..12].to_string()
+}
+
+/// The syntax of the names that become paths, interface names, hostnames, DNS names and nft
+/// identifiers. `validate` checks requests with these, and `store::state::read` checks every
+/// record read back from the store with them again (a store is not trusted to hold only what
+/// this version wrote).
+pub mod names {
+    /// Longest service name: its tasks' names (`NAME.SLOT`, up to `.10000`) are their
+    /// hostnames, which the kernel caps at 64 bytes.
+    pub const MAX_SERVICE_NAME: usize = 58;
+
+    /// 1-63 letters, digits, `_`, `.`, `-`, starting with a letter or digit (Docker's rule).
+    pub fn is_network_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 63
+            && name.starts_with(|c: char| c.is_ascii_alphanumeric())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    }
+
+    /// A DNS label of 1-58 letters, digits and `-`, not starting or ending with `-`.
+    pub fn is_service_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= MAX_SERVICE_NAME
+            && !name.starts_with('-')
+            && !name.ends_with('-')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+    }
+
+    /// 1-63 letters, digits, `-`, `_`, `.`, and not `.` or `..` (a node's name is part of
+    /// store keys and of its tasks' cgroup path).
+    pub fn is_node_name(name: &str) -> bool {
+        !name.is_empty()
+            && name.len() <= 63
+            && name != "."
+            && name != ".."
+            && name
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    }
+
+    /// A task's name, `SERVICE.SLOT`: returns the service and the slot.
+    pub fn parse_task_name(name: &str) -> Option<(&str, u32)> {
+        let (service, slot) = name.rsplit_once('.')?;
+        let ok = is_service_name(service)
+            && !slot.is_empty()
+            && slot.len() <= 5
+            && slot.bytes().all(|b| b.is_ascii_digit())
+            && !slot.starts_with('0');
+        let slot: u32 = slot.parse().ok()?;
+        ok.then_some((service, slot))
+    }
+
+    /// A network's id: what `random_id` makes, 12 lowercase hex digits (kernel object names
+    /// are built from it).
+    pub fn is_network_id(id: &str) -> bool {
+        id.len() == 12
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    }
+
+    /// A Linux interface name the kernel accepts and that nft can quote (a macvlan parent):
+    /// 1-15 printable ASCII characters, not `.` or `..`, without `/`, `:`, quotes or `\`.
+    pub fn is_ifname(s: &str) -> bool {
+        !s.is_empty()
+            && s.len() <= 15
+            && s != "."
+            && s != ".."
+            && s.chars()
+                .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '"' | '\'' | '\\'))
+    }
 }

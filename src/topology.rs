@@ -131,6 +131,7 @@ impl Topology {
             lease_ttl,
         };
         sandbox::ensure_sandbox(&fab, &underlay_leg(&topo.client, "fabcli", CLIENT_ADDR)?).await?;
+        make_certs(&topo.tls_dir())?;
         topo.start_etcd()?;
         for i in 1..=n {
             let name = format!("node{i}");
@@ -158,19 +159,47 @@ impl Topology {
         format!("etcd://{ETCD_ADDR}:2379")
     }
 
+    /// The certificates `up` made: `ca.pem`, etcd's `server.pem`/`server.key`, the daemons'
+    /// `client.pem`/`client.key`.
+    pub fn tls_dir(&self) -> PathBuf {
+        self.dir.join("tls")
+    }
+
+    /// The daemon flags that reach this etcd over TLS with a client certificate.
+    pub fn etcd_tls_args(&self) -> Vec<std::ffi::OsString> {
+        let tls = self.tls_dir();
+        vec![
+            "--etcd-cacert".into(),
+            tls.join("ca.pem").into(),
+            "--etcd-cert".into(),
+            tls.join("client.pem").into(),
+            "--etcd-key".into(),
+            tls.join("client.key").into(),
+        ]
+    }
+
     pub fn start_etcd(&mut self) -> anyhow::Result<()> {
         let data = etcd_data_dir(&self.dir);
         std::fs::create_dir_all(&data)?;
         let log = std::fs::File::create(self.dir.join("etcd.log"))?;
+        let tls = self.tls_dir();
         let mut cmd = Command::new("etcd");
+        // Clients only over TLS, and only with a certificate of the topology's own CA.
         cmd.arg("--name")
             .arg("routemesh-demo")
             .arg("--data-dir")
             .arg(&data)
             .arg("--listen-client-urls")
-            .arg(format!("http://{ETCD_ADDR}:2379"))
+            .arg(format!("https://{ETCD_ADDR}:2379"))
             .arg("--advertise-client-urls")
-            .arg(format!("http://{ETCD_ADDR}:2379"))
+            .arg(format!("https://{ETCD_ADDR}:2379"))
+            .arg("--cert-file")
+            .arg(tls.join("server.pem"))
+            .arg("--key-file")
+            .arg(tls.join("server.key"))
+            .arg("--trusted-ca-file")
+            .arg(tls.join("ca.pem"))
+            .arg("--client-cert-auth")
             .arg("--listen-peer-urls")
             .arg("http://127.0.0.1:2380")
             .arg("--initial-advertise-peer-urls")
@@ -203,6 +232,7 @@ impl Topology {
 
     pub fn start_daemon(&mut self, i: usize) -> anyhow::Result<()> {
         let url = self.etcd_url();
+        let tls_args = self.etcd_tls_args();
         let node = &mut self.nodes[i];
         std::fs::create_dir_all(&node.dir)?;
         let log = std::fs::OpenOptions::new()
@@ -217,6 +247,7 @@ impl Topology {
             .arg(node.addr.to_string())
             .arg("--store")
             .arg(&url)
+            .args(&tls_args)
             .arg("--lease-ttl")
             .arg(self.lease_ttl.to_string())
             .arg("--state-dir")
@@ -303,6 +334,99 @@ impl Topology {
         self.stop_etcd();
         teardown_dir(&self.dir);
     }
+}
+
+/// Makes a CA, a server certificate for etcd (its underlay address and loopback) and one
+/// client certificate the daemons share, with the `openssl` CLI, into `dir` (0700, keys 0600).
+fn make_certs(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .with_context(|| format!("creating {}", dir.display()))?;
+    if which("openssl").is_none() {
+        bail!("openssl not found: the demo's etcd runs with TLS (apt-get install openssl)");
+    }
+    let openssl = |args: &[&str]| -> anyhow::Result<()> {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .stdin(Stdio::null())
+            .output()
+            .with_context(|| format!("running openssl {}", args.join(" ")))?;
+        if !out.status.success() {
+            bail!(
+                "openssl {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            );
+        }
+        Ok(())
+    };
+    let write = |name: &str, text: String| {
+        std::fs::write(dir.join(name), text).with_context(|| format!("writing {name}"))
+    };
+    write(
+        "server.ext",
+        format!(
+            "subjectAltName=IP:{ETCD_ADDR},IP:127.0.0.1\nextendedKeyUsage=serverAuth,clientAuth\n"
+        ),
+    )?;
+    write("client.ext", "extendedKeyUsage=clientAuth\n".into())?;
+    let key = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    let mut ca = vec![
+        "req",
+        "-x509",
+        "-days",
+        "30",
+        "-subj",
+        "/CN=routemesh-demo-ca",
+    ];
+    ca.extend(key);
+    ca.extend(["-keyout", "ca.key", "-out", "ca.pem"]);
+    openssl(&ca)?;
+    for (who, cn) in [("server", "etcd"), ("client", "routemesh-daemon")] {
+        let subj = format!("/CN={cn}");
+        let (k, csr, pem, ext) = (
+            format!("{who}.key"),
+            format!("{who}.csr"),
+            format!("{who}.pem"),
+            format!("{who}.ext"),
+        );
+        let mut req = vec!["req", "-subj", &subj];
+        req.extend(key);
+        req.extend(["-keyout", &k, "-out", &csr]);
+        openssl(&req)?;
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            &csr,
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "30",
+            "-extfile",
+            &ext,
+            "-out",
+            &pem,
+        ])?;
+    }
+    for key in ["ca.key", "server.key", "client.key"] {
+        std::fs::set_permissions(dir.join(key), std::fs::Permissions::from_mode(0o600))
+            .with_context(|| format!("making {key} private"))?;
+    }
+    Ok(())
 }
 
 /// etcd's data: in memory (/dev/shm) when the machine has it, since every write is fsynced

@@ -146,6 +146,16 @@ pub struct ImageLoad {
     pub tag: Option<String>,
 }
 
+/// `GET /v1/info`: the node answering, the store revision it read, and the store records it
+/// left out.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Info {
+    pub node: String,
+    pub revision: u64,
+    pub skipped_records: usize,
+    pub skipped: Vec<crate::model::SkippedRecord>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ErrorBody {
     pub message: String,

@@ -620,3 +620,53 @@ async fn a_txn_touching_one_key_twice_is_a_clear_error() {
     assert!(out.succeeded);
     assert!(s.list("/p/").await.unwrap().0.is_empty());
 }
+
+#[tokio::test]
+async fn hostile_records_in_etcd_are_skipped_by_the_state_read() {
+    let etcd = etcd_or_skip!("hostile_records_in_etcd_are_skipped_by_the_state_read");
+    let s = etcd.store().await;
+    let network = |name: &str, driver: &str| {
+        serde_json::json!({
+            "name": name, "id": "0123456789ab", "driver": driver, "subnet": "10.0.0.0/24",
+            "gateway": "10.0.0.1", "vni": 4096, "created_at": 0
+        })
+    };
+    let task = |name: &str| {
+        serde_json::json!({
+            "name": name, "service": "web", "slot": 1, "node": "n1", "attachments": [],
+            "gateway_address": "172.18.0.5/16", "created_at": 0
+        })
+    };
+    let records = [
+        ("/routemesh/networks/app", network("app", "overlay")),
+        (
+            "/routemesh/networks/next",
+            network("next", "from-the-future"),
+        ),
+        ("/routemesh/tasks/web.1", task("web.1")),
+        ("/routemesh/tasks/../x", task("../x")),
+        ("/routemesh/tasks/web.2", task("web.2\n")),
+    ];
+    let mut txn = Txn::new();
+    for (k, v) in &records {
+        txn = txn.put(*k, v.to_string().into_bytes());
+    }
+    txn = txn.put("/routemesh/services/broken", b"{not json".to_vec());
+    assert!(s.txn(txn).await.unwrap().succeeded);
+    let st = routemesh::store::state::read(&s)
+        .await
+        .expect("the read goes on");
+    assert_eq!(st.networks.keys().collect::<Vec<_>>(), ["app"]);
+    assert_eq!(st.tasks.keys().collect::<Vec<_>>(), ["web.1"]);
+    let mut skipped: Vec<&str> = st.skipped.iter().map(|r| r.key.as_str()).collect();
+    skipped.sort();
+    assert_eq!(
+        skipped,
+        [
+            "/routemesh/networks/next",
+            "/routemesh/services/broken",
+            "/routemesh/tasks/../x",
+            "/routemesh/tasks/web.2",
+        ]
+    );
+}

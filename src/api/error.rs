@@ -40,6 +40,9 @@ pub enum ApiError {
         /// The other node's API socket, when it is known.
         socket: Option<String>,
     },
+    /// A body the JSON decoder refused (syntax, a missing field, a wrong type or range).
+    #[error("invalid request body: {}", .0.body_text())]
+    Body(#[from] axum::extract::rejection::JsonRejection),
     #[error("reading the node's routes: {0}")]
     NodeRoutes(#[source] routemesh_netdev::error::Error),
     #[error(transparent)]
@@ -93,6 +96,12 @@ impl ApiError {
         const INTERNAL: StatusCode = StatusCode::INTERNAL_SERVER_ERROR;
         match self {
             ApiError::Invalid(_) => BAD_REQUEST,
+            ApiError::Body(e) => match e {
+                axum::extract::rejection::JsonRejection::MissingJsonContentType(_) => {
+                    StatusCode::UNSUPPORTED_MEDIA_TYPE
+                }
+                _ => BAD_REQUEST,
+            },
             ApiError::NotFound { .. } => NOT_FOUND,
             ApiError::PortInUse { .. } | ApiError::TaskElsewhere { .. } => CONFLICT,
             ApiError::Store(_) | ApiError::NodeRoutes(_) => INTERNAL,

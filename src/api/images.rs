@@ -79,8 +79,9 @@ pub async fn list(State(app): Shared) -> Result<Json<Vec<ImageSummary>>, ApiErro
 
 pub async fn load(
     State(app): Shared,
-    Json(req): Json<ImageLoad>,
+    req: Result<Json<ImageLoad>, axum::extract::rejection::JsonRejection>,
 ) -> Result<(StatusCode, Json<Vec<ImageSummary>>), ApiError> {
+    let Json(req) = req?;
     let path = std::path::PathBuf::from(&req.path);
     if !path.is_absolute() {
         return Err(ApiError::RelativeImagePath { path: req.path });

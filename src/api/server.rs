@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::{get, post};
@@ -50,6 +51,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/v1/tasks/{name}", get(inspect_task))
         .route("/v1/tasks/{name}/sandbox", get(task_sandbox))
         .route("/v1/nodes", get(list_nodes))
+        .route("/v1/info", get(info))
         .route("/v1/images", get(super::images::list))
         .route("/v1/images/load", post(super::images::load))
         .route(
@@ -160,8 +162,9 @@ async fn inspect_network(State(app): Shared, Path(name): Path<String>) -> ApiRes
 
 async fn create_network(
     State(app): Shared,
-    Json(req): Json<NetworkCreate>,
+    req: Result<Json<NetworkCreate>, JsonRejection>,
 ) -> Result<(StatusCode, Json<Network>), ApiError> {
+    let Json(req) = req?;
     let req = validate::network_request(&req)?;
     // A macvlan network hangs off an interface of the node it is created on (as in Docker).
     if let Some(parent) = &req.parent {
@@ -221,8 +224,9 @@ async fn inspect_service(State(app): Shared, Path(name): Path<String>) -> ApiRes
 
 async fn create_service(
     State(app): Shared,
-    Json(req): Json<ServiceCreate>,
+    req: Result<Json<ServiceCreate>, JsonRejection>,
 ) -> Result<(StatusCode, Json<crate::model::Service>), ApiError> {
+    let Json(req) = req?;
     let req = validate::service_request(&req, &app.path_var)?;
     check_local_listeners(&req.name, &req.ports)?;
     check_image_and_user(&app, &req).await?;
@@ -264,8 +268,9 @@ async fn check_image_and_user(app: &App, req: &validate::ServiceRequest) -> Resu
 async fn scale_service(
     State(app): Shared,
     Path(name): Path<String>,
-    Json(req): Json<ServiceScale>,
+    req: Result<Json<ServiceScale>, JsonRejection>,
 ) -> ApiResult<crate::model::Service> {
+    let Json(req) = req?;
     let replicas = validate::replicas(req.replicas)?;
     Ok(Json(app.control.scale_service(&name, replicas).await?))
 }
@@ -273,8 +278,9 @@ async fn scale_service(
 async fn update_service(
     State(app): Shared,
     Path(name): Path<String>,
-    Json(req): Json<ServiceUpdate>,
+    req: Result<Json<ServiceUpdate>, JsonRejection>,
 ) -> ApiResult<crate::model::Service> {
+    let Json(req) = req?;
     let add = req
         .publish_add
         .iter()
@@ -447,4 +453,16 @@ fn remote_run_dir<'a>(
 async fn list_nodes(State(app): Shared) -> ApiResult<Vec<NodeView>> {
     let st = read(&app).await?;
     Ok(Json(st.nodes.values().cloned().collect()))
+}
+
+/// This node and what its last read of the store left out (records that did not decode or
+/// named something unsafe), so an operator can find and remove them.
+async fn info(State(app): Shared) -> ApiResult<Info> {
+    let st = read(&app).await?;
+    Ok(Json(Info {
+        node: app.ctx.node.clone(),
+        revision: st.revision,
+        skipped_records: st.skipped.len(),
+        skipped: st.skipped,
+    }))
 }

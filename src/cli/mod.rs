@@ -112,6 +112,11 @@ enum NodeCmd {
         #[arg(long, value_enum, default_value_t)]
         format: Format,
     },
+    /// This node, and the store records it skipped (damaged, hostile or from a newer version).
+    Info {
+        #[arg(long, value_enum, default_value_t)]
+        format: Format,
+    },
 }
 
 /// Runs the CLI; returns the process exit code.
@@ -264,6 +269,27 @@ async fn dispatch(c: &Client, cmd: Cmd) -> anyhow::Result<()> {
                         })
                         .collect();
                     print!("{}", table(&["NAME", "STATE", "ADVERTISE ADDRESS"], &rows));
+                }
+            }
+            Ok(())
+        }
+        Cmd::Node(NodeCmd::Info { format }) => {
+            let info: crate::wire::Info = c.get("/v1/info").await?;
+            match format {
+                Format::Json => print!("{}", json(&info)),
+                Format::Table => {
+                    println!("node: {}", info.node);
+                    println!("store revision: {}", info.revision);
+                    println!("skipped store records: {}", info.skipped_records);
+                    if !info.skipped.is_empty() {
+                        // Keys are shown escaped: a hostile one may hold a newline.
+                        let rows: Vec<Vec<String>> = info
+                            .skipped
+                            .iter()
+                            .map(|r| vec![format!("{:?}", r.key), r.reason.clone()])
+                            .collect();
+                        print!("{}", table(&["KEY", "REASON"], &rows));
+                    }
                 }
             }
             Ok(())

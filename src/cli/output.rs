@@ -49,6 +49,7 @@ pub fn print_tasks(tasks: &[TaskView], format: Format) {
                     let state = match t.desired {
                         crate::model::DesiredState::Shutdown => "shutdown".to_string(),
                         crate::model::DesiredState::Running => t.state.to_string(),
+                        crate::model::DesiredState::Unknown => "unknown".to_string(),
                     };
                     vec![
                         t.name.clone(),

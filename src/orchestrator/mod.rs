@@ -75,11 +75,15 @@ pub enum Action {
 /// What differs between the services' replica counts and the tasks that exist. Pure.
 pub fn plan(st: &ClusterState) -> Vec<Action> {
     let mut actions = Vec::new();
+    // A record the read skipped (damaged, or from a newer version) is not an absent one:
+    // nothing that depends on it is stopped or forgotten for its absence.
+    let skipped = |key: String| st.skipped.iter().any(|r| r.key == key);
     for task in st.tasks.values() {
         let node_alive = st
             .nodes
             .get(&task.node)
-            .is_some_and(|n| n.state == NodeState::Ready);
+            .is_some_and(|n| n.state == NodeState::Ready)
+            || skipped(keys::node(&task.node));
         // A task on a lost node is gone with it: forget it, and its slot is placed again on a
         // live node below (on a later pass, once the record is deleted).
         if !node_alive {
@@ -102,7 +106,7 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
                     .map(|a| a.network.as_str())
                     .eq(wanted_networks(s).iter().map(String::as_str))
         });
-        if !keep {
+        if !keep && !skipped(keys::service(&task.service)) {
             actions.push(Action::Shutdown {
                 task: task.name.clone(),
             });
@@ -113,7 +117,8 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
             .nodes
             .get(node)
             .is_some_and(|n| n.state == NodeState::Ready);
-        if !alive || !st.networks.contains_key(network) {
+        let held = skipped(keys::network(network)) || skipped(keys::node(node));
+        if !held && (!alive || !st.networks.contains_key(network)) {
             actions.push(Action::ForgetNodeAddress {
                 network: network.clone(),
                 node: node.clone(),

@@ -228,3 +228,40 @@ async fn task_ls_learns_why_a_slot_has_no_node() {
     assert_eq!(st.tasks["web.1"].node, "n1");
     assert!(st.pending.is_empty());
 }
+
+#[test]
+fn what_depends_on_a_skipped_record_is_left_alone() {
+    let mut st = ClusterState::default();
+    st.nodes.insert("n1".into(), node("n1", NodeState::Ready));
+    // Its service and the node n9 are records this version could not read.
+    for t in [task("future", 1, "n1"), task("web", 1, "n9")] {
+        st.tasks.insert(t.name.clone(), t);
+    }
+    st.services.insert("web".into(), svc("web", 1));
+    st.node_addrs.insert(
+        ("quantum".into(), "n1".into()),
+        crate::model::NodeAddress {
+            network: "quantum".into(),
+            node: "n1".into(),
+            address: "10.9.0.2/24".parse().unwrap(),
+        },
+    );
+    let skipped_plan = |st: &ClusterState| {
+        let mut a = plan(st);
+        a.sort_by_key(|a| format!("{a:?}"));
+        a
+    };
+    let before = skipped_plan(&st);
+    assert_eq!(before.len(), 3, "{before:?}");
+    for key in [
+        "/routemesh/services/future",
+        "/routemesh/nodes/n9",
+        "/routemesh/networks/quantum",
+    ] {
+        st.skipped.push(crate::model::SkippedRecord {
+            key: key.into(),
+            reason: "from a newer version".into(),
+        });
+    }
+    assert_eq!(skipped_plan(&st), vec![]);
+}

@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
@@ -61,11 +62,33 @@ impl LocalStore {
             }
         };
         if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir).map_err(|source| StoreError::Io {
+            // The file holds services' environments: root's alone, in a directory of its own.
+            // Parents as `mkdir -p` makes them; the directory itself 0700.
+            let creating = |source| StoreError::Io {
                 op: "creating directory",
                 path: dir.display().to_string(),
                 source,
-            })?;
+            };
+            if let Some(parent) = dir.parent() {
+                std::fs::create_dir_all(parent).map_err(creating)?;
+            }
+            match std::fs::DirBuilder::new().mode(0o700).create(dir) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(creating(e)),
+            }
+        }
+        // A file an older version left readable to all is narrowed now, not at the next write.
+        if let Ok(meta) = std::fs::metadata(path) {
+            if meta.permissions().mode() & 0o077 != 0 {
+                std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).map_err(
+                    |source| StoreError::Io {
+                        op: "making private",
+                        path: shown.clone(),
+                        source,
+                    },
+                )?;
+            }
         }
         let (events, _) = broadcast::channel(HISTORY);
         Ok(LocalStore {
@@ -96,7 +119,16 @@ impl LocalStore {
         })?;
         let tmp = self.path.with_extension("tmp");
         {
-            let mut f = std::fs::File::create(&tmp).map_err(io("creating temporary file"))?;
+            // Created 0600 (whatever the umask), and made so if a crash left one behind.
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&tmp)
+                .map_err(io("creating temporary file"))?;
+            f.set_permissions(std::fs::Permissions::from_mode(0o600))
+                .map_err(io("making temporary file private"))?;
             f.write_all(&bytes).map_err(io("writing temporary file"))?;
             f.sync_all().map_err(io("syncing temporary file"))?;
         }
@@ -349,6 +381,23 @@ mod tests {
         assert_eq!(kvs.len(), 1);
         assert_eq!(kvs[0].key, "/a/2");
         assert!(!path.with_extension("tmp").exists());
+    }
+
+    #[tokio::test]
+    async fn the_file_is_private_and_its_new_directory_too() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state").join("state.json");
+        let s = LocalStore::open(&path).unwrap();
+        let t = Txn::new().put("/k", b"secret env".to_vec());
+        assert!(s.txn(t).await.unwrap().succeeded);
+        let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o600);
+        assert_eq!(mode(path.parent().unwrap()), 0o700);
+        // A file an older version left world-readable is narrowed on open.
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        drop(s);
+        let _s = LocalStore::open(&path).unwrap();
+        assert_eq!(mode(&path), 0o600);
     }
 
     #[tokio::test]

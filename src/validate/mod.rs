@@ -145,13 +145,7 @@ pub const RESERVED_NETWORK_NAMES: &[&str] = &["ingress", "host", "none", "rm_gwb
 /// Network names: 1-63 characters, letters, digits, `_`, `.`, `-`, starting with a letter or
 /// digit (Docker's rule).
 pub fn network_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= 63
-        && name.starts_with(|c: char| c.is_ascii_alphanumeric())
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
-    if !ok {
+    if !crate::model::names::is_network_name(name) {
         return Err(ValidationError::NetworkName { name: name.into() });
     }
     if RESERVED_NETWORK_NAMES.contains(&name) {
@@ -160,19 +154,12 @@ pub fn network_name(name: &str) -> Result<()> {
     Ok(())
 }
 
-/// Longest service name: its tasks' names (`NAME.SLOT`, up to `.10000`) are their hostnames,
-/// which the kernel caps at 64 bytes.
-pub const MAX_SERVICE_NAME: usize = 58;
+pub use crate::model::names::MAX_SERVICE_NAME;
 
 /// Service names are DNS labels (they become DNS names): 1-58 letters, digits and `-`, not
 /// starting or ending with `-`. No `.`, which separates a task's slot (`web.1`).
 pub fn service_name(name: &str) -> Result<()> {
-    let ok = !name.is_empty()
-        && name.len() <= MAX_SERVICE_NAME
-        && !name.starts_with('-')
-        && !name.ends_with('-')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
-    if !ok {
+    if !crate::model::names::is_service_name(name) {
         return Err(ValidationError::ServiceName { name: name.into() });
     }
     Ok(())
@@ -301,13 +288,7 @@ pub struct NetworkRequest {
 
 /// A Linux interface name the kernel accepts and that is safe to print in nft and paths.
 pub fn ifname(s: &str) -> Result<&str> {
-    let ok = !s.is_empty()
-        && s.len() <= 15
-        && s != "."
-        && s != ".."
-        && s.chars()
-            .all(|c| c.is_ascii_graphic() && !matches!(c, '/' | ':' | '"' | '\'' | '\\'));
-    if ok {
+    if crate::model::names::is_ifname(s) {
         Ok(s)
     } else {
         Err(ValidationError::Ifname { value: s.into() })

@@ -94,6 +94,39 @@ pub fn endpoints_from_url(url: &str) -> Result<Vec<String>> {
     Ok(endpoints)
 }
 
+/// The endpoints a connection without TLS would reach in plaintext on another machine:
+/// every one but `https://` URLs and loopback hosts (`127.0.0.0/8`, `::1`, `localhost`). Keys,
+/// services' environments and leases cross the network readable and forgeable there.
+pub fn plaintext_remote(endpoints: &[String], tls: bool) -> Vec<String> {
+    if tls {
+        return Vec::new();
+    }
+    endpoints
+        .iter()
+        .filter(|e| {
+            if e.starts_with("https://") {
+                return false;
+            }
+            let rest = e.strip_prefix("http://").unwrap_or(e);
+            let host_port = rest.split('/').next().unwrap_or(rest);
+            let host = match host_port.strip_prefix('[') {
+                // [v6]:port
+                Some(v6) => v6.split(']').next().unwrap_or(v6),
+                None => host_port
+                    .rsplit_once(':')
+                    .map(|(h, _)| h)
+                    .unwrap_or(host_port),
+            };
+            let loopback = host.eq_ignore_ascii_case("localhost")
+                || host
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            !loopback
+        })
+        .cloned()
+        .collect()
+}
+
 impl EtcdStore {
     /// Connects and proves the connection with one request, all within `timeout`: an
     /// unreachable etcd is an `Etcd` error naming the endpoints, never a hang.
@@ -108,6 +141,15 @@ impl EtcdStore {
             return Err(StoreError::NoEndpoint);
         }
         let shown = endpoints.join(",");
+        let exposed = plaintext_remote(endpoints, tls.is_some());
+        if !exposed.is_empty() {
+            tracing::warn!(
+                endpoints = %exposed.join(","),
+                "INSECURE: talking to etcd on another machine in PLAINTEXT: anyone on the path \
+                 can read the cluster state (services' environments included) and forge it; \
+                 run etcd with TLS and give --etcd-cacert (and --etcd-cert/--etcd-key)"
+            );
+        }
         let mut options = etcd::ConnectOptions::new()
             .with_connect_timeout(timeout)
             .with_keep_alive(TRANSPORT_PING_INTERVAL, timeout);

@@ -67,3 +67,24 @@ async fn unusable_tls_files_are_refused_before_dialling() {
         .unwrap();
     assert_eq!(none.to_string(), "store etcd at : no endpoint given");
 }
+
+#[test]
+fn plaintext_to_another_machine_is_told_apart() {
+    let eps = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let local = eps(&[
+        "127.0.0.1:2379",
+        "127.1.2.3:2379",
+        "localhost:2379",
+        "http://127.0.0.1:2379",
+        "[::1]:2379",
+        "https://192.168.1.5:2379",
+    ]);
+    assert!(plaintext_remote(&local, false).is_empty());
+    let remote = eps(&[
+        "192.168.100.254:2379",
+        "http://etcd.example:2379",
+        "[fd00::1]:2379",
+    ]);
+    assert_eq!(plaintext_remote(&remote, false), remote);
+    assert!(plaintext_remote(&remote, true).is_empty());
+}
