@@ -12,7 +12,7 @@ if ! command -v tcpdump >/dev/null || ! command -v etcd >/dev/null; then
 fi
 cargo build --quiet --locked --bin routemesh
 # ESP with AES-GCM (rfc4106) and its IV generator, and the XFRM netlink interface.
-export VM_MODULES="${VM_MODULES:-} xfrm_user esp4 gcm ghash_generic ctr seqiv echainiv"
+export VM_MODULES="${VM_MODULES:-} xfrm_user esp4 gcm ghash_generic ctr seqiv drbg"
 export VM_MEM=${VM_MEM:-1536}
 exec vm/run.sh vm/tests/encrypted-overlay.sh "$target_dir/debug/routemesh" \
     "$(command -v etcd)" "$(command -v tcpdump)"
