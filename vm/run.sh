@@ -189,7 +189,7 @@ timeout --kill-after=10 "$VM_TIMEOUT" qemu-system-x86_64 \
     -nographic -nic none -no-reboot \
     -kernel "$kernel" -initrd "$initrd" \
     -append "console=ttyS0 quiet panic=-1" </dev/null 2>&1 |
-    tr -d '\r' | tee "$console"
+    stdbuf -o0 tr -d '\r' | tee "$console"
 qemu_rc=${PIPESTATUS[0]}
 set -e
 finished=$(now_ms)

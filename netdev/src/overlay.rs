@@ -97,8 +97,15 @@ async fn ensure_br0(ovl: &Netlink, spec: &OverlaySpec) -> Result<LinkSummary> {
     };
     // A bridge takes the lowest MAC of its ports unless it has one of its own, and a MAC
     // change flushes its neighbour table, permanent entries included: every task joining
-    // would wipe the static entries for remote endpoints. So br0 gets a fixed MAC.
-    let mac = Mac::from_ipv4(spec.gateway.addr());
+    // would wipe the static entries for remote endpoints. So br0 gets a fixed MAC: the one
+    // derived from this node's own address on the network (the first of `addresses`), which
+    // remote nodes' static neighbour entries give that address. Frames they send to it (the
+    // replies to this node's load balancer) must be addressed to br0 itself: without
+    // br_netfilter nothing else delivers a frame for a MAC no port owns. The gateway address
+    // is the same on every node, so its MAC could not name one node; it serves before the
+    // node has an address.
+    let own = spec.addresses.first().map(|a| a.addr());
+    let mac = Mac::from_ipv4(own.unwrap_or(spec.gateway.addr()));
     if br0.mac != Some(mac) {
         ovl.set_mac(&br0, mac).await?;
     }

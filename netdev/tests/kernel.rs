@@ -325,6 +325,29 @@ async fn overlay_device_fdb_and_neighbours_are_exact() {
         !in_node.contains("vxlan") && !in_node.contains("rmt"),
         "left in node ns: {in_node}"
     );
+    // No address of its own yet: br0 answers with the gateway's MAC. Once the node has one,
+    // br0 takes that address's MAC (what remote nodes' neighbour entries say), and the
+    // static neighbours survive the change.
+    let br_link = ns_run(&ov_path, &["ip", "link", "show", "dev", "br0"]);
+    assert!(
+        br_link.contains("link/ether 02:42:0a:00:01:01"),
+        "{br_link}"
+    );
+    spec.addresses = vec![net("10.0.1.200/32")];
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let br_link = ns_run(&ov_path, &["ip", "link", "show", "dev", "br0"]);
+    assert!(
+        br_link.contains("link/ether 02:42:0a:00:01:c8"),
+        "{br_link}"
+    );
+    let neigh = ns_run(&ov_path, &["ip", "neigh", "show", "dev", "br0"]);
+    assert!(
+        neigh.contains("10.0.1.21 lladdr 02:42:0a:00:01:15 PERMANENT"),
+        "{neigh}"
+    );
+    spec.addresses = vec![];
 
     // An entry someone else added is removed, a changed list is applied exactly.
     ns_run(
