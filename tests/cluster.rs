@@ -480,12 +480,13 @@ fn a_dead_node_and_an_etcd_outage() {
         || (!vxlan_peers(&c.topo.nodes[0].netns).contains(&node3)).then_some(()),
     );
     // DNS on node 1 follows too: tasks.web is exactly the running tasks' addresses.
-    let on_node1 = c
-        .task_nodes()
-        .into_iter()
-        .find(|(_, n)| n == "node1")
-        .map(|(t, _)| t)
-        .expect("a web task on node1");
+    // (Polled: one `task ls` may fail while the cluster reacts to the loss.)
+    let on_node1 = wait_for("a web task on node1", Duration::from_secs(10), || {
+        c.task_nodes()
+            .into_iter()
+            .find(|(_, n)| n == "node1")
+            .map(|(t, _)| t)
+    });
     wait_for("tasks.web on node1 without node3's task", left(), || {
         let want: BTreeSet<String> = c
             .tasks()
