@@ -476,8 +476,12 @@ fn bad_input_is_refused_and_changes_nothing() {
             "overlaps bridge network \"lan\"",
         ),
         (
-            &["network", "create", "--driver", "macvlan", "n3"],
+            &["network", "create", "--driver", "ipvlan", "n3"],
             "invalid driver",
+        ),
+        (
+            &["network", "create", "--driver", "macvlan", "n3"],
+            "needs --opt parent=IF",
         ),
         (&["network", "create", "app"], "already exists"),
         (&["network", "rm", "app"], "in use by service web"),

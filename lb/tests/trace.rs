@@ -347,10 +347,10 @@ fn tracer_refuses_what_it_does_not_understand() {
     let full = plan(&fixture()).full_sync_script();
     let cases = [
         (
-            "counter",
+            "limit",
             full.replace(
                 "ct status dnat masquerade",
-                "ct status dnat counter masquerade",
+                "ct status dnat limit rate 10/second masquerade",
             ),
         ),
         ("log", full.replace("jump services", "log jump services")),
