@@ -35,6 +35,8 @@ pub const CHAIN_INPUT: &str = "input";
 pub const CHAIN_FORWARD: &str = "forward";
 /// Set of the cluster nodes' advertise addresses: the only sources of VXLAN accepted.
 pub const SET_VXLAN_PEERS: &str = "vxlan_peers";
+/// 127.0.0.0/8: never the destination of a packet from another interface but a reply.
+const LOOPBACK: Ipv4Net = Ipv4Net::new_assert(Ipv4Addr::new(127, 0, 0, 0), 8);
 /// Route chain on the output hook: marks the VXLAN of encrypted overlays for IPsec.
 pub const CHAIN_MARK_ENCRYPTED: &str = "mark_encrypted";
 
@@ -220,9 +222,7 @@ fn add_guard(t: &mut Table, guard: &Guard) {
         ),
     );
     let counted_drop = || vec![Stmt::Counter, Stmt::Drop];
-    let loopback: Ipv4Net = Ipv4Net::new(Ipv4Addr::LOCALHOST, 8)
-        .unwrap_or_default()
-        .trunc();
+    let loopback = LOOPBACK;
     let martian = || {
         vec![
             Match::Ne(Expr::Iifname, Value::Iface("lo".into())),
