@@ -248,8 +248,14 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
         task_path: path_var.clone(),
     };
     let socket = cfg.socket();
+    // One in-memory copy of the store, followed by watch: what the API, the orchestrator and
+    // the agent read.
+    let cache = crate::store::cache::Cache::start(store.clone())
+        .await
+        .context("listing the store")?;
     let control = Control {
         store: store.clone(),
+        cache: cache.clone(),
         cfg: ControlConfig {
             pool: crate::ipam::DEFAULT_POOL.parse().context("default pool")?,
             pool_prefix: crate::ipam::DEFAULT_POOL_PREFIX,
@@ -285,6 +291,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     };
     Agent {
         store: store.clone(),
+        cache: cache.clone(),
         ctx: ctx.clone(),
         api_socket: socket.display().to_string(),
         dns_upstreams,
@@ -298,6 +305,7 @@ pub async fn run(cfg: DaemonConfig) -> anyhow::Result<()> {
     tokio::spawn(
         Orchestrator {
             store: store.clone(),
+            cache: cache.clone(),
             gwbridge_subnet: cfg.gwbridge_subnet,
             leading,
             key_rotation: cfg.ipsec_key_rotation,

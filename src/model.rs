@@ -3,7 +3,6 @@
 //! These are plain serde structs; what may be stored is decided in `validate`, and what the
 //! kernel should hold is derived from them in `agent::plan`.
 
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
@@ -339,24 +338,39 @@ pub struct Node {
     pub images: Vec<String>,
 }
 
-/// Everything the planner and the orchestrator look at, read in one go from the store.
+/// A persistent ordered map: a clone is O(1) and shares every unchanged node, so a snapshot of
+/// the cluster costs nothing to take and one changed object costs O(log n) to write.
+pub type Map<K, V> = imbl::OrdMap<K, V>;
+pub type Set<K> = imbl::OrdSet<K>;
+
+/// Everything the planner and the orchestrator look at: the store's records, decoded and
+/// checked once. The daemon's informer cache (`store::cache`) keeps one and updates it per
+/// watch event; readers hold immutable snapshots of it.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClusterState {
-    pub networks: BTreeMap<String, Network>,
-    pub services: BTreeMap<String, Service>,
-    pub tasks: BTreeMap<String, Task>,
-    pub statuses: BTreeMap<String, TaskStatus>,
-    pub nodes: BTreeMap<String, Node>,
+    pub networks: Map<String, Network>,
+    pub services: Map<String, Service>,
+    pub tasks: Map<String, Task>,
+    pub statuses: Map<String, TaskStatus>,
+    pub nodes: Map<String, Node>,
     /// Keyed by (network, node).
-    pub node_addrs: BTreeMap<(String, String), NodeAddress>,
+    pub node_addrs: Map<(String, String), NodeAddress>,
     /// Keyed by service.
-    pub pending: BTreeMap<String, Pending>,
+    pub pending: Map<String, Pending>,
     /// The encrypted overlays' keys, once one exists.
     pub keyring: Option<Keyring>,
+    /// Nodes whose alive key exists (their record's `state` says Ready).
+    pub alive: Set<String>,
+    /// Every claim key (addresses, VNIs, subnets, ports): the allocators' index.
+    pub claims: Set<String>,
+    /// The addresses claimed under each claims prefix (`/routemesh/claims/addr/NETWORK-ID/`,
+    /// `/routemesh/claims/gwaddr/NODE/`), sorted: the next free address is found by walking
+    /// the taken ones in order, not by parsing every claim.
+    pub claimed_addrs: Map<String, Set<Ipv4Addr>>,
     pub revision: u64,
     /// Records left out because they did not decode or named something unsafe (see
-    /// `store::state::read`); everything else is used as usual.
-    pub skipped: Vec<SkippedRecord>,
+    /// `store::state`), by key; everything else is used as usual.
+    pub skipped: Map<String, SkippedRecord>,
 }
 
 /// A store record `store::state::read` left out, and why.
@@ -367,6 +381,29 @@ pub struct SkippedRecord {
 }
 
 impl ClusterState {
+    /// The tasks of `service`, found by their names (`SERVICE.SLOT`), not by a scan.
+    pub fn tasks_of<'a>(&'a self, service: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
+        let prefix = format!("{service}.");
+        self.tasks
+            .range(prefix.clone()..)
+            .take_while(move |(k, _)| k.starts_with(&prefix))
+            .map(|(_, t)| t)
+            .filter(move |t| t.service == service)
+    }
+
+    /// The addresses claimed under `prefix` (a claims prefix ending in `/`).
+    pub fn taken(&self, prefix: &str) -> Set<Ipv4Addr> {
+        self.claimed_addrs.get(prefix).cloned().unwrap_or_default()
+    }
+
+    /// The leaf names of every claim under `prefix` (a claims prefix from `store::keys`).
+    pub fn claimed<'a>(&'a self, prefix: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.claims
+            .range(prefix.to_string()..)
+            .take_while(move |k| k.starts_with(prefix))
+            .map(|k| &k[prefix.len()..])
+    }
+
     /// Whether any overlay is encrypted (then the keyring is needed).
     pub fn any_encrypted(&self) -> bool {
         self.networks

@@ -658,7 +658,7 @@ async fn hostile_records_in_etcd_are_skipped_by_the_state_read() {
         .expect("the read goes on");
     assert_eq!(st.networks.keys().collect::<Vec<_>>(), ["app"]);
     assert_eq!(st.tasks.keys().collect::<Vec<_>>(), ["web.1"]);
-    let mut skipped: Vec<&str> = st.skipped.iter().map(|r| r.key.as_str()).collect();
+    let mut skipped: Vec<&str> = st.skipped.values().map(|r| r.key.as_str()).collect();
     skipped.sort();
     assert_eq!(
         skipped,

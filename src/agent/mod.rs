@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use tokio::sync::mpsc;
 
-use crate::store::{keys, state, Store, Txn};
+use crate::store::cache::{Cache, Changes};
+use crate::store::{keys, Store, Txn};
 use apply::dns::DnsService;
 use apply::lb::{self, LbDataplane};
 use apply::{Applier, NodeEnv};
@@ -27,6 +28,8 @@ const RETRY_AFTER_ERROR: Duration = Duration::from_secs(2);
 
 pub struct Agent {
     pub store: Arc<dyn Store>,
+    /// The daemon's informer cache: the agent plans from its snapshots.
+    pub cache: Cache,
     pub ctx: NodeContext,
     pub api_socket: String,
     /// Where the embedded DNS forwards names that are not routemesh's.
@@ -89,31 +92,40 @@ impl Agent {
     }
 
     async fn run(self, mut applier: Applier, mut status_rx: mpsc::UnboundedReceiver<StatusEvent>) {
+        let mut snapshots = self.cache.subscribe();
+        let mut seen = snapshots.borrow_and_update().seq;
+        let mut current: Option<(plan::NodePlan, u64)> = None;
+        let mut dirty = Dirty {
+            all: true,
+            ..Dirty::default()
+        };
         let mut full = true;
         let mut last_full = tokio::time::Instant::now();
         loop {
-            let rev = match state::read(self.store.as_ref()).await {
-                Ok(st) => {
-                    let plan = plan::plan(&st, &self.ctx);
-                    let errs = applier.apply(&plan, full).await;
-                    if full {
-                        last_full = tokio::time::Instant::now();
-                    }
-                    full = !errs.is_empty();
-                    self.forget_stopped(&st, &applier).await;
-                    Some(st.revision)
+            let snap = self.cache.snapshot();
+            let st = &snap.state;
+            // Re-plan what changed (everything, after a relist or when asked to).
+            let node_plan = match current.take() {
+                Some((p, _))
+                    if !dirty.all && dirty.services.is_empty() && dirty.tasks.is_empty() =>
+                {
+                    p
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "agent: reading the store failed");
-                    None
-                }
+                _ => plan::plan(st, &self.ctx),
             };
-            let mut watch = match rev {
-                Some(r) => self.store.watch(keys::ROOT, r).await.ok(),
-                None => None,
-            };
-            // Without a watch, nothing would wake us before the full resync: retry soon.
-            let wait = if full || watch.is_none() {
+            let errs = applier.apply(&node_plan, full).await;
+            if full {
+                last_full = tokio::time::Instant::now();
+            }
+            if !dirty.tasks.is_empty() || dirty.all || full {
+                self.forget_stopped(st, &applier).await;
+            }
+            full = !errs.is_empty();
+            current = Some((node_plan, snap.seq));
+            seen = seen.max(snap.seq);
+            dirty = Dirty::default();
+            // A failed pass is retried soon, as a full one.
+            let wait = if full {
                 RETRY_AFTER_ERROR
             } else {
                 FULL_RESYNC.saturating_sub(last_full.elapsed())
@@ -122,11 +134,16 @@ impl Agent {
             tokio::pin!(timer);
             loop {
                 tokio::select! {
-                    ev = recv_watch(&mut watch) => match ev {
-                        // Claims do not change the plan; task status does (load-balancer backends).
-                        Some(ev) if ev.key.starts_with(keys::CLAIMS) => continue,
-                        Some(_) => break,
-                        None => { tokio::time::sleep(Duration::from_millis(200)).await; break }
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let now = snapshots.borrow_and_update().seq;
+                        dirty_from(&self.cache.changes(seen, now), &mut dirty);
+                        seen = now;
+                        if dirty.all || !dirty.services.is_empty() || !dirty.tasks.is_empty() {
+                            break;
+                        }
                     },
                     Some(ev) = status_rx.recv() => self.report(ev).await,
                     _ = &mut timer => { full = true; break }
@@ -136,6 +153,13 @@ impl Agent {
             tokio::time::sleep(Duration::from_millis(20)).await;
             while let Ok(ev) = status_rx.try_recv() {
                 self.report(ev).await;
+            }
+            let now = snapshots.borrow_and_update().seq;
+            dirty_from(&self.cache.changes(seen, now), &mut dirty);
+            seen = now;
+            if full {
+                // The full pass re-plans everything too.
+                dirty.all = true;
             }
         }
     }
@@ -191,11 +215,35 @@ impl Agent {
     }
 }
 
-async fn recv_watch(
-    w: &mut Option<mpsc::Receiver<crate::store::WatchEvent>>,
-) -> Option<crate::store::WatchEvent> {
-    match w {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+/// What changed since the last plan, by object.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Dirty {
+    pub services: std::collections::BTreeSet<String>,
+    pub tasks: std::collections::BTreeSet<String>,
+    pub all: bool,
+}
+
+/// Adds what the changed store keys make dirty for this node's plan.
+pub fn dirty_from(changes: &Changes, dirty: &mut Dirty) {
+    let Changes::Keys(changed) = changes else {
+        dirty.all = true;
+        return;
+    };
+    for k in changed {
+        if let Some(name) = k.strip_prefix(keys::SERVICES) {
+            dirty.services.insert(name.to_string());
+        } else if let Some(name) = k
+            .strip_prefix(keys::TASKS)
+            .or_else(|| k.strip_prefix(keys::STATUS))
+        {
+            dirty.tasks.insert(name.to_string());
+        } else if k.starts_with(keys::CLAIMS)
+            || k.starts_with(keys::PENDING)
+            || k.as_str() == keys::LEADER
+        {
+            // Claims and pending slots do not change what a node holds.
+        } else {
+            dirty.all = true;
+        }
     }
 }

@@ -12,7 +12,7 @@ use routemesh_runtime::image::{ImageError, ImageStore, ImageSummary};
 use super::error::ApiError;
 use super::server::App;
 use crate::model::{ClusterState, DesiredState, Node};
-use crate::store::{keys, state, Txn};
+use crate::store::{keys, Txn};
 use crate::wire::ImageLoad;
 
 type Shared = State<Arc<App>>;
@@ -109,7 +109,7 @@ pub async fn remove(
     State(app): Shared,
     Path(name): Path<String>,
 ) -> Result<Json<ImageSummary>, ApiError> {
-    let st = state::read(app.control.store.as_ref()).await?;
+    let st = app.control.read().await?;
     let store = app.tasks.images.clone();
     let node = app.ctx.node.clone();
     let removed = blocking(move || {

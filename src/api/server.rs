@@ -16,7 +16,6 @@ use crate::agent::plan::NodeContext;
 use crate::control::{Control, ControlError, Subject};
 use crate::layout::RunDir;
 use crate::model::{ClusterState, DesiredState, Network, Task, TaskState};
-use crate::store::state;
 use crate::validate;
 use crate::wire::*;
 
@@ -62,8 +61,9 @@ pub fn router(app: Arc<App>) -> Router {
         .with_state(app)
 }
 
+/// A snapshot of the daemon's cache holding every write acknowledged before the request.
 async fn read(app: &App) -> Result<ClusterState, ApiError> {
-    Ok(state::read(app.control.store.as_ref()).await?)
+    Ok(app.control.read().await?)
 }
 
 fn network_view(net: &Network, st: &ClusterState) -> NetworkView {
@@ -463,6 +463,6 @@ async fn info(State(app): Shared) -> ApiResult<Info> {
         node: app.ctx.node.clone(),
         revision: st.revision,
         skipped_records: st.skipped.len(),
-        skipped: st.skipped,
+        skipped: st.skipped.values().cloned().collect(),
     }))
 }

@@ -11,7 +11,6 @@ mod service;
 #[cfg(test)]
 mod tests;
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::net::Ipv4Addr;
 use std::sync::Arc;
@@ -21,7 +20,8 @@ use ipnet::Ipv4Net;
 pub use error::{ControlError, Operation, Subject};
 
 use crate::model::{ClusterState, Network, Task};
-use crate::store::{keys, state, Store, StoreError, Txn};
+use crate::store::cache::Cache;
+use crate::store::{keys, Store, Txn};
 
 /// How often a transaction is retried when a concurrent write changed what it checked.
 const TXN_ATTEMPTS: usize = 8;
@@ -40,6 +40,8 @@ pub struct ControlConfig {
 #[derive(Clone)]
 pub struct Control {
     pub store: Arc<dyn Store>,
+    /// The daemon's informer cache: every check reads a snapshot of it, never the keyspace.
+    pub cache: Cache,
     pub cfg: ControlConfig,
 }
 
@@ -52,8 +54,9 @@ enum Attempt<T> {
 }
 
 impl Control {
-    async fn read(&self) -> Result<ClusterState, ControlError> {
-        Ok(state::read(self.store.as_ref()).await?)
+    /// A state holding every write acknowledged before the call (the API's reads and checks).
+    pub async fn read(&self) -> Result<ClusterState, ControlError> {
+        Ok(self.cache.fresh().await?.state.clone())
     }
 
     /// Runs `attempt` on a fresh read of the state until its transaction commits. A failed
@@ -65,14 +68,19 @@ impl Control {
         F: FnMut(ClusterState) -> Fut,
         Fut: Future<Output = Result<Attempt<T>, ControlError>>,
     {
+        let mut st = self.read().await?;
         for _ in 0..TXN_ATTEMPTS {
-            let st = self.read().await?;
             match attempt(st).await? {
                 Attempt::Done(answer) => return Ok(answer),
                 Attempt::Commit(txn, answer) => {
-                    if self.store.txn(txn).await?.succeeded {
+                    let outcome = self.store.txn(txn).await?;
+                    if outcome.succeeded {
+                        // The caller's next read sees this write.
+                        self.cache.at_least(outcome.revision).await?;
                         return Ok(answer);
                     }
+                    // Decide again on a state holding the write we lost to.
+                    st = self.cache.at_least(outcome.revision).await?.state.clone();
                 }
             }
         }
@@ -100,16 +108,9 @@ pub fn delete_task(mut txn: Txn, task: &Task, st: &ClusterState) -> Txn {
     txn
 }
 
-/// Every address of `net` someone holds, the gateway included.
-pub async fn taken_addresses(
-    store: &dyn Store,
-    net: &Network,
-) -> Result<BTreeSet<Ipv4Addr>, StoreError> {
-    let mut taken: BTreeSet<Ipv4Addr> = state::claimed(store, &keys::addr_claims(&net.id))
-        .await?
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect();
-    taken.insert(net.gateway);
-    Ok(taken)
+/// The lowest address of `net` nobody holds (the gateway is never handed out), from the
+/// claims index.
+pub fn free_address(st: &ClusterState, net: &Network) -> Option<Ipv4Addr> {
+    let taken = st.taken(&keys::addr_claims(&net.id));
+    crate::ipam::first_free(net.subnet, &taken, &[net.gateway])
 }

@@ -3,11 +3,10 @@
 //! holds.
 
 use std::collections::BTreeSet;
-use std::net::Ipv4Addr;
 
 use ipnet::Ipv4Net;
 
-use super::{claim, taken_addresses, Attempt, Control, ControlError, Operation};
+use super::{claim, free_address, Attempt, Control, ControlError, Operation};
 use crate::ipam;
 use crate::model::{
     now_secs, random_id, ClusterState, DesiredState, Driver, EndpointMode, Network, PortConfig,
@@ -56,7 +55,7 @@ impl Control {
                     // VIPs live in overlay namespaces; a bridge network's service is answered
                     // by its tasks' addresses.
                     for net in nets.iter().filter(|n| n.driver == Driver::Overlay) {
-                        let vip = self.free_vip(&svc.name, net).await?;
+                        let vip = free_vip(&svc.name, net, &st)?;
                         let key = keys::addr_claim(&net.id, vip.address.addr());
                         txn = claim(txn, key, &format!("vip {}", svc.name));
                         svc.vips.push(vip);
@@ -79,21 +78,6 @@ impl Control {
             .await?;
         tracing::info!(service = %svc.name, replicas = svc.replicas, "service created");
         Ok(svc)
-    }
-
-    /// The next address of `net` nobody holds, for `service`'s VIP there (to be claimed).
-    async fn free_vip(&self, service: &str, net: &Network) -> Result<ServiceVip, ControlError> {
-        let taken = taken_addresses(self.store.as_ref(), net).await?;
-        let ip =
-            ipam::next_host(net.subnet, &taken).ok_or_else(|| ControlError::NoAddressForVip {
-                service: service.into(),
-                network: net.name.clone(),
-                subnet: net.subnet,
-            })?;
-        Ok(ServiceVip {
-            network: net.name.clone(),
-            address: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
-        })
     }
 
     /// A service's stored record (for a compare-and-set) and its decoded value.
@@ -192,6 +176,19 @@ impl Control {
     }
 }
 
+/// The next address of `net` nobody holds, for `service`'s VIP there (to be claimed).
+fn free_vip(service: &str, net: &Network, st: &ClusterState) -> Result<ServiceVip, ControlError> {
+    let ip = free_address(st, net).ok_or_else(|| ControlError::NoAddressForVip {
+        service: service.into(),
+        network: net.name.clone(),
+        subnet: net.subnet,
+    })?;
+    Ok(ServiceVip {
+        network: net.name.clone(),
+        address: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
+    })
+}
+
 /// Writes `svc` over the record read as `kv`, if nobody wrote it since.
 fn rewrite(kv: KeyValue, svc: &Service) -> Result<Txn, ControlError> {
     Ok(Txn::new()
@@ -222,6 +219,10 @@ fn check_ports_free(
     st: &ClusterState,
 ) -> Result<(), ControlError> {
     for p in ports {
+        // The claims index says whether anyone holds the port; only then is the owner looked up.
+        if !st.claims.contains(&keys::port_claim(p.proto, p.published)) {
+            continue;
+        }
         let owner = st.services.values().find(|s| {
             s.name != service
                 && s.ports
@@ -279,33 +280,12 @@ fn check_capacity(
 ) -> Result<(), ControlError> {
     let more = replicas.saturating_sub(existing) as usize + vips;
     for net in nets {
-        let used: BTreeSet<Ipv4Addr> = st
-            .tasks
-            .values()
-            .flat_map(|t| t.attachments.iter())
-            .filter(|a| a.network == net.name)
-            .map(|a| a.address.addr())
-            .chain(
-                st.services
-                    .values()
-                    .flat_map(|s| s.vips.iter())
-                    .filter(|v| v.network == net.name)
-                    .map(|v| v.address.addr()),
-            )
-            .chain(
-                st.node_addrs
-                    .values()
-                    .filter(|a| a.network == net.name)
-                    .map(|a| a.address.addr()),
-            )
-            .chain(std::iter::once(net.gateway))
-            .collect();
-        let free = net
-            .subnet
-            .hosts()
-            .filter(|ip| !used.contains(ip))
-            .take(more)
-            .count();
+        // Every address in use on the network is claimed (tasks, VIPs, nodes' own); the
+        // gateway is not, and is never handed out.
+        let taken = st.taken(&keys::addr_claims(&net.id));
+        let gateway = usize::from(!taken.contains(&net.gateway));
+        let hosts = usize::try_from(ipam::host_count(net.subnet)).unwrap_or(usize::MAX);
+        let free = hosts.saturating_sub(taken.len() + gateway).min(more);
         if free < more {
             return Err(ControlError::NotEnoughAddresses {
                 service: service.into(),

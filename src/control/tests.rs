@@ -6,9 +6,18 @@ use crate::store::local::LocalStore;
 use crate::validate::{self, ServiceRequest};
 use crate::wire::{NetworkCreate, ServiceCreate};
 
-fn control(dir: &tempfile::TempDir) -> Control {
+async fn control(dir: &tempfile::TempDir) -> Control {
+    on(Arc::new(
+        LocalStore::open(&dir.path().join("state.json")).unwrap(),
+    ))
+    .await
+}
+
+/// A control over `store`, with the informer cache the daemon gives it.
+async fn on(store: Arc<dyn Store>) -> Control {
     Control {
-        store: Arc::new(LocalStore::open(&dir.path().join("state.json")).unwrap()),
+        cache: Cache::start(store.clone()).await.unwrap(),
+        store,
         cfg: ControlConfig {
             pool: "10.0.0.0/8".parse().unwrap(),
             pool_prefix: 24,
@@ -49,7 +58,7 @@ fn service(name: &str, net: &str, publish: &[&str]) -> ServiceRequest {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_services_racing_for_one_port_cannot_both_win() {
     let dir = tempfile::tempdir().unwrap();
-    let c = control(&dir);
+    let c = control(&dir).await;
     network(&c, "app", "overlay").await;
     for round in 0..20 {
         let (a, b) = (format!("a{round}"), format!("b{round}"));
@@ -78,7 +87,7 @@ async fn two_services_racing_for_one_port_cannot_both_win() {
 #[tokio::test]
 async fn ports_are_released_by_update_and_rm() {
     let dir = tempfile::tempdir().unwrap();
-    let c = control(&dir);
+    let c = control(&dir).await;
     network(&c, "app", "overlay").await;
     c.create_service(service("web", "app", &["8080:80"]))
         .await
@@ -104,7 +113,7 @@ async fn ports_are_released_by_update_and_rm() {
 #[tokio::test]
 async fn bridge_networks_get_no_vip() {
     let dir = tempfile::tempdir().unwrap();
-    let c = control(&dir);
+    let c = control(&dir).await;
     network(&c, "lan", "bridge").await;
     network(&c, "app", "overlay").await;
     let mut req = service("web", "lan", &[]);
@@ -151,10 +160,7 @@ async fn an_operation_that_keeps_losing_races_gives_up_naming_itself() {
         inner: LocalStore::open(&dir.path().join("state.json")).unwrap(),
         txns: Default::default(),
     });
-    let c = Control {
-        store: store.clone(),
-        ..control(&dir)
-    };
+    let c = on(store.clone()).await;
     let req = validate::network_request(&NetworkCreate {
         name: "app".into(),
         ..Default::default()

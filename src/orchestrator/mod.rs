@@ -4,7 +4,6 @@
 //! local store there is one node, so it always leads).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +16,11 @@ use crate::ipam;
 use crate::model::{
     now_secs, ClusterState, DesiredState, NodeState, Pending, Service, Task, TaskAttachment,
 };
+use crate::store::cache::{Cache, Changes};
 use crate::store::{keys, state, Store, StoreError, Txn};
+
+/// Everything is reconciled this often, whatever changed.
+const FULL_RECONCILE: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
 pub enum OrchestratorError {
@@ -72,13 +75,64 @@ pub enum Action {
     },
 }
 
+/// Which part of the cluster a reconcile looks at.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Scope {
+    /// Everything: nodes, networks and every service (at start, on node or network
+    /// changes, and periodically).
+    #[default]
+    All,
+    /// Only these services and their tasks (a service or one of its tasks changed).
+    Services(BTreeSet<String>),
+}
+
+impl Scope {
+    /// What the changed store keys ask to look at again; `None`: nothing.
+    pub fn of_changes(changes: &Changes) -> Option<Scope> {
+        let Changes::Keys(keys_changed) = changes else {
+            return Some(Scope::All);
+        };
+        let mut services = BTreeSet::new();
+        for k in keys_changed {
+            if let Some(name) = k.strip_prefix(keys::SERVICES) {
+                services.insert(name.to_string());
+            } else if let Some(task) = k.strip_prefix(keys::TASKS) {
+                match crate::model::names::parse_task_name(task) {
+                    Some((service, _)) => services.insert(service.to_string()),
+                    None => return Some(Scope::All),
+                };
+            } else if k.starts_with(keys::STATUS)
+                || k.starts_with(keys::CLAIMS)
+                || k.starts_with(keys::PENDING)
+                || k.as_str() == keys::LEADER
+                || k.as_str() == keys::KEYRING
+            {
+                // Task health and claims do not change placement; pending is ours.
+            } else {
+                return Some(Scope::All);
+            }
+        }
+        (!services.is_empty()).then_some(Scope::Services(services))
+    }
+}
+
 /// What differs between the services' replica counts and the tasks that exist. Pure.
 pub fn plan(st: &ClusterState) -> Vec<Action> {
+    plan_scope(st, &Scope::All)
+}
+
+/// [`plan`] for the part of the cluster `scope` names: for a few services it costs what
+/// those services hold, not what the cluster holds.
+pub fn plan_scope(st: &ClusterState, scope: &Scope) -> Vec<Action> {
     let mut actions = Vec::new();
     // A record the read skipped (damaged, or from a newer version) is not an absent one:
     // nothing that depends on it is stopped or forgotten for its absence.
-    let skipped = |key: String| st.skipped.iter().any(|r| r.key == key);
-    for task in st.tasks.values() {
+    let skipped = |key: String| st.skipped.contains_key(&key);
+    let tasks: Box<dyn Iterator<Item = &Task>> = match scope {
+        Scope::All => Box::new(st.tasks.values()),
+        Scope::Services(names) => Box::new(names.iter().flat_map(|n| st.tasks_of(n))),
+    };
+    for task in tasks {
         let node_alive = st
             .nodes
             .get(&task.node)
@@ -112,6 +166,14 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
             });
         }
     }
+    let services: Vec<&Service> = match scope {
+        Scope::All => st.services.values().collect(),
+        Scope::Services(names) => names.iter().filter_map(|n| st.services.get(n)).collect(),
+    };
+    if let Scope::Services(_) = scope {
+        create_actions(&services, st, &mut actions);
+        return actions;
+    }
     for (network, node) in st.node_addrs.keys() {
         let alive = st
             .nodes
@@ -138,7 +200,13 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
             }
         }
     }
-    for svc in st.services.values() {
+    create_actions(&services, st, &mut actions);
+    actions
+}
+
+/// A create for every slot of `services` that has no task.
+fn create_actions(services: &[&Service], st: &ClusterState, actions: &mut Vec<Action>) {
+    for svc in services {
         for slot in 1..=svc.replicas {
             if !st.tasks.contains_key(&Task::name_for(&svc.name, slot)) {
                 actions.push(Action::Create {
@@ -148,7 +216,6 @@ pub fn plan(st: &ClusterState) -> Vec<Action> {
             }
         }
     }
-    actions
 }
 
 /// Resolves when leadership changes; never, once nobody can change it any more.
@@ -199,6 +266,8 @@ pub fn pick_node(st: &ClusterState, service: &str) -> Option<String> {
 
 pub struct Orchestrator {
     pub store: Arc<dyn Store>,
+    /// The daemon's informer cache: what the orchestrator reads.
+    pub cache: Cache,
     pub gwbridge_subnet: Ipv4Net,
     /// True while this node leads the cluster; only the leader orchestrates.
     pub leading: tokio::sync::watch::Receiver<bool>,
@@ -207,60 +276,65 @@ pub struct Orchestrator {
 }
 
 impl Orchestrator {
-    /// Follows the store until the process ends: reconcile on every change, and every few
-    /// seconds in case a change was missed.
+    /// Follows the cache until the process ends: reconciles what each change touches, and
+    /// everything every few seconds in case a change was missed.
     pub async fn run(mut self) {
+        let mut snapshots = self.cache.subscribe();
         loop {
             if !*self.leading.borrow_and_update() {
                 leadership_changed(&mut self.leading).await;
                 continue;
             }
-            let rev = match self.reconcile().await {
-                Ok(rev) => rev,
-                Err(e) => {
-                    tracing::warn!(error = %e, "orchestrator: reconcile failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            let mut watch = match self.store.watch(keys::ROOT, rev).await {
-                Ok(w) => w,
-                Err(e) => {
-                    tracing::warn!(error = %e, "orchestrator: watch failed, retrying");
-                    tokio::time::sleep(Duration::from_millis(500)).await;
-                    continue;
-                }
-            };
-            // Only changes to services, tasks and nodes matter; status churn does not.
-            let deadline = tokio::time::sleep(Duration::from_secs(5));
-            tokio::pin!(deadline);
+            // Leading from now: look at everything once.
+            let mut seen = snapshots.borrow_and_update().seq;
+            let mut scope = Some(Scope::All);
+            let mut last_full = tokio::time::Instant::now();
             loop {
+                if let Some(s) = scope.take() {
+                    if s == Scope::All {
+                        last_full = tokio::time::Instant::now();
+                    }
+                    if let Err(e) = self.reconcile(&s).await {
+                        tracing::warn!(error = %e, "orchestrator: reconcile failed, retrying");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        scope = Some(Scope::All);
+                        continue;
+                    }
+                }
+                let full = tokio::time::sleep(FULL_RECONCILE.saturating_sub(last_full.elapsed()));
                 tokio::select! {
-                    ev = watch.recv() => match ev {
-                        Some(ev) if ev.key.starts_with(keys::STATUS) || ev.key.starts_with(keys::CLAIMS) => continue,
-                        _ => break,
-                    },
-                    _ = &mut deadline => break,
+                    changed = snapshots.changed() => {
+                        if changed.is_err() {
+                            return;
+                        }
+                        let now = snapshots.borrow_and_update().seq;
+                        scope = Scope::of_changes(&self.cache.changes(seen, now));
+                        seen = now;
+                    }
+                    _ = full => scope = Some(Scope::All),
                     _ = leadership_changed(&mut self.leading) => break,
                 }
             }
         }
     }
 
-    /// Applies the plan one action at a time, reading the state again after each, so every
-    /// placement sees the tasks placed just before it (spread needs that) and a transaction
-    /// that lost a race is simply decided again. Returns the revision of the last read.
-    pub async fn reconcile(&self) -> Result<u64, OrchestratorError> {
+    /// Applies the plan for `scope` one action at a time, each on a snapshot holding the
+    /// writes before it (so every placement sees the tasks placed just before it, as spread
+    /// needs, and a transaction that lost a race is simply decided again).
+    pub async fn reconcile(&self, scope: &Scope) -> Result<(), OrchestratorError> {
         let mut unplaceable: Vec<Action> = Vec::new();
         let mut unplaced: BTreeMap<String, Pending> = BTreeMap::new();
         self.keyring().await?;
+        let mut st = self.cache.snapshot().state.clone();
         loop {
-            let st = state::read(self.store.as_ref()).await?;
-            let Some(action) = plan(&st).into_iter().find(|a| !unplaceable.contains(a)) else {
-                return self.record_pending(&st, unplaced).await;
+            let Some(action) = plan_scope(&st, scope)
+                .into_iter()
+                .find(|a| !unplaceable.contains(a))
+            else {
+                return self.record_pending(&st, scope, unplaced).await;
             };
             let result = match &action {
-                Action::Shutdown { task } => self.shutdown_task(task).await,
+                Action::Shutdown { task } => self.shutdown_task(&st, task).await,
                 Action::Forget { task } => self.forget_task(&st, task).await,
                 Action::NodeAddress { network, node } => {
                     self.node_address(&st, network, node).await
@@ -270,11 +344,12 @@ impl Orchestrator {
                 }
                 Action::Create { service, slot } => match st.services.get(service) {
                     Some(svc) => self.create_task(&st, svc, *slot).await,
-                    None => Ok(true),
+                    None => Ok(st.revision),
                 },
             };
             match result {
-                Ok(_) => {}
+                // Go on from a state that holds what was just written (or what beat it).
+                Ok(revision) => st = self.cache.at_least(revision).await?.state.clone(),
                 Err(OrchestratorError::Placement { task, problem }) => {
                     tracing::warn!(task, detail = %problem, "cannot place task");
                     if let Action::Create { service, slot } = &action {
@@ -295,7 +370,8 @@ impl Orchestrator {
     /// Creates the encrypted overlays' keyring when the first one exists, and moves a key
     /// rotation on by one step when it is due (see `plan::ipsec::next_keyring`).
     async fn keyring(&self) -> Result<(), OrchestratorError> {
-        let st = state::read(self.store.as_ref()).await?;
+        let snap = self.cache.snapshot();
+        let st = &snap.state;
         // A step waits long enough for every node to have applied the one before.
         let settle = (self.key_rotation / 20).clamp(5, 60);
         let now = now_secs();
@@ -322,50 +398,65 @@ impl Orchestrator {
     async fn record_pending(
         &self,
         st: &ClusterState,
+        scope: &Scope,
         unplaced: BTreeMap<String, Pending>,
-    ) -> Result<u64, OrchestratorError> {
+    ) -> Result<(), OrchestratorError> {
         let mut txn = Txn::new();
         for (service, p) in &unplaced {
             if st.pending.get(service) != Some(p) {
                 txn = txn.put_json(keys::pending(service), p)?;
             }
         }
-        for service in st.pending.keys().filter(|s| !unplaced.contains_key(*s)) {
+        let in_scope = |s: &String| match scope {
+            Scope::All => true,
+            Scope::Services(names) => names.contains(s),
+        };
+        for service in st
+            .pending
+            .keys()
+            .filter(|s| in_scope(s) && !unplaced.contains_key(*s))
+        {
             txn = txn.delete(keys::pending(service));
         }
-        if txn.ops.is_empty() {
-            return Ok(st.revision);
+        if !txn.ops.is_empty() {
+            self.store.txn(txn).await?;
         }
-        Ok(self.store.txn(txn).await?.revision)
+        Ok(())
     }
 
-    async fn shutdown_task(&self, name: &str) -> Result<bool, OrchestratorError> {
+    async fn shutdown_task(
+        &self,
+        _st: &ClusterState,
+        name: &str,
+    ) -> Result<u64, OrchestratorError> {
         let Some(kv) = self.store.get(&keys::task(name)).await? else {
-            return Ok(true);
+            // The cache has not seen what the store holds yet: wait for it.
+            return Ok(self.store.revision().await?);
         };
         let mut task: Task = state::decode(&kv)?;
         task.desired = DesiredState::Shutdown;
         let txn = Txn::new()
             .when_revision(kv.key.clone(), kv.mod_revision)
             .put_json(kv.key, &task)?;
-        let ok = self.store.txn(txn).await?.succeeded;
-        if ok {
+        let out = self.store.txn(txn).await?;
+        if out.succeeded {
             tracing::info!(task = name, node = %task.node, "task to shut down");
         }
-        Ok(ok)
+        Ok(out.revision)
     }
 
-    async fn forget_task(&self, st: &ClusterState, name: &str) -> Result<bool, OrchestratorError> {
+    async fn forget_task(&self, st: &ClusterState, name: &str) -> Result<u64, OrchestratorError> {
         let (Some(task), Some(kv)) = (st.tasks.get(name), self.store.get(&keys::task(name)).await?)
         else {
-            return Ok(true);
+            // The cache has not seen what the store holds yet: wait for it.
+            return Ok(self.store.revision().await?);
         };
         let txn = delete_task(Txn::new(), task, st).when_revision(kv.key, kv.mod_revision);
-        let ok = self.store.txn(txn).await?.succeeded;
-        if ok {
+        let out = self.store.txn(txn).await?;
+        if out.succeeded {
             tracing::info!(task = name, "task of a lost node forgotten");
         }
-        Ok(ok)
+        Ok(out.revision)
     }
 
     async fn forget_node_address(
@@ -373,9 +464,10 @@ impl Orchestrator {
         st: &ClusterState,
         network: &str,
         node: &str,
-    ) -> Result<bool, OrchestratorError> {
+    ) -> Result<u64, OrchestratorError> {
         let Some(kv) = self.store.get(&keys::node_addr(network, node)).await? else {
-            return Ok(true);
+            // The cache has not seen what the store holds yet: wait for it.
+            return Ok(self.store.revision().await?);
         };
         let mut txn = Txn::new()
             .when_revision(kv.key.clone(), kv.mod_revision)
@@ -386,11 +478,11 @@ impl Orchestrator {
         ) {
             txn = txn.delete(keys::addr_claim(&net.id, na.address.addr()));
         }
-        let ok = self.store.txn(txn).await?.succeeded;
-        if ok {
+        let out = self.store.txn(txn).await?;
+        if out.succeeded {
             tracing::info!(network, node, "address of a lost node released");
         }
-        Ok(ok)
+        Ok(out.revision)
     }
 
     async fn node_address(
@@ -398,18 +490,19 @@ impl Orchestrator {
         st: &ClusterState,
         network: &str,
         node: &str,
-    ) -> Result<bool, OrchestratorError> {
+    ) -> Result<u64, OrchestratorError> {
         let Some(net) = st.networks.get(network) else {
-            return Ok(true);
+            // The cache has not seen what the store holds yet: wait for it.
+            return Ok(self.store.revision().await?);
         };
         let (Some(net_kv), Some(node_kv)) = (
             self.store.get(&keys::network(network)).await?,
             self.store.get(&keys::node(node)).await?,
         ) else {
-            return Ok(true);
+            // The cache has not seen what the store holds yet: wait for it.
+            return Ok(self.store.revision().await?);
         };
-        let taken = crate::control::taken_addresses(self.store.as_ref(), net).await?;
-        let Some(ip) = ipam::next_host(net.subnet, &taken) else {
+        let Some(ip) = crate::control::free_address(st, net) else {
             return Err(OrchestratorError::Placement {
                 task: format!("{node}'s address on {network}"),
                 problem: Unplaceable::NetworkFull {
@@ -431,11 +524,11 @@ impl Orchestrator {
             .when_absent(keys::node_addr(network, node))
             .put(claim, format!("node {node}").into_bytes())
             .put_json(keys::node_addr(network, node), &na)?;
-        let ok = self.store.txn(txn).await?.succeeded;
-        if ok {
+        let out = self.store.txn(txn).await?;
+        if out.succeeded {
             tracing::info!(network, node, address = %na.address, "node address assigned");
         }
-        Ok(ok)
+        Ok(out.revision)
     }
 
     async fn create_task(
@@ -443,7 +536,7 @@ impl Orchestrator {
         st: &ClusterState,
         svc: &Service,
         slot: u32,
-    ) -> Result<bool, OrchestratorError> {
+    ) -> Result<u64, OrchestratorError> {
         let name = Task::name_for(&svc.name, slot);
         let placement = |problem| OrchestratorError::Placement {
             task: name.clone(),
@@ -462,7 +555,8 @@ impl Orchestrator {
         let mut txn = Txn::new().when_absent(keys::task(&name));
         let svc_kv = self.store.get(&keys::service(&svc.name)).await?;
         let Some(svc_kv) = svc_kv else {
-            return Ok(false);
+            // The cache has not seen what the store holds yet: wait for it.
+            return Ok(self.store.revision().await?);
         };
         txn = txn.when_revision(svc_kv.key, svc_kv.mod_revision);
         let mut attachments = Vec::new();
@@ -472,9 +566,7 @@ impl Orchestrator {
                     network: net_name.clone(),
                 })
             })?;
-            let mut taken = claimed_ips(self.store.as_ref(), &keys::addr_claims(&net.id)).await?;
-            taken.insert(net.gateway);
-            let ip = ipam::next_host(net.subnet, &taken).ok_or_else(|| {
+            let ip = crate::control::free_address(st, net).ok_or_else(|| {
                 placement(Unplaceable::NetworkFull {
                     network: net_name.clone(),
                     subnet: net.subnet,
@@ -489,14 +581,12 @@ impl Orchestrator {
                 address: Ipv4Net::new(ip, net.subnet.prefix_len()).unwrap_or(net.subnet),
             });
         }
-        let mut taken = claimed_ips(self.store.as_ref(), &keys::gw_claims(&node)).await?;
+        let taken = st.taken(&keys::gw_claims(&node));
         let gw = ipam::default_gateway(self.gwbridge_subnet)
             .ok_or_else(|| placement(Unplaceable::GatewayBridgeNoHost))?;
-        taken.insert(gw);
-        if let Some(sbox) = ipam::ingress_sbox_gw_address(self.gwbridge_subnet) {
-            taken.insert(sbox);
-        }
-        let gw_ip = ipam::next_host(self.gwbridge_subnet, &taken).ok_or_else(|| {
+        let mut reserved = vec![gw];
+        reserved.extend(ipam::ingress_sbox_gw_address(self.gwbridge_subnet));
+        let gw_ip = ipam::first_free(self.gwbridge_subnet, &taken, &reserved).ok_or_else(|| {
             placement(Unplaceable::GatewayBridgeFull {
                 subnet: self.gwbridge_subnet,
                 node: node.clone(),
@@ -518,20 +608,12 @@ impl Orchestrator {
             desired: DesiredState::Running,
         };
         txn = txn.put_json(keys::task(&name), &task)?;
-        let ok = self.store.txn(txn).await?.succeeded;
-        if ok {
+        let out = self.store.txn(txn).await?;
+        if out.succeeded {
             tracing::info!(task = %name, node = %task.node, "task assigned");
         }
-        Ok(ok)
+        Ok(out.revision)
     }
-}
-
-async fn claimed_ips(store: &dyn Store, prefix: &str) -> Result<BTreeSet<Ipv4Addr>, StoreError> {
-    Ok(state::claimed(store, prefix)
-        .await?
-        .iter()
-        .filter_map(|s| s.parse().ok())
-        .collect())
 }
 
 #[cfg(test)]

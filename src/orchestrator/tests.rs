@@ -203,12 +203,16 @@ async fn task_ls_learns_why_a_slot_has_no_node() {
     .await;
     let (_tx, leading) = tokio::sync::watch::channel(true);
     let orch = Orchestrator {
+        cache: crate::store::cache::Cache::start(store.clone())
+            .await
+            .unwrap(),
         store: store.clone(),
         gwbridge_subnet: "172.18.0.0/16".parse().unwrap(),
         leading,
         key_rotation: 43_200,
     };
-    orch.reconcile().await.unwrap();
+    orch.cache.fresh().await.unwrap();
+    orch.reconcile(&Scope::All).await.unwrap();
     let st = state::read(store.as_ref()).await.unwrap();
     assert!(st.tasks.is_empty());
     let p = &st.pending["web"];
@@ -223,7 +227,8 @@ async fn task_ls_learns_why_a_slot_has_no_node() {
     let mut n1 = node("n1", NodeState::Ready);
     n1.images = vec!["web:1".into()];
     put(Txn::new().put_json(keys::node("n1"), &n1).unwrap()).await;
-    orch.reconcile().await.unwrap();
+    orch.cache.fresh().await.unwrap();
+    orch.reconcile(&Scope::All).await.unwrap();
     let st = state::read(store.as_ref()).await.unwrap();
     assert_eq!(st.tasks["web.1"].node, "n1");
     assert!(st.pending.is_empty());
@@ -258,10 +263,13 @@ fn what_depends_on_a_skipped_record_is_left_alone() {
         "/routemesh/nodes/n9",
         "/routemesh/networks/quantum",
     ] {
-        st.skipped.push(crate::model::SkippedRecord {
-            key: key.into(),
-            reason: "from a newer version".into(),
-        });
+        st.skipped.insert(
+            key.into(),
+            crate::model::SkippedRecord {
+                key: key.into(),
+                reason: "from a newer version".into(),
+            },
+        );
     }
     assert_eq!(skipped_plan(&st), vec![]);
 }

@@ -2,6 +2,7 @@
 //! compare-and-set transactions, prefix watches), with a local-file backend for one node.
 //! An etcd backend implements the same trait, so the orchestrator and agents never know which.
 
+pub mod cache;
 pub mod etcd;
 pub mod keys;
 pub mod local;
@@ -31,6 +32,9 @@ pub enum StoreError {
         key: String,
         source: serde_json::Error,
     },
+    /// The informer cache did not reach a revision the store had (its watch is stuck).
+    #[error("store cache: still at revision {have}, waited for {revision}")]
+    Behind { revision: u64, have: u64 },
     #[error("store etcd url {url:?}: {problem}")]
     EtcdUrl {
         url: String,
@@ -144,6 +148,11 @@ pub trait Store: Send + Sync + 'static {
     /// Applies `ops` atomically if every compare holds; nothing is written otherwise.
     /// The write is durable before this returns.
     async fn txn(&self, txn: Txn) -> Result<TxnOutcome>;
+    /// The store's current revision (one small request; no keys are read).
+    async fn revision(&self) -> Result<u64> {
+        // No key lies under this prefix: routemesh's keys start with `/`.
+        Ok(self.list("\u{1}revision").await?.1)
+    }
     /// Changes under `prefix` after `after_revision`, in order.
     async fn watch(&self, prefix: &str, after_revision: u64) -> Result<mpsc::Receiver<WatchEvent>>;
 }

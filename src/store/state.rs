@@ -6,7 +6,7 @@
 //! logged once with its key and the reason, and counted in [`ClusterState::skipped`]; the rest
 //! of the cluster keeps working.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::path::Path;
 use std::sync::Mutex;
 
@@ -15,7 +15,7 @@ use serde::de::DeserializeOwned;
 use super::{keys, KeyValue, Result, Store, StoreError};
 use crate::model::names::{is_network_id, is_network_name, is_node_name, is_service_name};
 use crate::model::{
-    names::parse_task_name, ClusterState, Network, Node, NodeAddress, Pending, Service,
+    names::parse_task_name, ClusterState, Map, Network, Node, NodeAddress, Pending, Service,
     SkippedRecord, Task, TaskStatus,
 };
 
@@ -237,92 +237,172 @@ fn skip(st: &mut ClusterState, key: &str, reason: String) {
     if first {
         tracing::warn!(key = ?key, %reason, "store: record skipped");
     }
-    st.skipped.push(SkippedRecord {
-        key: key.to_string(),
-        reason,
-    });
+    st.skipped.insert(
+        key.to_string(),
+        SkippedRecord {
+            key: key.to_string(),
+            reason,
+        },
+    );
 }
 
-fn keep<T: Record>(
+/// Puts the record `kv` under its leaf in one of the state's maps, or, when it is unusable,
+/// takes out what the key held before and notes why.
+fn keep<T: Record + Clone>(
     st: &mut ClusterState,
-    map: fn(&mut ClusterState) -> &mut BTreeMap<String, T>,
+    map: fn(&mut ClusterState) -> &mut Map<String, T>,
     kv: &KeyValue,
     prefix: &str,
 ) {
     match record::<T>(kv, prefix) {
         Ok((leaf, value)) => {
             map(st).insert(leaf, value);
+            st.skipped.remove(&kv.key);
         }
-        Err(reason) => skip(st, &kv.key, reason),
+        Err(reason) => {
+            let leaf = kv.key.strip_prefix(prefix).unwrap_or(&kv.key);
+            map(st).remove(leaf);
+            skip(st, &kv.key, reason);
+        }
     }
 }
 
+fn forget<T: Clone>(
+    st: &mut ClusterState,
+    map: fn(&mut ClusterState) -> &mut Map<String, T>,
+    key: &str,
+    prefix: &str,
+) {
+    let leaf = key.strip_prefix(prefix).unwrap_or(key);
+    map(st).remove(leaf);
+}
+
+/// Marks `name`'s record ready or down as its alive key says.
+fn set_node_state(st: &mut ClusterState, name: &str) {
+    let ready = st.alive.contains(name);
+    if let Some(node) = st.nodes.get_mut(name) {
+        node.state = if ready {
+            crate::model::NodeState::Ready
+        } else {
+            crate::model::NodeState::Down
+        };
+    }
+}
+
+/// Applies one change of the store to `st`: `kv` is the key's new record, `None` when the key
+/// was deleted. Costs O(log n) in the size of the state: the informer cache calls it per watch
+/// event, and [`read`] per listed key.
+pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) {
+    if kv.is_none() {
+        st.skipped.remove(key);
+    }
+    if let Some(node) = key.strip_prefix(keys::ALIVE) {
+        match kv {
+            Some(_) if !is_node_name(node) => skip(
+                st,
+                key,
+                format!("alive key of {node:?}, not a valid node name"),
+            ),
+            Some(_) => {
+                st.alive.insert(node.to_string());
+                set_node_state(st, node);
+            }
+            None => {
+                st.alive.remove(node);
+                set_node_state(st, node);
+            }
+        }
+        return;
+    }
+    if key.starts_with(keys::CLAIMS) {
+        match kv {
+            Some(_) => st.claims.insert(key.to_string()),
+            None => st.claims.remove(key),
+        };
+        // Address claims are indexed by their prefix as well.
+        if let Some((prefix, leaf)) = key.rsplit_once('/') {
+            if let Ok(ip) = leaf.parse::<std::net::Ipv4Addr>() {
+                let prefix = format!("{prefix}/");
+                let mut set = st.claimed_addrs.get(&prefix).cloned().unwrap_or_default();
+                match kv {
+                    Some(_) => set.insert(ip),
+                    None => set.remove(&ip),
+                };
+                if set.is_empty() {
+                    st.claimed_addrs.remove(&prefix);
+                } else {
+                    st.claimed_addrs.insert(prefix, set);
+                }
+            }
+        }
+        return;
+    }
+    macro_rules! record_map {
+        ($prefix:expr, $field:ident) => {
+            if key.starts_with($prefix) {
+                match kv {
+                    Some(kv) => keep(st, |s| &mut s.$field, kv, $prefix),
+                    None => forget(st, |s| &mut s.$field, key, $prefix),
+                }
+                return;
+            }
+        };
+    }
+    record_map!(keys::NETWORKS, networks);
+    record_map!(keys::SERVICES, services);
+    record_map!(keys::TASKS, tasks);
+    record_map!(keys::STATUS, statuses);
+    record_map!(keys::PENDING, pending);
+    if let Some(leaf) = key.strip_prefix(keys::NODES) {
+        match kv {
+            Some(kv) => keep(st, |s| &mut s.nodes, kv, keys::NODES),
+            None => forget(st, |s| &mut s.nodes, key, keys::NODES),
+        }
+        let leaf = leaf.to_string();
+        set_node_state(st, &leaf);
+        return;
+    }
+    if key == keys::KEYRING {
+        st.keyring = None;
+        if let Some(kv) = kv {
+            match decode::<crate::model::Keyring>(kv) {
+                Ok(ring) => st.keyring = Some(ring),
+                Err(e) => skip(st, key, e.to_string()),
+            }
+        }
+        return;
+    }
+    if let Some(rest) = key.strip_prefix(keys::NODE_ADDRS) {
+        let Some((network, node)) = rest.split_once('/') else {
+            if kv.is_some() {
+                skip(st, key, "the key is not PREFIX/NETWORK/NODE".into());
+            }
+            return;
+        };
+        let slot = (network.to_string(), node.to_string());
+        st.node_addrs.remove(&slot);
+        if let Some(kv) = kv {
+            match node_address(kv) {
+                Ok(na) => {
+                    st.node_addrs.insert(slot, na);
+                }
+                Err(reason) => skip(st, key, reason),
+            }
+        }
+    }
+}
+
+/// The whole cluster state in one consistent read (the informer cache's list; tests).
 pub async fn read(store: &dyn Store) -> Result<ClusterState> {
     let (kvs, revision) = store.list(keys::ROOT).await?;
     let mut st = ClusterState {
         revision,
         ..ClusterState::default()
     };
-    let mut alive = BTreeSet::new();
     for kv in &kvs {
-        let k = kv.key.as_str();
-        if let Some(node) = k.strip_prefix(keys::ALIVE) {
-            if is_node_name(node) {
-                alive.insert(node.to_string());
-            } else {
-                skip(
-                    &mut st,
-                    k,
-                    format!("alive key of {node:?}, not a valid node name"),
-                );
-            }
-            continue;
-        }
-        if k.starts_with(keys::NETWORKS) {
-            keep(&mut st, |s| &mut s.networks, kv, keys::NETWORKS);
-        } else if k.starts_with(keys::SERVICES) {
-            keep(&mut st, |s| &mut s.services, kv, keys::SERVICES);
-        } else if k.starts_with(keys::TASKS) {
-            keep(&mut st, |s| &mut s.tasks, kv, keys::TASKS);
-        } else if k.starts_with(keys::STATUS) {
-            keep(&mut st, |s| &mut s.statuses, kv, keys::STATUS);
-        } else if k.starts_with(keys::PENDING) {
-            keep(&mut st, |s| &mut s.pending, kv, keys::PENDING);
-        } else if k.starts_with(keys::NODES) {
-            keep(&mut st, |s| &mut s.nodes, kv, keys::NODES);
-        } else if k == keys::KEYRING {
-            match decode::<crate::model::Keyring>(kv) {
-                Ok(ring) => st.keyring = Some(ring),
-                Err(e) => skip(&mut st, k, e.to_string()),
-            }
-        } else if k.starts_with(keys::NODE_ADDRS) {
-            match node_address(kv) {
-                Ok(na) => {
-                    st.node_addrs
-                        .insert((na.network.clone(), na.node.clone()), na);
-                }
-                Err(reason) => skip(&mut st, k, reason),
-            }
-        }
-    }
-    // A node is ready while its alive key exists, whatever its record last said.
-    for (name, node) in st.nodes.iter_mut() {
-        node.state = if alive.contains(name) {
-            crate::model::NodeState::Ready
-        } else {
-            crate::model::NodeState::Down
-        };
+        apply(&mut st, &kv.key, Some(kv));
     }
     Ok(st)
-}
-
-/// Every claimed key under `prefix`, as leaf names (used by the allocators).
-pub async fn claimed(store: &dyn Store, prefix: &str) -> Result<Vec<String>> {
-    let (kvs, _) = store.list(prefix).await?;
-    Ok(kvs
-        .iter()
-        .map(|kv| keys::leaf(&kv.key).to_string())
-        .collect())
 }
 
 #[cfg(test)]

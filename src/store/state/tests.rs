@@ -98,7 +98,7 @@ async fn hostile_and_undecodable_records_are_skipped_and_the_rest_kept() {
     assert_eq!(st.services.keys().collect::<Vec<_>>(), ["web"]);
     assert_eq!(st.tasks.keys().collect::<Vec<_>>(), ["web.1"]);
     assert!(st.statuses.is_empty() && st.nodes.is_empty() && st.node_addrs.is_empty());
-    let mut skipped: Vec<&str> = st.skipped.iter().map(|r| r.key.as_str()).collect();
+    let mut skipped: Vec<&str> = st.skipped.values().map(|r| r.key.as_str()).collect();
     skipped.sort();
     let mut want: Vec<&str> = hostile.iter().map(|(k, _)| *k).collect();
     want.push("/routemesh/nodeaddrs/app/n1");
@@ -106,7 +106,7 @@ async fn hostile_and_undecodable_records_are_skipped_and_the_rest_kept() {
     assert_eq!(skipped, want);
     let reason = |key: &str| {
         st.skipped
-            .iter()
+            .values()
             .find(|r| r.key == key)
             .map(|r| r.reason.clone())
             .unwrap()
