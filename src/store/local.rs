@@ -998,14 +998,9 @@ mod tests {
         let before = {
             let s = LocalStore::open_with(&path, 512).unwrap();
             churn(&s, 200).await;
-            let inner = s.lock();
+            let log_len = s.lock().log.len;
             let snapshot = std::fs::metadata(&path).unwrap().len();
-            assert!(
-                inner.log.len <= snapshot.max(512) + 256,
-                "{}",
-                inner.log.len
-            );
-            drop(inner);
+            assert!(log_len <= snapshot.max(512) + 256, "{log_len}");
             s.list("").await.unwrap()
         };
         let compacted_at = snapshot_revision(&path);
