@@ -1,4 +1,3 @@
-use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -358,23 +357,24 @@ impl Gen {
     }
 }
 
-/// What the agent would build from the store keys that changed.
-fn diff(old: &ClusterState, new: &ClusterState) -> Dirty {
-    fn changed<V: PartialEq>(
-        a: &BTreeMap<String, V>,
-        b: &BTreeMap<String, V>,
-        out: &mut BTreeSet<String>,
-    ) {
-        for k in a.keys().chain(b.keys()) {
-            if a.get(k) != b.get(k) {
-                out.insert(k.clone());
+/// The keys whose value differs between two of the state's maps (only `keys` and `get`, so
+/// this reads `std` and `imbl` maps alike).
+macro_rules! changed {
+    ($a:expr, $b:expr, $out:expr) => {
+        for k in $a.keys().chain($b.keys()) {
+            if $a.get(k) != $b.get(k) {
+                $out.insert(k.clone());
             }
         }
-    }
+    };
+}
+
+/// What the agent would build from the store keys that changed.
+fn diff(old: &ClusterState, new: &ClusterState) -> Dirty {
     let mut d = Dirty::default();
-    changed(&old.services, &new.services, &mut d.services);
-    changed(&old.tasks, &new.tasks, &mut d.tasks);
-    changed(&old.statuses, &new.statuses, &mut d.tasks);
+    changed!(old.services, new.services, d.services);
+    changed!(old.tasks, new.tasks, d.tasks);
+    changed!(old.statuses, new.statuses, d.tasks);
     d.all = old.networks != new.networks
         || old.nodes != new.nodes
         || old.node_addrs != new.node_addrs
