@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 
 use routemesh_dns::{EndpointMode as DnsMode, Input, NetInput, ServiceInput, TaskInput};
 
-use crate::model::{ClusterState, DesiredState, EndpointMode, Proto, TaskState};
+use crate::model::{ClusterState, DesiredState, EndpointMode, Proto, Service, Task, TaskState};
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct DnsPlan {
@@ -19,6 +19,57 @@ fn visible(st: &ClusterState, network: &str) -> bool {
     st.networks.get(network).is_some_and(|n| !n.ingress)
 }
 
+fn service_input(st: &ClusterState, s: &Service) -> ServiceInput {
+    let mut ports: Vec<(u16, Proto)> = s.ports.iter().map(|p| (p.target, p.proto)).collect();
+    ports.sort();
+    ports.dedup();
+    ServiceInput {
+        name: s.name.clone(),
+        // A service with no VIP (dnsrr, or only on bridge networks) is answered with
+        // its tasks' addresses.
+        mode: match s.endpoint_mode {
+            EndpointMode::Vip if !s.vips.is_empty() => DnsMode::Vip,
+            _ => DnsMode::Dnsrr,
+        },
+        vips: s
+            .vips
+            .iter()
+            .filter(|v| visible(st, &v.network))
+            .map(|v| (v.network.clone(), v.address.addr()))
+            .collect(),
+        ports,
+    }
+}
+
+/// A wanted task's names (on any node).
+fn task_input(st: &ClusterState, t: &Task) -> Option<TaskInput> {
+    (t.desired == DesiredState::Running).then(|| TaskInput {
+        name: t.name.clone(),
+        service: t.service.clone(),
+        addrs: t
+            .attachments
+            .iter()
+            .filter(|a| visible(st, &a.network))
+            .map(|a| (a.network.clone(), a.address.addr()))
+            .collect(),
+        running: st
+            .statuses
+            .get(&t.name)
+            .is_some_and(|s| s.state == TaskState::Running),
+    })
+}
+
+/// The networks a wanted task of this node asks about.
+fn querier(st: &ClusterState, node: &str, t: &Task) -> Option<Vec<String>> {
+    (t.node == node && t.desired == DesiredState::Running).then(|| {
+        t.attachments
+            .iter()
+            .filter(|a| visible(st, &a.network))
+            .map(|a| a.network.clone())
+            .collect()
+    })
+}
+
 pub fn plan_dns(st: &ClusterState, node: &str) -> DnsPlan {
     let networks = st
         .networks
@@ -26,64 +77,16 @@ pub fn plan_dns(st: &ClusterState, node: &str) -> DnsPlan {
         .filter(|n| !n.ingress)
         .map(|n| NetInput { id: n.name.clone() })
         .collect();
-    let services = st
-        .services
-        .values()
-        .map(|s| {
-            let mut ports: Vec<(u16, Proto)> =
-                s.ports.iter().map(|p| (p.target, p.proto)).collect();
-            ports.sort();
-            ports.dedup();
-            ServiceInput {
-                name: s.name.clone(),
-                // A service with no VIP (dnsrr, or only on bridge networks) is answered with
-                // its tasks' addresses.
-                mode: match s.endpoint_mode {
-                    EndpointMode::Vip if !s.vips.is_empty() => DnsMode::Vip,
-                    _ => DnsMode::Dnsrr,
-                },
-                vips: s
-                    .vips
-                    .iter()
-                    .filter(|v| visible(st, &v.network))
-                    .map(|v| (v.network.clone(), v.address.addr()))
-                    .collect(),
-                ports,
-            }
-        })
-        .collect();
+    let services = st.services.values().map(|s| service_input(st, s)).collect();
     let tasks = st
         .tasks
         .values()
-        .filter(|t| t.desired == DesiredState::Running)
-        .map(|t| TaskInput {
-            name: t.name.clone(),
-            service: t.service.clone(),
-            addrs: t
-                .attachments
-                .iter()
-                .filter(|a| visible(st, &a.network))
-                .map(|a| (a.network.clone(), a.address.addr()))
-                .collect(),
-            running: st
-                .statuses
-                .get(&t.name)
-                .is_some_and(|s| s.state == TaskState::Running),
-        })
+        .filter_map(|t| task_input(st, t))
         .collect();
     let queriers = st
         .tasks
         .values()
-        .filter(|t| t.node == node && t.desired == DesiredState::Running)
-        .map(|t| {
-            let nets = t
-                .attachments
-                .iter()
-                .filter(|a| visible(st, &a.network))
-                .map(|a| a.network.clone())
-                .collect();
-            (t.name.clone(), nets)
-        })
+        .filter_map(|t| querier(st, node, t).map(|nets| (t.name.clone(), nets)))
         .collect();
     DnsPlan {
         input: Input {
@@ -92,5 +95,42 @@ pub fn plan_dns(st: &ClusterState, node: &str) -> DnsPlan {
             tasks,
         },
         queriers,
+    }
+}
+
+/// Brings `service`'s entry to what `plan_dns` holds for it (entries are in name order).
+pub(super) fn update_service(dns: &mut DnsPlan, st: &ClusterState, service: &str) {
+    let new = st.services.get(service).map(|s| service_input(st, s));
+    let list = &mut dns.input.services;
+    match (list.binary_search_by(|s| s.name.as_str().cmp(service)), new) {
+        (Ok(i), Some(s)) => list[i] = s,
+        (Ok(i), None) => {
+            list.remove(i);
+        }
+        (Err(i), Some(s)) => list.insert(i, s),
+        (Err(_), None) => {}
+    }
+}
+
+/// Brings task `name`'s entry and querier to what `plan_dns` holds for them.
+pub(super) fn update_task(dns: &mut DnsPlan, st: &ClusterState, node: &str, name: &str) {
+    let task = st.tasks.get(name);
+    let new = task.and_then(|t| task_input(st, t));
+    let list = &mut dns.input.tasks;
+    match (list.binary_search_by(|t| t.name.as_str().cmp(name)), new) {
+        (Ok(i), Some(t)) => list[i] = t,
+        (Ok(i), None) => {
+            list.remove(i);
+        }
+        (Err(i), Some(t)) => list.insert(i, t),
+        (Err(_), None) => {}
+    }
+    match task.and_then(|t| querier(st, node, t)) {
+        Some(nets) => {
+            dns.queriers.insert(name.to_string(), nets);
+        }
+        None => {
+            dns.queriers.remove(name);
+        }
     }
 }

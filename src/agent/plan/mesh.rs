@@ -13,7 +13,8 @@ use routemesh_netdev::spec::{Attachment, InterfaceSpec, Mac, SandboxSpec};
 use super::{outer_ifname, NodeContext, BRIDGE_MTU, GWBRIDGE, OVERLAY_MTU};
 use crate::layout::INGRESS_SBOX;
 use crate::model::{
-    ClusterState, DesiredState, EndpointMode, Proto, PublishMode, Scheduler, Task, TaskState,
+    ClusterState, DesiredState, EndpointMode, Network, Proto, PublishMode, Scheduler, Service,
+    Task, TaskState,
 };
 
 /// One load-balancing namespace's virtual services.
@@ -55,6 +56,9 @@ pub struct MeshPlan {
     pub ingress_sbox: Option<SandboxSpec>,
     pub ingress_dnat: Option<IngressDnat>,
     pub host_ports: Vec<HostPort>,
+    /// The service of each `host_ports` entry, in the same order (services by name), so that
+    /// `update` finds one service's entries by binary search. Not applied.
+    pub host_port_services: Vec<String>,
 }
 
 /// A service's tasks that belong in its load balancers, with their weight: 1 while wanted
@@ -64,10 +68,7 @@ fn members<'a>(
     st: &'a ClusterState,
     service: &'a str,
 ) -> impl Iterator<Item = (&'a Task, u32)> + 'a {
-    st.tasks.values().filter_map(move |t| {
-        if t.service != service {
-            return None;
-        }
+    super::service_tasks(st, service).filter_map(move |t| {
         let status = st.statuses.get(&t.name)?;
         let running = status.state == TaskState::Running;
         match (t.desired, running) {
@@ -80,9 +81,8 @@ fn members<'a>(
 
 /// Tasks that take new connections: wanted, and reported running.
 fn serving<'a>(st: &'a ClusterState, service: &'a str) -> impl Iterator<Item = &'a Task> + 'a {
-    st.tasks.values().filter(move |t| {
-        t.service == service
-            && t.desired == DesiredState::Running
+    super::service_tasks(st, service).filter(move |t| {
+        t.desired == DesiredState::Running
             && st
                 .statuses
                 .get(&t.name)
@@ -101,40 +101,91 @@ fn host32(ip: Ipv4Addr) -> Ipv4Net {
     Ipv4Net::new(ip, 32).unwrap_or_else(|_| Ipv4Net::from(ip))
 }
 
+/// The overlays whose namespace balances VIPs on this node: not the ingress network, and
+/// only once the node has its own address there. Returns (network, the node's address).
+fn vip_networks<'a>(
+    st: &'a ClusterState,
+    ctx: &'a NodeContext,
+) -> impl Iterator<Item = (&'a Network, Ipv4Addr)> + 'a {
+    st.networks
+        .values()
+        .filter(|n| n.vni.is_some() && !n.ingress)
+        .filter_map(|net| {
+            st.node_addrs
+                .get(&(net.name.clone(), ctx.node.clone()))
+                .map(|own| (net, own.address.addr()))
+        })
+}
+
+/// `svc`'s VIP on `network` and its backends, when it has one there.
+fn vip_lb(st: &ClusterState, svc: &Service, network: &str) -> Option<VipLb> {
+    if svc.endpoint_mode != EndpointMode::Vip {
+        return None;
+    }
+    let vip = svc.vips.iter().find(|v| v.network == network)?;
+    let mut backends: Vec<(Ipv4Addr, u32)> = members(st, &svc.name)
+        .filter_map(|(t, w)| addr_on(t, network).map(|a| (a, w)))
+        .collect();
+    backends.sort();
+    Some(VipLb {
+        service: svc.name.clone(),
+        vip: vip.address.addr(),
+        backends,
+        scheduler: svc.lb_scheduler,
+    })
+}
+
+/// `svc`'s ingress-mode ports, balanced in the ingress sandbox, in the service's port order.
+fn published_lbs(st: &ClusterState, svc: &Service) -> Vec<PublishedLb> {
+    let ingress = crate::control::INGRESS;
+    svc.ports
+        .iter()
+        .filter(|p| p.mode == PublishMode::Ingress)
+        .map(|p| {
+            let mut backends: Vec<(Ipv4Addr, u16, u32)> = members(st, &svc.name)
+                .filter_map(|(t, w)| addr_on(t, ingress).map(|a| (a, p.target, w)))
+                .collect();
+            backends.sort();
+            PublishedLb {
+                service: svc.name.clone(),
+                port: p.published,
+                proto: p.proto,
+                backends,
+                scheduler: svc.lb_scheduler,
+            }
+        })
+        .collect()
+}
+
+/// `svc`'s host-mode ports: only this node's own tasks, straight through the gateway bridge.
+fn host_ports_of(st: &ClusterState, ctx: &NodeContext, svc: &Service) -> Vec<HostPort> {
+    svc.ports
+        .iter()
+        .filter(|p| p.mode == PublishMode::Host)
+        .map(|p| HostPort {
+            proto: p.proto,
+            port: p.published,
+            targets: serving(st, &svc.name)
+                .filter(|t| t.node == ctx.node)
+                .map(|t| (t.gateway_address.addr(), p.target))
+                .collect(),
+        })
+        .collect()
+}
+
 pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
     let mut mesh = MeshPlan::default();
     let ingress = crate::control::INGRESS;
 
-    // VIPs: each overlay namespace balances the VIPs of its network.
-    for net in st
-        .networks
-        .values()
-        .filter(|n| n.vni.is_some() && !n.ingress)
-    {
-        let Some(own) = st.node_addrs.get(&(net.name.clone(), ctx.node.clone())) else {
-            continue;
-        };
-        let mut addrs = vec![host32(own.address.addr())];
+    // VIPs: each overlay namespace balances the VIPs of its network, in service order.
+    for (net, own) in vip_networks(st, ctx) {
+        let mut addrs = vec![host32(own)];
         let mut vips = Vec::new();
-        for svc in st
-            .services
-            .values()
-            .filter(|s| s.endpoint_mode == EndpointMode::Vip)
-        {
-            let Some(vip) = svc.vips.iter().find(|v| v.network == net.name) else {
-                continue;
-            };
-            addrs.push(host32(vip.address.addr()));
-            let mut backends: Vec<(Ipv4Addr, u32)> = members(st, &svc.name)
-                .filter_map(|(t, w)| addr_on(t, &net.name).map(|a| (a, w)))
-                .collect();
-            backends.sort();
-            vips.push(VipLb {
-                service: svc.name.clone(),
-                vip: vip.address.addr(),
-                backends,
-                scheduler: svc.lb_scheduler,
-            });
+        for svc in st.services.values() {
+            if let Some(lb) = vip_lb(st, svc, &net.name) {
+                addrs.push(host32(lb.vip));
+                vips.push(lb);
+            }
         }
         let ns = crate::layout::netns_name(&ctx.run.overlay_netns(&net.name));
         mesh.overlay_addresses.insert(net.name.clone(), addrs);
@@ -142,7 +193,7 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
             ns,
             LbPlan {
                 netns: ctx.run.overlay_netns(&net.name),
-                snat_to: own.address.addr(),
+                snat_to: own,
                 vips,
                 published: Vec::new(),
             },
@@ -154,24 +205,12 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
     let own_ingress = st.node_addrs.get(&(ingress.to_string(), ctx.node.clone()));
     let sbox_gw = crate::ipam::ingress_sbox_gw_address(ctx.gwbridge_subnet);
     if let (Some(own), Some(sbox_gw)) = (own_ingress, sbox_gw) {
-        let mut published = Vec::new();
-        let mut ports = Vec::new();
-        for svc in st.services.values() {
-            for p in svc.ports.iter().filter(|p| p.mode == PublishMode::Ingress) {
-                ports.push((p.proto, p.published));
-                let mut backends: Vec<(Ipv4Addr, u16, u32)> = members(st, &svc.name)
-                    .filter_map(|(t, w)| addr_on(t, ingress).map(|a| (a, p.target, w)))
-                    .collect();
-                backends.sort();
-                published.push(PublishedLb {
-                    service: svc.name.clone(),
-                    port: p.published,
-                    proto: p.proto,
-                    backends,
-                    scheduler: svc.lb_scheduler,
-                });
-            }
-        }
+        let published: Vec<PublishedLb> = st
+            .services
+            .values()
+            .flat_map(|svc| published_lbs(st, svc))
+            .collect();
+        let ports = published.iter().map(|p| (p.proto, p.port)).collect();
         let sbox_ns = ctx.run.ingress_sbox_netns();
         mesh.ingress_sbox = Some(SandboxSpec {
             netns: sbox_ns.clone(),
@@ -223,19 +262,106 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
 
     // Host mode: only this node's own tasks, straight through the gateway bridge.
     for svc in st.services.values() {
-        for p in svc.ports.iter().filter(|p| p.mode == PublishMode::Host) {
-            let targets: Vec<(Ipv4Addr, u16)> = serving(st, &svc.name)
-                .filter(|t| t.node == ctx.node)
-                .map(|t| (t.gateway_address.addr(), p.target))
-                .collect();
-            mesh.host_ports.push(HostPort {
-                proto: p.proto,
-                port: p.published,
-                targets,
-            });
+        for hp in host_ports_of(st, ctx, svc) {
+            mesh.host_ports.push(hp);
+            mesh.host_port_services.push(svc.name.clone());
         }
     }
     mesh
+}
+
+/// Replaces `v[range]` with `new`, the range clamped to `v` (the lists patched together
+/// always have the same length; clamping only keeps a broken plan from panicking).
+fn splice<T>(v: &mut Vec<T>, lo: usize, hi: usize, new: impl IntoIterator<Item = T>) {
+    let hi = hi.min(v.len());
+    let lo = lo.min(hi);
+    v.splice(lo..hi, new);
+}
+
+/// Where `service`'s entries are in a list sorted by service: `lo..hi`.
+fn service_range<T>(v: &[T], service: &str, key: impl Fn(&T) -> &str) -> (usize, usize) {
+    let lo = v.partition_point(|x| key(x) < service);
+    let hi = lo + v[lo..].partition_point(|x| key(x) == service);
+    (lo, hi)
+}
+
+/// Brings `service`'s entries in the mesh (its VIP in each overlay's namespace and on `br0`,
+/// its published ports in the ingress sandbox and the node's DNAT, its host ports) to what
+/// `plan_mesh(st, ctx)` holds for it, leaving every other service's entries as they are.
+pub(super) fn update_service(
+    plan: &mut super::NodePlan,
+    st: &ClusterState,
+    ctx: &NodeContext,
+    service: &str,
+) {
+    let svc = st.services.get(service);
+    let mesh = &mut plan.mesh;
+
+    for (net, _) in vip_networks(st, ctx) {
+        let ns = crate::layout::netns_name(&ctx.run.overlay_netns(&net.name));
+        let Some(lb) = mesh.lbs.get_mut(&ns) else {
+            continue;
+        };
+        let new = svc.and_then(|s| vip_lb(st, s, &net.name));
+        let pos = lb
+            .vips
+            .binary_search_by(|v| v.service.as_str().cmp(service));
+        // The addresses on br0 are the node's own, then one per entry of `vips`.
+        let mut addr_lists = [
+            mesh.overlay_addresses.get_mut(&net.name),
+            plan.overlays.get_mut(&net.name).map(|o| &mut o.addresses),
+        ];
+        match (pos, new) {
+            (Ok(i), Some(v)) => {
+                for addrs in addr_lists.iter_mut().flatten() {
+                    if let Some(a) = addrs.get_mut(i + 1) {
+                        *a = host32(v.vip);
+                    }
+                }
+                lb.vips[i] = v;
+            }
+            (Ok(i), None) => {
+                for addrs in addr_lists.iter_mut().flatten() {
+                    if i + 1 < addrs.len() {
+                        addrs.remove(i + 1);
+                    }
+                }
+                lb.vips.remove(i);
+            }
+            (Err(i), Some(v)) => {
+                for addrs in addr_lists.iter_mut().flatten() {
+                    addrs.insert((i + 1).min(addrs.len()), host32(v.vip));
+                }
+                lb.vips.insert(i, v);
+            }
+            (Err(_), None) => {}
+        }
+    }
+
+    // Published ports: the ingress sandbox's entries and the DNAT's ports go in step.
+    if let Some(lb) = mesh.lbs.get_mut(INGRESS_SBOX) {
+        let (lo, hi) = service_range(&lb.published, service, |p| p.service.as_str());
+        let new = svc.map(|s| published_lbs(st, s)).unwrap_or_default();
+        let ports: Vec<(Proto, u16)> = new.iter().map(|p| (p.proto, p.port)).collect();
+        if lo != hi || !new.is_empty() {
+            for dnat in [mesh.ingress_dnat.as_mut(), plan.firewall.ingress.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                splice(&mut dnat.ports, lo, hi, ports.iter().copied());
+            }
+            splice(&mut lb.published, lo, hi, new);
+        }
+    }
+
+    let (lo, hi) = service_range(&mesh.host_port_services, service, |s| s.as_str());
+    let new = svc.map(|s| host_ports_of(st, ctx, s)).unwrap_or_default();
+    if lo != hi || !new.is_empty() {
+        let owners = std::iter::repeat_n(service.to_string(), new.len());
+        splice(&mut mesh.host_port_services, lo, hi, owners);
+        splice(&mut plan.firewall.host_ports, lo, hi, new.iter().cloned());
+        splice(&mut mesh.host_ports, lo, hi, new);
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,9 @@ pub mod dns;
 pub mod files;
 pub mod ipsec;
 pub mod mesh;
+mod update;
+
+pub use update::{update, Dirty};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -63,6 +66,8 @@ pub struct NodePlan {
     pub dns: dns::DnsPlan,
     /// ESP security associations and policies for the encrypted overlays.
     pub ipsec: routemesh_netdev::xfrm::IpsecSpec,
+    /// Where the overlays' remote entries come from, for `update`. Not applied.
+    pub remote: RemoteEndpoints,
 }
 
 /// The contents of a task's resolv.conf and hosts files.
@@ -102,8 +107,13 @@ pub fn vxlan_ifname(vni: u32) -> String {
     format!("vxlan{vni}")
 }
 
-fn overlay_spec(ctx: &NodeContext, st: &ClusterState, net: &Network, vni: u32) -> OverlaySpec {
-    let (fdb, neighbours) = remote_endpoints(ctx, st, &net.name);
+fn overlay_spec(
+    ctx: &NodeContext,
+    net: &Network,
+    vni: u32,
+    remote: &RemoteEndpoints,
+) -> OverlaySpec {
+    let (fdb, neighbours) = remote.entries(&net.name);
     OverlaySpec {
         netns: ctx.run.overlay_netns(&net.name),
         vxlan_ifname: vxlan_ifname(vni),
@@ -117,49 +127,182 @@ fn overlay_spec(ctx: &NodeContext, st: &ClusterState, net: &Network, vni: u32) -
     }
 }
 
-/// Static forwarding and neighbour entries for everything on `network` that lives on another
-/// node: its tasks and the nodes' own (load-balancer, ingress sandbox) addresses. Learning is
-/// off, so these entries are the only way to reach them.
-#[allow(clippy::type_complexity)]
-fn remote_endpoints(
-    ctx: &NodeContext,
-    st: &ClusterState,
-    network: &str,
-) -> (Vec<(Mac, Ipv4Addr)>, Vec<(Ipv4Addr, Mac)>) {
-    let vtep = |node: &str| {
-        st.nodes
-            .get(node)
-            .filter(|n| n.state == crate::model::NodeState::Ready)
-            .and_then(|n| n.advertise_addr)
-    };
-    let tasks = st
-        .tasks
-        .values()
-        .filter(|t| t.node != ctx.node && t.desired == DesiredState::Running)
-        .flat_map(|t| {
-            t.attachments
-                .iter()
-                .filter(|a| a.network == network)
-                .map(move |a| (t.node.as_str(), a.address.addr()))
-        });
-    let nodes = st
-        .node_addrs
-        .values()
-        .filter(|na| na.network == network && na.node != ctx.node)
-        .map(|na| (na.node.as_str(), na.address.addr()));
-    let mut fdb = Vec::new();
-    let mut neighbours = Vec::new();
-    for (node, ip) in tasks.chain(nodes) {
-        let Some(remote) = vtep(node) else { continue };
-        let mac = Mac::from_ipv4(ip);
-        fdb.push((mac, remote));
-        neighbours.push((ip, mac));
+/// A service's tasks, found by their names (`SERVICE.SLOT`) rather than by a scan.
+pub fn service_tasks<'a>(
+    st: &'a ClusterState,
+    service: &'a str,
+) -> impl Iterator<Item = &'a Task> + 'a {
+    let prefix = format!("{service}.");
+    st.tasks
+        .range(prefix.clone()..)
+        .take_while(move |(k, _)| k.starts_with(prefix.as_str()))
+        .map(|(_, t)| t)
+        .filter(move |t| t.service == service)
+}
+
+/// Who put each overlay's static forwarding and neighbour entries there: everything on an
+/// overlay that lives on another node, its tasks and the nodes' own (load-balancer, ingress
+/// sandbox) addresses, with the VTEP of its node. Learning is off, so these entries are the
+/// only way to reach them. `update` patches the entries of one task from here; not applied.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RemoteEndpoints {
+    /// Each remote task's entries: (network, address, VTEP), in attachment order.
+    by_task: BTreeMap<String, Vec<(String, Ipv4Addr, Ipv4Addr)>>,
+    /// Per overlay, per address: the VTEPs it lives behind, each with how many sources
+    /// (tasks, node addresses) put it there. Holds no empty maps.
+    sources: BTreeMap<String, BTreeMap<Ipv4Addr, BTreeMap<Ipv4Addr, u32>>>,
+}
+
+/// The VTEP of a ready node.
+fn vtep(st: &ClusterState, node: &str) -> Option<Ipv4Addr> {
+    st.nodes
+        .get(node)
+        .filter(|n| n.state == crate::model::NodeState::Ready)
+        .and_then(|n| n.advertise_addr)
+}
+
+/// The networks that get an overlay on this node.
+fn is_overlay(net: &Network) -> bool {
+    net.driver == Driver::Overlay && net.vni.is_some()
+}
+
+impl RemoteEndpoints {
+    fn build(ctx: &NodeContext, st: &ClusterState) -> RemoteEndpoints {
+        let mut remote = RemoteEndpoints::default();
+        for t in st.tasks.values() {
+            remote.add_task(ctx, st, t, None);
+        }
+        for na in st.node_addrs.values() {
+            if na.node == ctx.node || !st.networks.get(&na.network).is_some_and(is_overlay) {
+                continue;
+            }
+            if let Some(remote_vtep) = vtep(st, &na.node) {
+                remote.add(None, &na.network, na.address.addr(), remote_vtep);
+            }
+        }
+        remote
     }
-    fdb.sort();
-    fdb.dedup();
-    neighbours.sort();
-    neighbours.dedup();
-    (fdb, neighbours)
+
+    /// The sorted forwarding and neighbour entries of `network`.
+    #[allow(clippy::type_complexity)]
+    fn entries(&self, network: &str) -> (Vec<(Mac, Ipv4Addr)>, Vec<(Ipv4Addr, Mac)>) {
+        let mut fdb = Vec::new();
+        let mut neighbours = Vec::new();
+        for (ip, vteps) in self.sources.get(network).into_iter().flatten() {
+            let mac = Mac::from_ipv4(*ip);
+            fdb.extend(vteps.keys().map(|v| (mac, *v)));
+            neighbours.push((*ip, mac));
+        }
+        fdb.sort();
+        fdb.dedup();
+        neighbours.sort();
+        neighbours.dedup();
+        (fdb, neighbours)
+    }
+
+    /// Counts `task`'s entries (a wanted task of another node), and adds the ones that are new
+    /// to `overlays` when given.
+    fn add_task(
+        &mut self,
+        ctx: &NodeContext,
+        st: &ClusterState,
+        task: &Task,
+        mut overlays: Option<&mut BTreeMap<String, OverlaySpec>>,
+    ) {
+        if task.node == ctx.node || task.desired != DesiredState::Running {
+            return;
+        }
+        let Some(remote_vtep) = vtep(st, &task.node) else {
+            return;
+        };
+        let entries: Vec<(String, Ipv4Addr, Ipv4Addr)> = task
+            .attachments
+            .iter()
+            .filter(|a| st.networks.get(&a.network).is_some_and(is_overlay))
+            .map(|a| (a.network.clone(), a.address.addr(), remote_vtep))
+            .collect();
+        if entries.is_empty() {
+            return;
+        }
+        for (net, ip, v) in &entries {
+            let spec = overlays.as_deref_mut().and_then(|o| o.get_mut(net));
+            self.add(spec, net, *ip, *v);
+        }
+        self.by_task.insert(task.name.clone(), entries);
+    }
+
+    /// Forgets task `name`'s entries, and removes from `overlays` the ones nothing else
+    /// puts there.
+    fn remove_task(&mut self, name: &str, overlays: &mut BTreeMap<String, OverlaySpec>) {
+        let Some(entries) = self.by_task.remove(name) else {
+            return;
+        };
+        for (net, ip, v) in entries {
+            self.remove(overlays.get_mut(&net), &net, ip, v);
+        }
+    }
+
+    fn add(&mut self, spec: Option<&mut OverlaySpec>, network: &str, ip: Ipv4Addr, v: Ipv4Addr) {
+        if !self.sources.contains_key(network) {
+            self.sources.insert(network.to_string(), BTreeMap::new());
+        }
+        let Some(ips) = self.sources.get_mut(network) else {
+            return;
+        };
+        let vteps = ips.entry(ip).or_default();
+        let new_ip = vteps.is_empty();
+        let count = vteps.entry(v).or_insert(0);
+        *count += 1;
+        let new_vtep = *count == 1;
+        let Some(spec) = spec else { return };
+        let mac = Mac::from_ipv4(ip);
+        if new_vtep {
+            if let Err(i) = spec.fdb.binary_search(&(mac, v)) {
+                spec.fdb.insert(i, (mac, v));
+            }
+        }
+        if new_ip {
+            if let Err(i) = spec.neighbours.binary_search(&(ip, mac)) {
+                spec.neighbours.insert(i, (ip, mac));
+            }
+        }
+    }
+
+    fn remove(&mut self, spec: Option<&mut OverlaySpec>, network: &str, ip: Ipv4Addr, v: Ipv4Addr) {
+        let Some(ips) = self.sources.get_mut(network) else {
+            return;
+        };
+        let Some(vteps) = ips.get_mut(&ip) else {
+            return;
+        };
+        let mut gone_vtep = false;
+        if let Some(count) = vteps.get_mut(&v) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                vteps.remove(&v);
+                gone_vtep = true;
+            }
+        }
+        let gone_ip = vteps.is_empty();
+        if gone_ip {
+            ips.remove(&ip);
+            if ips.is_empty() {
+                self.sources.remove(network);
+            }
+        }
+        let Some(spec) = spec else { return };
+        let mac = Mac::from_ipv4(ip);
+        if gone_vtep {
+            if let Ok(i) = spec.fdb.binary_search(&(mac, v)) {
+                spec.fdb.remove(i);
+            }
+        }
+        if gone_ip {
+            if let Ok(i) = spec.neighbours.binary_search(&(ip, mac)) {
+                spec.neighbours.remove(i);
+            }
+        }
+    }
 }
 
 fn sandbox_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<SandboxSpec> {
@@ -252,6 +395,27 @@ fn container_spec(ctx: &NodeContext, st: &ClusterState, task: &Task) -> Option<C
     })
 }
 
+/// What a task of this node needs here: its sandbox, its container and its files; None for
+/// a task of another node, one not wanted, or one that cannot be set up (network or service
+/// gone).
+fn local_entries(
+    ctx: &NodeContext,
+    st: &ClusterState,
+    task: &Task,
+) -> Option<(SandboxSpec, ContainerSpec, TaskFiles)> {
+    if task.node != ctx.node || task.desired != DesiredState::Running {
+        return None;
+    }
+    let sb = sandbox_spec(ctx, st, task)?;
+    let proc_spec = container_spec(ctx, st, task)?;
+    let first = task.attachments.first().map(|a| a.address.addr());
+    let files = TaskFiles {
+        resolv_conf: files::resolv_conf(),
+        hosts: files::hosts(&task.name, first.or(Some(task.gateway_address.addr()))),
+    };
+    Some((sb, proc_spec, files))
+}
+
 /// The node's filtering, before the `bridge` networks' bridges are added: the gateway bridge
 /// closed, every overlay's subnet (the ingress network's too) private to the mesh, VXLAN from
 /// the ready nodes' advertise addresses only.
@@ -296,6 +460,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         host_ports: mesh.host_ports.clone(),
         guard: Some(guard(st)),
     };
+    let remote = RemoteEndpoints::build(ctx, st);
     let mut bridges = BTreeMap::new();
     let mut overlays = BTreeMap::new();
     for net in st.networks.values() {
@@ -319,7 +484,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
                 bridges.insert(net.name.clone(), spec);
             }
             (Driver::Overlay, Some(vni)) => {
-                let mut spec = overlay_spec(ctx, st, net, vni);
+                let mut spec = overlay_spec(ctx, net, vni, &remote);
                 if let Some(addrs) = mesh.overlay_addresses.get(&net.name) {
                     spec.addresses = addrs.clone();
                 }
@@ -335,26 +500,12 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
     let mut sandboxes = BTreeMap::new();
     let mut containers = BTreeMap::new();
     let mut task_files = BTreeMap::new();
-    for task in st
-        .tasks
-        .values()
-        .filter(|t| t.node == ctx.node && t.desired == DesiredState::Running)
-    {
-        let (Some(sb), Some(proc_spec)) =
-            (sandbox_spec(ctx, st, task), container_spec(ctx, st, task))
-        else {
-            continue;
-        };
-        let first = task.attachments.first().map(|a| a.address.addr());
-        task_files.insert(
-            task.name.clone(),
-            TaskFiles {
-                resolv_conf: files::resolv_conf(),
-                hosts: files::hosts(&task.name, first.or(Some(task.gateway_address.addr()))),
-            },
-        );
-        sandboxes.insert(task.name.clone(), sb);
-        containers.insert(task.name.clone(), proc_spec);
+    for task in st.tasks.values() {
+        if let Some((sb, proc_spec, files)) = local_entries(ctx, st, task) {
+            task_files.insert(task.name.clone(), files);
+            sandboxes.insert(task.name.clone(), sb);
+            containers.insert(task.name.clone(), proc_spec);
+        }
     }
     NodePlan {
         gwbridge,
@@ -367,6 +518,7 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
         mesh,
         dns: dns::plan_dns(st, &ctx.node),
         ipsec: ipsec::plan_ipsec(st, ctx),
+        remote,
     }
 }
 
