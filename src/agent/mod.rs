@@ -94,21 +94,23 @@ impl Agent {
     async fn run(self, mut applier: Applier, mut status_rx: mpsc::UnboundedReceiver<StatusEvent>) {
         let mut snapshots = self.cache.subscribe();
         let mut seen = snapshots.borrow_and_update().seq;
-        let mut current: Option<(plan::NodePlan, u64)> = None;
-        let mut dirty = Dirty {
+        let mut current: Option<plan::NodePlan> = None;
+        let mut dirty = plan::Dirty {
             all: true,
-            ..Dirty::default()
+            ..plan::Dirty::default()
         };
         let mut full = true;
         let mut last_full = tokio::time::Instant::now();
         loop {
             let snap = self.cache.snapshot();
             let st = &snap.state;
+            // Everything between the last plan's state and this one is dirty.
+            dirty_from(&self.cache.changes(seen, snap.seq), &mut dirty);
+            seen = snap.seq;
             // Re-plan what changed (everything, after a relist or when asked to).
             let node_plan = match current.take() {
-                Some((p, _))
-                    if !dirty.all && dirty.services.is_empty() && dirty.tasks.is_empty() =>
-                {
+                Some(mut p) if !dirty.all => {
+                    plan::update(&mut p, st, &self.ctx, &dirty);
                     p
                 }
                 _ => plan::plan(st, &self.ctx),
@@ -121,9 +123,8 @@ impl Agent {
                 self.forget_stopped(st, &applier).await;
             }
             full = !errs.is_empty();
-            current = Some((node_plan, snap.seq));
-            seen = seen.max(snap.seq);
-            dirty = Dirty::default();
+            current = Some(node_plan);
+            dirty = plan::Dirty::default();
             // A failed pass is retried soon, as a full one.
             let wait = if full {
                 RETRY_AFTER_ERROR
@@ -154,9 +155,6 @@ impl Agent {
             while let Ok(ev) = status_rx.try_recv() {
                 self.report(ev).await;
             }
-            let now = snapshots.borrow_and_update().seq;
-            dirty_from(&self.cache.changes(seen, now), &mut dirty);
-            seen = now;
             if full {
                 // The full pass re-plans everything too.
                 dirty.all = true;
@@ -215,16 +213,8 @@ impl Agent {
     }
 }
 
-/// What changed since the last plan, by object.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct Dirty {
-    pub services: std::collections::BTreeSet<String>,
-    pub tasks: std::collections::BTreeSet<String>,
-    pub all: bool,
-}
-
 /// Adds what the changed store keys make dirty for this node's plan.
-pub fn dirty_from(changes: &Changes, dirty: &mut Dirty) {
+pub fn dirty_from(changes: &Changes, dirty: &mut plan::Dirty) {
     let Changes::Keys(changed) = changes else {
         dirty.all = true;
         return;
