@@ -177,6 +177,8 @@ fn state_is_private_has_one_daemon_and_its_dirs_are_checked() {
     let node = Node::start("hlock");
     let state = node.dir.join("state");
     assert_eq!(mode(&state.join("state.json")), 0o600, "state.json");
+    // The store's log beside it (every write since the last snapshot) is as private.
+    assert_eq!(mode(&state.join("state.log")), 0o600, "state.log");
     assert_eq!(mode(&state), 0o700, "state dir");
     let pid = node.daemon.as_ref().map(|d| d.id()).unwrap_or_default();
     let daemon = |state_dir: &Path, run_dir: &Path| {
@@ -230,19 +232,20 @@ fn state_is_private_has_one_daemon_and_its_dirs_are_checked() {
 
 /// Adds `records` (key, JSON value) to the local store's file, as a damaged or hostile
 /// writer would (the daemon is stopped).
+/// Writes `records` straight into the node's local store (the daemon is stopped), past every
+/// check the API makes: what a damaged file or a hostile writer would leave.
 fn inject(state_json: &Path, records: &[(String, serde_json::Value)]) {
-    let text = std::fs::read_to_string(state_json).expect("state.json");
-    let mut image: serde_json::Value = serde_json::from_str(&text).expect("state.json is JSON");
-    let mut rev = image["revision"].as_u64().unwrap_or(0);
+    use routemesh::store::{local::LocalStore, Store, Txn};
+    let store = LocalStore::open(state_json).expect("opening the local store");
+    let mut txn = Txn::new();
     for (key, value) in records {
-        rev += 1;
-        image["entries"][key.as_str()] = serde_json::json!({
-            "value": value.to_string(),
-            "mod_revision": rev,
-        });
+        txn = txn.put(key.as_str(), value.to_string().into_bytes());
     }
-    image["revision"] = rev.into();
-    std::fs::write(state_json, image.to_string()).expect("writing state.json");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("runtime");
+    let out = rt.block_on(store.txn(txn)).expect("writing the records");
+    assert!(out.succeeded);
 }
 
 #[test]

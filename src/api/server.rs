@@ -126,12 +126,7 @@ fn pending_views(p: &crate::model::Pending) -> Vec<TaskView> {
 
 fn service_view(name: &str, st: &ClusterState) -> Option<ServiceView> {
     let svc = st.services.get(name)?;
-    let mut tasks: Vec<TaskView> = st
-        .tasks
-        .values()
-        .filter(|t| t.service == name)
-        .map(|t| task_view(t, st))
-        .collect();
+    let mut tasks: Vec<TaskView> = st.tasks_of(name).map(|t| task_view(t, st)).collect();
     tasks.sort_by_key(|t| t.slot);
     Some(ServiceView {
         service: svc.clone(),
