@@ -23,6 +23,9 @@ pub enum NftError {
         tables: String,
         message: String,
     },
+    /// Sending elements over netlink failed ([`crate::NftNetlink`]).
+    #[error(transparent)]
+    Netlink(#[from] crate::netlink::NetlinkError),
     /// A failure a test queued on [`crate::FakeNft`].
     #[error("{0}")]
     Injected(String),
@@ -31,7 +34,11 @@ pub enum NftError {
 impl NftError {
     /// Whether nft ran and said no (as opposed to not running at all).
     pub fn is_rejection(&self) -> bool {
-        matches!(self, NftError::Rejected { .. } | NftError::Injected(_))
+        match self {
+            NftError::Rejected { .. } | NftError::Injected(_) => true,
+            NftError::Netlink(e) => e.is_rejection(),
+            NftError::Invalid { .. } | NftError::Io { .. } => false,
+        }
     }
 }
 
