@@ -25,7 +25,7 @@ pub enum NftError {
     },
     /// Sending elements over netlink failed ([`crate::NftNetlink`]).
     #[error(transparent)]
-    Netlink(#[from] crate::netlink::NetlinkError),
+    Netlink(Box<crate::netlink::NetlinkError>),
     /// A failure a test queued on [`crate::FakeNft`].
     #[error("{0}")]
     Injected(String),
@@ -38,6 +38,22 @@ impl NftError {
             NftError::Rejected { .. } | NftError::Injected(_) => true,
             NftError::Netlink(e) => e.is_rejection(),
             NftError::Invalid { .. } | NftError::Io { .. } => false,
+        }
+    }
+}
+
+impl From<crate::netlink::NetlinkError> for NftError {
+    fn from(e: crate::netlink::NetlinkError) -> Self {
+        NftError::Netlink(Box::new(e))
+    }
+}
+
+impl NftError {
+    /// The netlink executor's error, when that is what this is.
+    pub fn netlink(&self) -> Option<&crate::netlink::NetlinkError> {
+        match self {
+            NftError::Netlink(e) => Some(e),
+            _ => None,
         }
     }
 }

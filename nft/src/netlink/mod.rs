@@ -117,6 +117,22 @@ fn message_note(message: &Option<String>) -> String {
         .unwrap_or_default()
 }
 
+/// The kernel's refusal of one element message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("nft netlink in {netns}: {op} set ip {table} {set}{}: {reason} ({errno}){}", element_note(.element), message_note(.message))]
+pub struct Refused {
+    pub netns: String,
+    pub table: String,
+    pub set: String,
+    pub op: ElementOp,
+    /// The element the kernel pointed at, when it did.
+    pub element: Option<String>,
+    pub reason: Refusal,
+    pub errno: Errno,
+    /// The kernel's extended-ACK message, when it gave one.
+    pub message: Option<String>,
+}
+
 /// What can go wrong sending elements over netlink. Every variant names the namespace, or
 /// the table, set and operation.
 #[derive(Debug, thiserror::Error)]
@@ -131,19 +147,8 @@ pub enum NetlinkError {
         detail: String,
     },
     /// The kernel refused an element message: the whole batch was aborted, nothing changed.
-    #[error("nft netlink in {netns}: {op} set ip {table} {set}{}: {reason} ({errno}){}", element_note(.element), message_note(.message))]
-    Refused {
-        netns: String,
-        table: String,
-        set: String,
-        op: ElementOp,
-        /// The element the kernel pointed at, when it did.
-        element: Option<String>,
-        reason: Refusal,
-        errno: Errno,
-        /// The kernel's extended-ACK message, when it gave one.
-        message: Option<String>,
-    },
+    #[error(transparent)]
+    Refused(Box<Refused>),
     /// The kernel refused the batch as a whole (it could not take or commit it); nothing
     /// changed.
     #[error("nft netlink in {netns}: the batch was refused ({errno}){}", message_note(.message))]
@@ -178,7 +183,7 @@ impl NetlinkError {
     pub fn is_rejection(&self) -> bool {
         matches!(
             self,
-            NetlinkError::Refused { .. } | NetlinkError::BatchRefused { .. }
+            NetlinkError::Refused(_) | NetlinkError::BatchRefused { .. }
         )
     }
 }

@@ -270,7 +270,7 @@ fn refusal(
         }
     }
     match batch.message(seq) {
-        Some(m) => NetlinkError::Refused {
+        Some(m) => NetlinkError::Refused(Box::new(super::Refused {
             netns: netns.to_string(),
             table: m.table.clone(),
             set: m.set.clone(),
@@ -279,7 +279,7 @@ fn refusal(
             reason: Refusal::of(errno, m.op),
             errno,
             message,
-        },
+        })),
         // An error on the batch's begin message: the kernel could not take or commit it.
         None => NetlinkError::BatchRefused {
             netns: netns.to_string(),
