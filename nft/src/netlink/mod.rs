@@ -146,6 +146,10 @@ pub enum NetlinkError {
         op: ElementOp,
         detail: String,
     },
+    /// The transaction changes more than elements (tables, chains, rules, sets): it is
+    /// `nft -f`'s to send. Nothing was sent.
+    #[error("nft netlink: the transaction on table {tables} is not element-only")]
+    Structural { tables: String },
     /// The kernel refused an element message: the whole batch was aborted, nothing changed.
     #[error(transparent)]
     Refused(Box<Refused>),
@@ -279,11 +283,8 @@ impl NftNetlink {
     /// Sends an element-only transaction over netlink, never falling back to `nft -f`
     /// (tests and benchmarks; product code calls [`Executor::apply`]).
     pub fn apply_elements(&self, txn: &Transaction) -> Result<(), NetlinkError> {
-        let parts = encode::transaction_parts(txn)?.ok_or_else(|| NetlinkError::Unsupported {
-            table: txn.tables().join(", "),
-            set: String::new(),
-            op: ElementOp::Add,
-            detail: "the transaction is not element-only".to_string(),
+        let parts = encode::transaction_parts(txn)?.ok_or_else(|| NetlinkError::Structural {
+            tables: txn.tables().join(", "),
         })?;
         self.send_parts(&parts)
     }
