@@ -466,3 +466,107 @@ fn a_namespace_made_again_at_the_same_path_gets_a_new_socket() {
     assert!(listed.contains("10.0.0.2"), "{listed}");
     assert!(!listed.contains("10.0.0.1"), "{listed}");
 }
+
+/// The batch nft sends, from `strace -e write=all` hex dumps of its `sendmsg` calls: the
+/// bytes of the call that carries element messages.
+fn nft_sent_bytes(ns: &Netns, script: &str) -> Option<Vec<u8>> {
+    let dump = format!("/tmp/{}.strace", unique("nlst"));
+    let out = ns.sh(&format!(
+        "strace -e trace=sendmsg -e write=all -o {dump} nft -f - <<'EOF'\n{script}EOF"
+    ));
+    assert!(out.status.success(), "{out:?}");
+    let text = std::fs::read_to_string(&dump).ok()?;
+    let _ = std::fs::remove_file(&dump);
+    let mut calls: Vec<Vec<u8>> = Vec::new();
+    for line in text.lines() {
+        if line.contains("sendmsg(") {
+            calls.push(Vec::new());
+        } else if let Some(rest) = line.trim_start().strip_prefix("| ") {
+            // ` | 00010  00 00 00 0a 5c 00 ...  ascii |`: offset, 16 hex bytes, ascii.
+            let hex = rest.get(7..55).unwrap_or("");
+            let bytes = hex
+                .split_whitespace()
+                .map(|b| u8::from_str_radix(b, 16).unwrap());
+            calls.last_mut()?.extend(bytes);
+        }
+    }
+    calls
+        .into_iter()
+        .find(|c| nl_messages(c).iter().any(|m| is_setelem(m)))
+}
+
+fn nl_messages(buf: &[u8]) -> Vec<Vec<u8>> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    while at + 16 <= buf.len() {
+        let len = u32::from_ne_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+        if len < 16 || at + len > buf.len() {
+            break;
+        }
+        out.push(buf[at..at + len].to_vec());
+        at += len.next_multiple_of(4);
+    }
+    out
+}
+
+fn is_setelem(m: &[u8]) -> bool {
+    let kind = u16::from_ne_bytes([m[4], m[5]]);
+    kind == (10 << 8) | 12 || kind == (10 << 8) | 14
+}
+
+/// An element message with what legitimately differs taken out: the sequence number, our
+/// `NLM_F_ACK` (we ask for an answer per message, nft for none), and nft's
+/// `NFTA_SET_ELEM_LIST_SET_ID` (type 4: for a set made in the same batch; we never do that).
+fn normalized(m: &[u8]) -> Vec<u8> {
+    let mut body = m[16..20].to_vec();
+    let mut at = 20;
+    while at + 4 <= m.len() {
+        let len = u16::from_ne_bytes([m[at], m[at + 1]]) as usize;
+        let kind = u16::from_ne_bytes([m[at + 2], m[at + 3]]) & 0x3fff;
+        let end = (at + len.next_multiple_of(4)).min(m.len());
+        if kind != 4 {
+            body.extend_from_slice(&m[at..end]);
+        }
+        at = end;
+    }
+    let flags = u16::from_ne_bytes([m[6], m[7]]) & !0x4;
+    let mut out = ((16 + body.len()) as u32).to_ne_bytes().to_vec();
+    out.extend_from_slice(&m[4..6]);
+    out.extend_from_slice(&flags.to_ne_bytes());
+    out.extend_from_slice(&[0; 8]);
+    out.extend(body);
+    out
+}
+
+#[test]
+fn element_messages_are_byte_for_byte_nfts() {
+    if !root_or_skip("element_messages_are_byte_for_byte_nfts") {
+        return;
+    }
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_err()
+    {
+        eprintln!("SKIPPED element_messages_are_byte_for_byte_nfts: no strace");
+        return;
+    }
+    let (ns, _) = scratch("nlb");
+    let txn = elements_txn();
+    let sent = nft_sent_bytes(&ns, &txn.render()).expect("nft's batch in the strace dump");
+    let theirs: Vec<Vec<u8>> = nl_messages(&sent)
+        .iter()
+        .filter(|m| is_setelem(m))
+        .map(|m| normalized(m))
+        .collect();
+    let parts = encode::transaction_parts(&txn).unwrap().unwrap();
+    let ours: Vec<Vec<u8>> = nl_messages(&encode::batch(&parts, 1).bytes)
+        .iter()
+        .filter(|m| is_setelem(m))
+        .map(|m| normalized(m))
+        .collect();
+    assert_eq!(theirs.len(), txn.ops.len());
+    for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
+        assert_eq!(a, b, "element message {i} ({:?})", txn.ops[i]);
+    }
+}

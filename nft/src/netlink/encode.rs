@@ -437,8 +437,10 @@ impl Writer {
         self.attr_str(NFTA_SET_ELEM_LIST_SET, part.set);
         let list = self.nest_start(NFTA_SET_ELEM_LIST_ELEMENTS);
         let mut elements = Vec::with_capacity(chunk.len());
-        for e in chunk {
-            let at = self.nest_start(NFTA_LIST_ELEM);
+        for (i, e) in chunk.iter().enumerate() {
+            // The kernel reads the list's entries whatever their type; nft numbers them 1, 2,
+            // 3... (`NFTA_LIST_ELEM` is 1), and so do we, so our bytes are nft's.
+            let at = self.nest_start(NFTA_LIST_ELEM.wrapping_add(i as u16) & NLA_TYPE_MASK);
             let key = self.nest_start(NFTA_SET_ELEM_KEY);
             self.attr(NFTA_DATA_VALUE, &e.key);
             self.nest_end(key);
