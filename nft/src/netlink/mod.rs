@@ -20,9 +20,9 @@
 //!   to it. Before each batch the namespace file's identity (nsfs device and inode) is
 //!   compared with the socket's: a namespace deleted and made again at the same path gets a
 //!   new socket rather than a ghost.
-//! - When the socket cannot be opened or `sendmsg` fails (the kernel saw nothing), the same
-//!   transaction goes through `nft -f` instead. A refusal by the kernel is returned as it is:
-//!   `nft -f` would be refused the same way.
+//! - When the socket cannot be opened, the batch does not fit its buffer, or `sendmsg` fails
+//!   (the kernel saw nothing), the same transaction goes through `nft -f` instead. A refusal
+//!   by the kernel is returned as it is: `nft -f` would be refused the same way.
 
 pub mod encode;
 mod socket;
@@ -161,7 +161,8 @@ pub enum NetlinkError {
         errno: Errno,
         message: Option<String>,
     },
-    /// The batch is bigger than the socket can send, even after growing its buffer.
+    /// The batch is bigger than the socket can send, even after growing its buffer; nothing
+    /// was sent ([`NftNetlink`] then uses `nft -f`).
     #[error("nft netlink in {netns}: a batch of {bytes} bytes does not fit the socket: {source}")]
     TooLarge {
         netns: String,
@@ -267,6 +268,12 @@ impl NftNetlink {
         }
         match self.send(&mut batch) {
             Ok(()) => Ok(Route::Netlink),
+            Err(SendError::After(e @ NetlinkError::TooLarge { .. })) => {
+                // Nothing was sent: nft -f splits what one socket buffer cannot hold.
+                tracing::warn!(error = %e, "nft netlink batch too large; using nft -f");
+                self.text.apply(txn)?;
+                Ok(Route::Text)
+            }
             Err(SendError::After(e)) => Err(e.into()),
             Err(SendError::NotSent(source)) => {
                 tracing::warn!(
