@@ -570,3 +570,35 @@ fn element_messages_are_byte_for_byte_nfts() {
         assert_eq!(a, b, "element message {i} ({:?})", txn.ops[i]);
     }
 }
+
+#[test]
+fn a_big_batch_goes_in_one_piece() {
+    if !root_or_skip("a_big_batch_goes_in_one_piece") {
+        return;
+    }
+    let (ns, exec) = scratch("nlbig");
+    let n = 20_000u32;
+    let elements: Vec<Element> = (0..n)
+        .map(|i| {
+            Element::mapping(
+                vec![
+                    Value::Addr(Ipv4Addr::from(0x0a64_0000 + i)),
+                    Value::Proto(Proto::Tcp),
+                    Value::Port(80),
+                    Value::Int(i % 3),
+                ],
+                vec![Value::Addr(ip("10.1.0.1")), Value::Port(80)],
+            )
+        })
+        .collect();
+    let txn = Transaction {
+        ops: vec![Op::AddElements {
+            table: TABLE.into(),
+            collection: "vip_be".into(),
+            elements,
+        }],
+    };
+    assert_eq!(exec.apply_routed(&txn).unwrap(), Route::Netlink);
+    let listed = list(&ns, "map", "vip_be");
+    assert_eq!(listed.matches(" : 10.1.0.1 . 80").count(), n as usize);
+}
