@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use routemesh_lb::{
     Backend, Frontend, LbSpec, NftBackend, Proto, Snat, ValidLbSpec, VirtualService,
 };
+use routemesh_nft::{diff, Executor, NftCmd, NftNetlink, Op, Transaction, Value};
 use routemesh_testsupport::{in_netns, is_root, veth, Netns, RecordingNft};
 
 /// What a step of the run can fail with.
@@ -118,11 +119,16 @@ fn main() {
         eprintln!("SKIPPED: needs root");
         return;
     }
-    let seconds = std::env::args()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(3.0);
-    if let Err(e) = bench(Duration::from_secs_f64(seconds)) {
+    let arg = std::env::args().nth(1);
+    if arg.as_deref() == Some("elements") {
+        if let Err(e) = element_bench() {
+            eprintln!("nft_bench: {e}");
+            std::process::exit(1);
+        }
+        return;
+    }
+    let seconds = arg.and_then(|s| s.parse().ok()).unwrap_or(3.0);
+    if let Err(e) = bench(Duration::from_secs_f64(seconds)).and_then(|()| element_bench()) {
         eprintln!("nft_bench: {e}");
         std::process::exit(1);
     }
@@ -444,5 +450,205 @@ fn bench(duration: Duration) -> Res<()> {
     }
     println!();
     println!("(in parentheses: ratio to the port VIP at the same size)");
+    Ok(())
+}
+
+/// Samples per way of applying one element change (each alternates change and revert).
+const NETLINK_SAMPLES: usize = 1_000;
+const PROCESS_SAMPLES: usize = 100;
+const RESYNC_SAMPLES: usize = 20;
+
+/// `q` quantile (0..=1) of `v`, nearest rank.
+fn quantile(v: &[f64], q: f64) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(|a, b| a.total_cmp(b));
+    let rank = ((q * v.len() as f64).ceil() as usize).clamp(1, v.len().max(1));
+    v.get(rank - 1).copied().unwrap_or(f64::NAN)
+}
+
+/// A model value as the `nftables` crate's JSON expression.
+fn json_value(v: &Value) -> Res<nftables::expr::Expression<'static>> {
+    use nftables::expr::Expression;
+    Ok(match v {
+        Value::Addr(a) => Expression::String(a.to_string().into()),
+        Value::Proto(p) => Expression::String(p.as_str().into()),
+        Value::Port(p) => Expression::Number(u32::from(*p)),
+        Value::Int(n) | Value::Mark(n) => Expression::Number(*n),
+        other => return Err(format!("no JSON form for {other:?} in this bench").into()),
+    })
+}
+
+fn json_concat(values: &[Value]) -> Res<nftables::expr::Expression<'static>> {
+    use nftables::expr::{Expression, NamedExpression};
+    let parts = values.iter().map(json_value).collect::<Res<Vec<_>>>()?;
+    Ok(if parts.len() == 1 {
+        parts.into_iter().next().ok_or("empty key")?
+    } else {
+        Expression::Named(NamedExpression::Concat(parts))
+    })
+}
+
+/// The element transaction as an `nftables` crate batch (`add element` / `delete element`).
+fn json_batch(txn: &Transaction) -> Res<nftables::schema::Nftables<'static>> {
+    use nftables::expr::Expression;
+    use nftables::schema::{Element, NfListObject};
+    use nftables::types::NfFamily;
+    let mut batch = nftables::batch::Batch::new();
+    for op in &txn.ops {
+        match op {
+            Op::AddElements {
+                table,
+                collection,
+                elements,
+            } => {
+                let elem = elements
+                    .iter()
+                    .map(|e| {
+                        let key = json_concat(&e.key)?;
+                        Ok(if e.data.is_empty() {
+                            key
+                        } else {
+                            Expression::List(vec![key, json_concat(&e.data)?])
+                        })
+                    })
+                    .collect::<Res<Vec<_>>>()?;
+                batch.add(NfListObject::Element(Element {
+                    family: NfFamily::IP,
+                    table: table.clone().into(),
+                    name: collection.clone().into(),
+                    elem: elem.into(),
+                }));
+            }
+            Op::DeleteElements {
+                table,
+                collection,
+                keys,
+            } => {
+                let elem = keys
+                    .iter()
+                    .map(|k| json_concat(k))
+                    .collect::<Res<Vec<_>>>()?;
+                batch.delete(NfListObject::Element(Element {
+                    family: NfFamily::IP,
+                    table: table.clone().into(),
+                    name: collection.clone().into(),
+                    elem: elem.into(),
+                }));
+            }
+            other => return Err(format!("not an element change: {other:?}").into()),
+        }
+    }
+    Ok(batch.to_nftables())
+}
+
+/// Times `apply` over `samples` runs, alternating the change and its revert.
+fn time_changes(
+    samples: usize,
+    mut apply: impl FnMut(&Transaction) -> Res<()>,
+    there: &Transaction,
+    back: &Transaction,
+) -> Res<Vec<f64>> {
+    let mut out = Vec::with_capacity(samples);
+    for i in 0..samples {
+        let txn = if i % 2 == 0 { there } else { back };
+        let start = Instant::now();
+        apply(txn)?;
+        out.push(ms(start.elapsed()));
+    }
+    // Leave the table as it was loaded.
+    if samples % 2 == 1 {
+        apply(back)?;
+    }
+    Ok(out)
+}
+
+/// One element change with 10,000 services loaded, three ways, and the full resync.
+fn element_bench() -> Res<()> {
+    let ns = Netns::new(&format!("rmbench-el-{}", std::process::id()))?;
+    let services = 10_000u32;
+    let base = spec(Layout::Vip, services - 1, false)?;
+    // One backend of one service swapped for another at the same slot (the last, so the
+    // slots before it keep theirs): one map element out, one in.
+    let mut swapped: Vec<VirtualService> = base.services().to_vec();
+    let service = swapped.get_mut(1).ok_or("no service 1")?;
+    let last = service.backends.last_mut().ok_or("no backend")?;
+    last.addr = Ipv4Addr::new(10, 220, 0, 1);
+    let changed = LbSpec {
+        snat: Snat::Masquerade,
+        services: swapped,
+        ..LbSpec::default()
+    }
+    .validate()?;
+    let (base_table, changed_table) = (routemesh_lb::plan(&base), routemesh_lb::plan(&changed));
+    let there =
+        diff::incremental(&base_table, &changed_table).ok_or("change is not incremental")?;
+    let back = diff::incremental(&changed_table, &base_table).ok_or("revert is not incremental")?;
+    if there.elements_added() != 1 || there.elements_removed() != 1 {
+        return Err(format!("expected one element out and one in:\n{there}").into());
+    }
+    let mut loader = NftBackend::new(NftCmd::in_netns(ns.path()));
+    let mut resync = Vec::new();
+    for _ in 0..RESYNC_SAMPLES {
+        resync.push(ms(loader.full_sync(&base)?.elapsed));
+    }
+    eprintln!("full resync of {services} services measured");
+
+    let netlink = NftNetlink::in_netns(ns.path());
+    let text = NftCmd::in_netns(ns.path());
+    let via_netlink = time_changes(
+        NETLINK_SAMPLES,
+        |t| netlink.apply_elements(t).map_err(Into::into),
+        &there,
+        &back,
+    )?;
+    eprintln!("netlink measured");
+    let via_text = time_changes(
+        PROCESS_SAMPLES,
+        |t| text.apply(t).map_err(Into::into),
+        &there,
+        &back,
+    )?;
+    eprintln!("nft -f measured");
+    let (json_there, json_back) = (json_batch(&there)?, json_batch(&back)?);
+    // The crate runs `nft` in the calling thread's namespace: run it from one inside.
+    let via_json = in_netns(&ns.path(), || {
+        time_changes(
+            PROCESS_SAMPLES,
+            |t| {
+                let batch = if t == &there { &json_there } else { &json_back };
+                nftables::helper::apply_ruleset(batch).map_err(Into::into)
+            },
+            &there,
+            &back,
+        )
+    })??;
+    eprintln!("nftables crate measured");
+    // The table must be what it was loaded as.
+    let listed = ns.exec("nft", &["list", "table", "ip", &base_table.name])?;
+    if !listed.contains("10.200.0.1 . tcp . 80 . 0 : 10.210.0.1 . 80") {
+        return Err("the element changes did not leave the loaded table".into());
+    }
+
+    let p50 = quantile(&via_netlink, 0.5);
+    println!();
+    println!(
+        "One element change (a backend map: 1 element deleted + 1 added, one transaction) with 10,000 port VIPs x 3 backends loaded (numbers in ms); full resync replaces that table."
+    );
+    println!();
+    println!("| way | samples | p50 | p99 | p50 ratio to netlink |");
+    println!("|---|---:|---:|---:|---:|");
+    for (name, v) in [
+        ("in process, netlink batch (`NftNetlink`)", &via_netlink),
+        ("`nft -f -` text (`NftCmd`)", &via_text),
+        ("`nftables` crate (JSON, `nft -j -f -`)", &via_json),
+        ("full resync, 10,000 services (`nft -f -`)", &resync),
+    ] {
+        let (a, b) = (quantile(v, 0.5), quantile(v, 0.99));
+        let ratio = a / p50;
+        println!(
+            "| {name} | {} | {a:.3} ms | {b:.3} ms | {ratio:.0}x |",
+            v.len()
+        );
+    }
     Ok(())
 }

@@ -23,6 +23,9 @@ pub enum NftError {
         tables: String,
         message: String,
     },
+    /// Sending elements over netlink failed ([`crate::NftNetlink`]).
+    #[error(transparent)]
+    Netlink(Box<crate::netlink::NetlinkError>),
     /// A failure a test queued on [`crate::FakeNft`].
     #[error("{0}")]
     Injected(String),
@@ -31,7 +34,27 @@ pub enum NftError {
 impl NftError {
     /// Whether nft ran and said no (as opposed to not running at all).
     pub fn is_rejection(&self) -> bool {
-        matches!(self, NftError::Rejected { .. } | NftError::Injected(_))
+        match self {
+            NftError::Rejected { .. } | NftError::Injected(_) => true,
+            NftError::Netlink(e) => e.is_rejection(),
+            NftError::Invalid { .. } | NftError::Io { .. } => false,
+        }
+    }
+}
+
+impl From<crate::netlink::NetlinkError> for NftError {
+    fn from(e: crate::netlink::NetlinkError) -> Self {
+        NftError::Netlink(Box::new(e))
+    }
+}
+
+impl NftError {
+    /// The netlink executor's error, when that is what this is.
+    pub fn netlink(&self) -> Option<&crate::netlink::NetlinkError> {
+        match self {
+            NftError::Netlink(e) => Some(e),
+            _ => None,
+        }
     }
 }
 

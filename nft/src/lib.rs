@@ -1,7 +1,8 @@
 //! routemesh's one nftables layer. Every table of every namespace is built as data
 //! ([`model`]), spelled by one renderer ([`render`]), changed by the smallest transaction
 //! ([`diff`]), applied by an [`Executor`] ([`NftCmd`] runs `nft -f -` in a namespace,
-//! [`FakeNft`] records for tests) and checked by one packet tracer ([`trace`]) that parses the
+//! [`NftNetlink`] sends element-only transactions as one netlink batch and the rest with
+//! `nft -f`, [`FakeNft`] records for tests) and checked by one packet tracer ([`trace`]) that parses the
 //! rendered text back and follows packets across namespaces.
 //!
 //! ```text
@@ -17,6 +18,7 @@ mod error;
 mod exec;
 mod fake;
 pub mod model;
+pub mod netlink;
 pub mod render;
 pub mod tables;
 pub mod trace;
@@ -26,4 +28,5 @@ pub use error::NftError;
 pub use exec::{Executor, NftCmd};
 pub use fake::FakeNft;
 pub use model::*;
+pub use netlink::{NetlinkError, NftNetlink};
 pub use txn::{Op, Transaction, ELEMENTS_PER_COMMAND};

@@ -1,6 +1,11 @@
 //! Applying the load-balancer plans: one backend per load-balancing namespace (nftables, or
 //! IPVS with nftables marking), each syncing only what changed and doing a full resync at
 //! start, periodically and after any failure.
+//!
+//! Both go through [`NftNetlink`]: a sync that only adds and removes set/map elements (one
+//! backend more or less, say) is one netlink batch on a socket kept open in the namespace;
+//! the full resync replaces the table with `nft -f` (which repairs drift), as does any change
+//! of chains, rules or sets.
 
 use std::collections::BTreeMap;
 
@@ -12,7 +17,7 @@ use routemesh_lb::{
     Backend, Frontend, IpvsBackendError, LbSpec, NftBackend, NftSyncError, Snat, SpecError,
     ValidLbSpec, VirtualService,
 };
-use routemesh_nft::{Executor, NftCmd, NftError, Transaction};
+use routemesh_nft::{Executor, NftError, NftNetlink, Transaction};
 
 use super::{Pass, Reconciler, Resource};
 use crate::agent::plan::mesh::LbPlan;
@@ -111,15 +116,15 @@ pub enum LbError {
 }
 
 enum DataplaneBackend {
-    Nft(NftBackend<NftCmd>),
-    Ipvs(Box<IpvsBackend<NftCmd>>),
+    Nft(NftBackend<NftNetlink>),
+    Ipvs(Box<IpvsBackend<NftNetlink>>),
 }
 
 impl DataplaneBackend {
     /// A backend for the namespace `ns` at `netns`; removes the other dataplane's table, left
     /// if the node ran with the other dataplane before.
     fn open(kind: Kind, ns: &str, netns: &Path) -> Result<DataplaneBackend, LbError> {
-        let nft = NftCmd::in_netns(netns);
+        let nft = NftNetlink::in_netns(netns);
         let remove = |table: &'static str| {
             nft.apply(&Transaction::delete_table(table))
                 .map_err(|source| LbError::RemoveOther {

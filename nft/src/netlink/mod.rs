@@ -1,0 +1,344 @@
+//! Set and map elements over netlink, in process: [`NftNetlink`] sends a transaction made only
+//! of element additions and deletions as one nfnetlink batch on a socket it keeps open in the
+//! namespace, and hands everything else (tables, chains, rules, new sets) to [`NftCmd`]
+//! (`nft -f`), as before.
+//!
+//! ```text
+//! Transaction --all AddElements/DeleteElements, every value encodable--> encode::batch
+//!     |                                        --> NFNL_MSG_BATCH_BEGIN, NEWSETELEM/DELSETELEM.., END
+//!     |                                        --> NETLINK_NETFILTER socket (one per namespace)
+//!     +--anything structural, or an element shape without encoding----> NftCmd (nft -f -)
+//! ```
+//!
+//! Choices:
+//! - Every element message carries `NLM_F_ACK`, so the kernel answers each one: a refusal
+//!   names its table, set and operation, and (from the extended ACK's attribute offset) the
+//!   element. The kernel processes the whole batch inside `sendmsg` and aborts all of it on
+//!   any error, so the answers are read without waiting, and success means every element
+//!   message was answered with 0.
+//! - The socket is opened on a short-lived thread that entered the namespace, and stays bound
+//!   to it. Before each batch the namespace file's identity (nsfs device and inode) is
+//!   compared with the socket's: a namespace deleted and made again at the same path gets a
+//!   new socket rather than a ghost.
+//! - When the socket cannot be opened, the batch does not fit its buffer, or `sendmsg` fails
+//!   (the kernel saw nothing), the same transaction goes through `nft -f` instead. A refusal
+//!   by the kernel is returned as it is: `nft -f` would be refused the same way.
+
+pub mod encode;
+mod socket;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+
+use nix::errno::Errno;
+
+use crate::check;
+use crate::error::{netns_label, NftError};
+use crate::exec::{Executor, NftCmd};
+use crate::txn::Transaction;
+
+pub use encode::{ElementData, RawElement, SetElements, Verdict};
+use socket::{NfSocket, NsId, SendError, THREAD_NETNS};
+
+/// Adding elements to a set or map, or deleting them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ElementOp {
+    Add,
+    Delete,
+}
+
+impl fmt::Display for ElementOp {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ElementOp::Add => "adding elements to",
+            ElementOp::Delete => "deleting elements from",
+        })
+    }
+}
+
+/// What an errno from the kernel means for an element message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `ENOENT`: the table or set is missing, or (deleting) the element is.
+    NotFound,
+    /// `EEXIST`: the element is already there.
+    Exists,
+    /// `EBUSY` on add: the key is there with other data.
+    Clash,
+    /// `EINVAL`, `ERANGE`, `EOPNOTSUPP`: the key or data does not fit the set's declaration.
+    Invalid,
+    /// `ENFILE`, `ENOSPC`: the set is full.
+    Full,
+    /// `EPERM`, `EACCES`: not allowed (no CAP_NET_ADMIN in the namespace).
+    Denied,
+    Other,
+}
+
+impl Refusal {
+    pub fn of(errno: Errno, op: ElementOp) -> Refusal {
+        match errno {
+            Errno::ENOENT => Refusal::NotFound,
+            Errno::EEXIST => Refusal::Exists,
+            Errno::EBUSY if op == ElementOp::Add => Refusal::Clash,
+            Errno::EINVAL | Errno::ERANGE | Errno::EOPNOTSUPP => Refusal::Invalid,
+            Errno::ENFILE | Errno::ENOSPC => Refusal::Full,
+            Errno::EPERM | Errno::EACCES => Refusal::Denied,
+            _ => Refusal::Other,
+        }
+    }
+}
+
+impl fmt::Display for Refusal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Refusal::NotFound => "no such table, set or element",
+            Refusal::Exists => "element exists",
+            Refusal::Clash => "the key exists with other data",
+            Refusal::Invalid => "key or data does not fit the set",
+            Refusal::Full => "the set is full",
+            Refusal::Denied => "not permitted",
+            Refusal::Other => "refused",
+        })
+    }
+}
+
+fn element_note(element: &Option<String>) -> String {
+    element
+        .as_ref()
+        .map(|e| format!(" (element {e})"))
+        .unwrap_or_default()
+}
+
+fn message_note(message: &Option<String>) -> String {
+    message
+        .as_ref()
+        .map(|m| format!(": {m}"))
+        .unwrap_or_default()
+}
+
+/// The kernel's refusal of one element message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("nft netlink in {netns}: {op} set ip {table} {set}{}: {reason} ({errno}){}", element_note(.element), message_note(.message))]
+pub struct Refused {
+    pub netns: String,
+    pub table: String,
+    pub set: String,
+    pub op: ElementOp,
+    /// The element the kernel pointed at, when it did.
+    pub element: Option<String>,
+    pub reason: Refusal,
+    pub errno: Errno,
+    /// The kernel's extended-ACK message, when it gave one.
+    pub message: Option<String>,
+}
+
+/// What can go wrong sending elements over netlink. Every variant names the namespace, or
+/// the table, set and operation.
+#[derive(Debug, thiserror::Error)]
+pub enum NetlinkError {
+    /// An element routemesh cannot encode here (an interval, an interface name...); nothing
+    /// was sent. [`NftNetlink`] sends such a transaction with `nft -f`.
+    #[error("nft netlink: {op} set ip {table} {set}: {detail}")]
+    Unsupported {
+        table: String,
+        set: String,
+        op: ElementOp,
+        detail: String,
+    },
+    /// The transaction changes more than elements (tables, chains, rules, sets): it is
+    /// `nft -f`'s to send. Nothing was sent.
+    #[error("nft netlink: the transaction on table {tables} is not element-only")]
+    Structural { tables: String },
+    /// The kernel refused an element message: the whole batch was aborted, nothing changed.
+    #[error(transparent)]
+    Refused(Box<Refused>),
+    /// The kernel refused the batch as a whole (it could not take or commit it); nothing
+    /// changed.
+    #[error("nft netlink in {netns}: the batch was refused ({errno}){}", message_note(.message))]
+    BatchRefused {
+        netns: String,
+        errno: Errno,
+        message: Option<String>,
+    },
+    /// The batch is bigger than the socket can send, even after growing its buffer; nothing
+    /// was sent ([`NftNetlink`] then uses `nft -f`).
+    #[error("nft netlink in {netns}: a batch of {bytes} bytes does not fit the socket: {source}")]
+    TooLarge {
+        netns: String,
+        bytes: usize,
+        #[source]
+        source: std::io::Error,
+    },
+    /// Opening the namespace or the socket, or reading the answers, failed.
+    #[error("nft netlink in {netns}: {op}: {source}")]
+    Io {
+        netns: String,
+        op: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The kernel's answers did not add up (a message left unanswered).
+    #[error("nft netlink in {netns}: {detail}")]
+    Protocol { netns: String, detail: String },
+}
+
+impl NetlinkError {
+    /// Whether the kernel said no (nothing of the batch was applied).
+    pub fn is_rejection(&self) -> bool {
+        matches!(
+            self,
+            NetlinkError::Refused(_) | NetlinkError::BatchRefused { .. }
+        )
+    }
+}
+
+/// Which way [`NftNetlink`] sent a transaction.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    /// One netlink batch.
+    Netlink,
+    /// `nft -f -`: structural, an element shape without encoding, or no socket.
+    Text,
+}
+
+/// An [`Executor`] that sends element-only transactions over netlink and the rest with
+/// `nft -f`. Use it where [`NftCmd::in_netns`] is used; one per namespace.
+#[derive(Debug)]
+pub struct NftNetlink {
+    text: NftCmd,
+    socket: Mutex<Option<NfSocket>>,
+}
+
+impl NftNetlink {
+    /// In the namespace of the calling thread.
+    pub fn current() -> NftNetlink {
+        NftNetlink::with_text(NftCmd::current())
+    }
+
+    /// In the namespace whose file is `netns` (`/run/netns/x`, a bind mount of a namespace,
+    /// or `/proc/PID/ns/net`).
+    pub fn in_netns(netns: impl Into<PathBuf>) -> NftNetlink {
+        NftNetlink::with_text(NftCmd::in_netns(netns))
+    }
+
+    /// Around a given text executor (another nft binary, say); its namespace is used.
+    pub fn with_text(text: NftCmd) -> NftNetlink {
+        NftNetlink {
+            text,
+            socket: Mutex::new(None),
+        }
+    }
+
+    /// The `nft -f` executor structural transactions go to.
+    pub fn text(&self) -> &NftCmd {
+        &self.text
+    }
+
+    pub fn netns(&self) -> Option<&Path> {
+        self.text.netns()
+    }
+
+    fn label(&self) -> String {
+        netns_label(self.text.netns())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Option<NfSocket>> {
+        self.socket.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Applies `txn` and says which way it went.
+    pub fn apply_routed(&self, txn: &Transaction) -> Result<Route, NftError> {
+        check::transaction(txn)?;
+        let parts = match encode::transaction_parts(txn) {
+            Ok(Some(parts)) => parts,
+            Ok(None) => {
+                self.text.apply(txn)?;
+                return Ok(Route::Text);
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "elements without netlink encoding; using nft -f");
+                self.text.apply(txn)?;
+                return Ok(Route::Text);
+            }
+        };
+        let mut batch = encode::batch(&parts, 0);
+        if batch.messages.is_empty() {
+            return Ok(Route::Netlink);
+        }
+        match self.send(&mut batch) {
+            Ok(()) => Ok(Route::Netlink),
+            Err(SendError::After(e @ NetlinkError::TooLarge { .. })) => {
+                // Nothing was sent: nft -f splits what one socket buffer cannot hold.
+                tracing::warn!(error = %e, "nft netlink batch too large; using nft -f");
+                self.text.apply(txn)?;
+                Ok(Route::Text)
+            }
+            Err(SendError::After(e)) => Err(e.into()),
+            Err(SendError::NotSent(source)) => {
+                tracing::warn!(
+                    netns = %self.label(),
+                    error = %source,
+                    "nft netlink batch not sent; using nft -f"
+                );
+                self.text.apply(txn)?;
+                Ok(Route::Text)
+            }
+        }
+    }
+
+    /// Sends an element-only transaction over netlink, never falling back to `nft -f`
+    /// (tests and benchmarks; product code calls [`Executor::apply`]).
+    pub fn apply_elements(&self, txn: &Transaction) -> Result<(), NetlinkError> {
+        let parts = encode::transaction_parts(txn)?.ok_or_else(|| NetlinkError::Structural {
+            tables: txn.tables().join(", "),
+        })?;
+        self.send_parts(&parts)
+    }
+
+    /// Sends hand-made element messages (a verdict map, say) as one batch.
+    pub fn send_parts(&self, parts: &[SetElements<'_>]) -> Result<(), NetlinkError> {
+        let mut batch = encode::batch(parts, 0);
+        if batch.messages.is_empty() {
+            return Ok(());
+        }
+        self.send(&mut batch).map_err(|e| match e {
+            SendError::After(e) => e,
+            SendError::NotSent(source) => NetlinkError::Io {
+                netns: self.label(),
+                op: "sending the batch".to_string(),
+                source,
+            },
+        })
+    }
+
+    /// Sends on the namespace's socket, opening it (again) when needed.
+    fn send(&self, batch: &mut encode::Batch) -> Result<(), SendError> {
+        let label = self.label();
+        let ns_path = self.text.netns().unwrap_or(Path::new(THREAD_NETNS));
+        let mut guard = self.lock();
+        let current = NsId::of(ns_path).map_err(SendError::NotSent)?;
+        if guard.as_ref().is_some_and(|s| s.ns != current) {
+            tracing::info!(netns = %label, "namespace changed under its path; new nft netlink socket");
+            *guard = None;
+        }
+        if guard.is_none() {
+            *guard = Some(NfSocket::open(self.text.netns()).map_err(SendError::NotSent)?);
+        }
+        let Some(sock) = guard.as_mut() else {
+            return Err(SendError::NotSent(std::io::Error::other("no socket")));
+        };
+        let result = sock.send(batch, &label);
+        if let Err(SendError::NotSent(_) | SendError::After(NetlinkError::Io { .. })) = &result {
+            // A socket that failed is not trusted again.
+            *guard = None;
+        }
+        result
+    }
+}
+
+impl Executor for NftNetlink {
+    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
+        self.apply_routed(txn).map(|_| ())
+    }
+}
