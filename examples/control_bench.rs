@@ -411,7 +411,10 @@ async fn wait_running(c: &Client, service: &str, replicas: u32) -> anyhow::Resul
             return Ok(());
         }
         if Instant::now() > deadline {
-            bail!("{service}: {} of {replicas} tasks running after 90 s", view.running);
+            bail!(
+                "{service}: {} of {replicas} tasks running after 90 s",
+                view.running
+            );
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
@@ -427,7 +430,12 @@ async fn run_topology(kind: Kind, guard: &Guard, opts: &Options) -> anyhow::Resu
     let pids: Vec<u32> = topo
         .nodes
         .iter()
-        .map(|n| n.daemon.as_ref().map(|d| d.id()).context("a daemon is not running"))
+        .map(|n| {
+            n.daemon
+                .as_ref()
+                .map(|d| d.id())
+                .context("a daemon is not running")
+        })
         .collect::<anyhow::Result<_>>()?;
     let _: routemesh::model::Network = c
         .post(
@@ -532,7 +540,10 @@ async fn run_topology(kind: Kind, guard: &Guard, opts: &Options) -> anyhow::Resu
         }
         settle(&pids).await?;
         let cpu = total_cpu_ms(&pids)? - cpu_start;
-        let rss = pids.iter().map(|&p| rss_mb(p)).collect::<anyhow::Result<_>>()?;
+        let rss = pids
+            .iter()
+            .map(|&p| rss_mb(p))
+            .collect::<anyhow::Result<_>>()?;
         let w = sorted(window_ms);
         let row = SizeRow {
             size,
@@ -582,7 +593,11 @@ async fn run_topology(kind: Kind, guard: &Guard, opts: &Options) -> anyhow::Resu
             .await
             .context("scaling web back to 3")?;
         let deadline = Instant::now() + PROBE_TIMEOUT;
-        while tasks_of(&c, "web").await?.iter().any(|t| t.name == NEW_TASK) {
+        while tasks_of(&c, "web")
+            .await?
+            .iter()
+            .any(|t| t.name == NEW_TASK)
+        {
             if Instant::now() > deadline {
                 bail!("{NEW_TASK} still listed {PROBE_TIMEOUT:?} after scaling back to 3");
             }
@@ -668,7 +683,10 @@ fn report(opts: &Options, results: &[TopoResult], failures: &[String]) -> String
         }
     }
     let _ = writeln!(s);
-    let _ = writeln!(s, "| topology | create p50 @max ÷ @min | create p99 @max ÷ @min |");
+    let _ = writeln!(
+        s,
+        "| topology | create p50 @max ÷ @min | create p99 @max ÷ @min |"
+    );
     let _ = writeln!(s, "|---|---:|---:|");
     for r in results {
         if let (Some(first), Some(last)) = (r.rows.first(), r.rows.last()) {
