@@ -51,6 +51,9 @@ struct Options {
     scale_runs: usize,
     subnet: String,
     command_line: String,
+    /// The commit measured and the load average, read before the run starts.
+    revision: String,
+    load_before: String,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -137,6 +140,8 @@ fn parse_options() -> anyhow::Result<Options> {
         scale_runs,
         subnet: env_or("SUBNET", "10.96.0.0/16"),
         command_line: env_or("BENCH_COMMAND", "bench/control/run.sh"),
+        revision: git_rev(Path::new(env!("CARGO_MANIFEST_DIR"))),
+        load_before: load_average(),
     })
 }
 
@@ -632,6 +637,12 @@ fn git_rev(root: &Path) -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
+}
+
 fn report(opts: &Options, results: &[TopoResult], failures: &[String]) -> String {
     use std::fmt::Write as _;
     let mut s = String::new();
@@ -642,13 +653,14 @@ fn report(opts: &Options, results: &[TopoResult], failures: &[String]) -> String
         .unwrap_or_default();
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let _ = writeln!(s, "# routemesh control-plane benchmark\n");
     let _ = writeln!(
         s,
-        "{now}, commit {}, {cores} cores, kernel {}, release build.  ",
-        git_rev(root),
-        kernel.trim()
+        "{now}, commit {}, {cores} cores, kernel {}, release build; load average {} before, {} after.  ",
+        opts.revision,
+        kernel.trim(),
+        opts.load_before,
+        load_average()
     );
     let _ = writeln!(s, "Command: `{}`  ", opts.command_line);
     let _ = writeln!(
