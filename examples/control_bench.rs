@@ -536,7 +536,7 @@ async fn run_topology(kind: Kind, guard: &Guard, opts: &Options) -> anyhow::Resu
             if size - created < window {
                 window_ms.push(d);
             }
-            if created % 500 == 0 {
+            if created.is_multiple_of(500) {
                 eprintln!(
                     "{}: {created} services, last create {d:.1} ms",
                     kind.label()
