@@ -8,8 +8,9 @@ if [ "$(id -u)" != 0 ]; then
 fi
 # runc runs the tasks (crun is selectable; Debian's 1.8.1 refuses hybrid cgroup hosts);
 # busybox-static builds the tests' OCI image; skopeo and umoci check it with other tools;
-# nginx-light is a real daemon the containment tests run three times side by side.
-pkgs=(nftables iproute2 curl dnsutils iputils-ping procps util-linux netcat-openbsd protobuf-compiler dnsmasq-base etcd-server python3 runc crun busybox-static skopeo umoci nginx-light openssl)
+# nginx-light is a real daemon the containment tests run three times side by side; strace lets
+# the netlink golden test compare our nft element messages with nft's byte for byte.
+pkgs=(nftables iproute2 curl dnsutils iputils-ping procps util-linux netcat-openbsd protobuf-compiler dnsmasq-base etcd-server python3 runc crun busybox-static skopeo umoci nginx-light openssl strace)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

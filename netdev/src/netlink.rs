@@ -319,10 +319,13 @@ impl Netlink {
     /// addresses already there are left alone, others removed, missing ones added.
     pub async fn set_exact_ipv4_addrs(&self, link: &LinkSummary, addrs: &[Ipv4Net]) -> Result<()> {
         let have = self.ipv4_addrs_of(link).await?;
-        for other in have.iter().filter(|a| !addrs.contains(a)) {
+        // Sets: an overlay's br0 holds one address per VIP, thousands of them.
+        let want: std::collections::HashSet<&Ipv4Net> = addrs.iter().collect();
+        let had: std::collections::HashSet<&Ipv4Net> = have.iter().collect();
+        for other in have.iter().filter(|a| !want.contains(a)) {
             self.delete_ipv4_addr(link, *other).await?;
         }
-        for addr in addrs.iter().filter(|a| !have.contains(a)) {
+        for addr in addrs.iter().filter(|a| !had.contains(a)) {
             self.add_ipv4_addr(link, *addr).await?;
         }
         Ok(())

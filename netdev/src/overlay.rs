@@ -45,6 +45,25 @@ pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
     sync_neighbours(&ovl, &vxlan, spec).await
 }
 
+/// Adds `add` to and removes `remove` from br0's extra addresses (the node's own address on
+/// the network, the VIPs) in an overlay otherwise in place: costs what changed, with no dump
+/// of the thousands of addresses a network with many services holds.
+pub async fn change_addresses(
+    spec: &OverlaySpec,
+    add: &[ipnet::Ipv4Net],
+    remove: &[ipnet::Ipv4Net],
+) -> Result<()> {
+    let ovl = Netlink::open(&spec.netns).await?;
+    let br0 = ovl.require_link(OVERLAY_BRIDGE).await?;
+    for a in remove {
+        ovl.delete_ipv4_addr(&br0, *a).await?;
+    }
+    for a in add {
+        ovl.add_ipv4_addr(&br0, *a).await?;
+    }
+    Ok(())
+}
+
 /// Deletes every link in the overlay namespace (so the VXLAN socket is released even if
 /// something else pins the namespace), then the namespace. Ok if it is already gone.
 pub async fn remove_overlay(netns: &Path) -> Result<()> {

@@ -1,6 +1,8 @@
 //! Overlay networks: per network a namespace holding `br0` and its VXLAN device.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+
+use ipnet::Ipv4Net;
 
 use async_trait::async_trait;
 use routemesh_netdev::spec::OverlaySpec;
@@ -15,6 +17,40 @@ pub struct Overlays {
     applied: BTreeMap<String, OverlaySpec>,
 }
 
+impl Overlays {
+    async fn ensure_one(&mut self, pass: &mut Pass<'_>, name: &str, spec: &OverlaySpec) {
+        let r = overlay::ensure_overlay(&pass.env.node, spec).await;
+        if pass.note(
+            Resource::Overlays,
+            format!("ensuring overlay network {name:?}"),
+            r,
+        ) {
+            self.applied.insert(name.to_string(), spec.clone());
+        }
+    }
+}
+
+/// The addresses to add and remove when `new` differs from `old` in br0's extra addresses
+/// only (the primary, first one, staying); `None` when anything else differs.
+fn address_change(old: &OverlaySpec, new: &OverlaySpec) -> Option<(Vec<Ipv4Net>, Vec<Ipv4Net>)> {
+    let same_rest = OverlaySpec {
+        addresses: Vec::new(),
+        ..old.clone()
+    } == OverlaySpec {
+        addresses: Vec::new(),
+        ..new.clone()
+    };
+    if !same_rest || old.addresses.first() != new.addresses.first() {
+        return None;
+    }
+    let had: BTreeSet<&Ipv4Net> = old.addresses.iter().collect();
+    let want: BTreeSet<&Ipv4Net> = new.addresses.iter().collect();
+    Some((
+        want.difference(&had).map(|a| **a).collect(),
+        had.difference(&want).map(|a| **a).collect(),
+    ))
+}
+
 #[async_trait]
 impl Reconciler for Overlays {
     fn resource(&self) -> Resource {
@@ -26,18 +62,29 @@ impl Reconciler for Overlays {
     }
 
     async fn ensure(&mut self, pass: &mut Pass<'_>) {
-        for (name, spec) in &pass.plan.overlays {
-            if self.applied.get(name) == Some(spec) {
+        let plan = pass.plan;
+        for (name, spec) in &plan.overlays {
+            let Some(applied) = self.applied.get(name) else {
+                self.ensure_one(pass, name, spec).await;
+                continue;
+            };
+            if applied == spec {
                 continue;
             }
-            let r = overlay::ensure_overlay(&pass.env.node, spec).await;
-            if pass.note(
-                self.resource(),
-                format!("ensuring overlay network {name:?}"),
-                r,
-            ) {
-                self.applied.insert(name.clone(), spec.clone());
+            // A VIP came or went: change br0's addresses alone, not the whole network.
+            if let Some((add, remove)) = address_change(applied, spec) {
+                match overlay::change_addresses(spec, &add, &remove).await {
+                    Ok(()) => {
+                        self.applied.insert(name.clone(), spec.clone());
+                        continue;
+                    }
+                    Err(e) => tracing::debug!(
+                        network = %name, error = %e,
+                        "changing overlay addresses failed; ensuring the whole network"
+                    ),
+                }
             }
+            self.ensure_one(pass, name, spec).await;
         }
     }
 
