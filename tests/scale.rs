@@ -164,6 +164,19 @@ fn two_thousand_services_and_one_change_touches_one_service() {
         before,
         "the table's objects kept their handles"
     );
+    // br0 holds every VIP as an address (2,000 of them): the new one added, the old one gone.
+    let addrs = sh_in(&ov, "ip -o -4 addr show dev br0");
+    assert!(
+        addrs.contains(&format!("inet {extra}/32")),
+        "{}",
+        tail(&addrs, 5)
+    );
+    assert!(
+        !addrs.contains(&format!("inet {s7}/32")),
+        "{}",
+        tail(&addrs, 5)
+    );
+    assert!(addrs.lines().count() > SERVICES, "{}", tail(&addrs, 5));
 
     // And the daemon holds every service still.
     assert_eq!(vips(&node).len(), SERVICES);
