@@ -215,15 +215,18 @@ async fn follow_watch(
         let mut changed = Vec::new();
         let mut next = Some(first);
         while let Some(ev) = next {
-            apply_event(st, &ev);
-            changed.push(ev.key);
+            if apply_event(st, &ev) {
+                changed.push(ev.key);
+            }
             next = events.try_recv().ok();
         }
         publish(tx, log, st, Some(changed));
     }
 }
 
-fn apply_event(st: &mut ClusterState, ev: &WatchEvent) {
+/// Applies one event; false when it changed nothing readers plan from.
+fn apply_event(st: &mut ClusterState, ev: &WatchEvent) -> bool {
+    st.revision = st.revision.max(ev.revision);
     match &ev.value {
         Some(value) => {
             let kv = super::KeyValue {
@@ -231,11 +234,10 @@ fn apply_event(st: &mut ClusterState, ev: &WatchEvent) {
                 value: value.clone(),
                 mod_revision: ev.revision,
             };
-            state::apply(st, &ev.key, Some(&kv));
+            state::apply(st, &ev.key, Some(&kv))
         }
         None => state::apply(st, &ev.key, None),
     }
-    st.revision = st.revision.max(ev.revision);
 }
 
 #[cfg(test)]

@@ -248,21 +248,28 @@ fn skip(st: &mut ClusterState, key: &str, reason: String) {
 
 /// Puts the record `kv` under its leaf in one of the state's maps, or, when it is unusable,
 /// takes out what the key held before and notes why.
-fn keep<T: Record + Clone>(
+fn keep<T: Record + Clone + PartialEq>(
     st: &mut ClusterState,
     map: fn(&mut ClusterState) -> &mut Map<String, T>,
     kv: &KeyValue,
     prefix: &str,
-) {
+) -> bool {
     match record::<T>(kv, prefix) {
         Ok((leaf, value)) => {
-            map(st).insert(leaf, value);
             st.skipped.remove(&kv.key);
+            // A record written again unchanged (a service create rewrites its networks to
+            // move their revision) changes nothing anyone plans from.
+            if map(st).get(&leaf) == Some(&value) {
+                return false;
+            }
+            map(st).insert(leaf, value);
+            true
         }
         Err(reason) => {
             let leaf = kv.key.strip_prefix(prefix).unwrap_or(&kv.key);
             map(st).remove(leaf);
             skip(st, &kv.key, reason);
+            true
         }
     }
 }
@@ -272,9 +279,10 @@ fn forget<T: Clone>(
     map: fn(&mut ClusterState) -> &mut Map<String, T>,
     key: &str,
     prefix: &str,
-) {
+) -> bool {
     let leaf = key.strip_prefix(prefix).unwrap_or(key);
     map(st).remove(leaf);
+    true
 }
 
 /// Marks `name`'s record ready or down as its alive key says.
@@ -291,8 +299,9 @@ fn set_node_state(st: &mut ClusterState, name: &str) {
 
 /// Applies one change of the store to `st`: `kv` is the key's new record, `None` when the key
 /// was deleted. Costs O(log n) in the size of the state: the informer cache calls it per watch
-/// event, and [`read`] per listed key.
-pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) {
+/// event, and [`read`] per listed key. Returns false when the key's record was written again
+/// unchanged (nobody needs to look at it again).
+pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) -> bool {
     if kv.is_none() {
         st.skipped.remove(key);
     }
@@ -312,7 +321,7 @@ pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) {
                 set_node_state(st, node);
             }
         }
-        return;
+        return true;
     }
     if key.starts_with(keys::CLAIMS) {
         match kv {
@@ -335,16 +344,15 @@ pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) {
                 }
             }
         }
-        return;
+        return true;
     }
     macro_rules! record_map {
         ($prefix:expr, $field:ident) => {
             if key.starts_with($prefix) {
-                match kv {
+                return match kv {
                     Some(kv) => keep(st, |s| &mut s.$field, kv, $prefix),
                     None => forget(st, |s| &mut s.$field, key, $prefix),
-                }
-                return;
+                };
             }
         };
     }
@@ -354,13 +362,13 @@ pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) {
     record_map!(keys::STATUS, statuses);
     record_map!(keys::PENDING, pending);
     if let Some(leaf) = key.strip_prefix(keys::NODES) {
-        match kv {
+        let changed = match kv {
             Some(kv) => keep(st, |s| &mut s.nodes, kv, keys::NODES),
             None => forget(st, |s| &mut s.nodes, key, keys::NODES),
-        }
+        };
         let leaf = leaf.to_string();
         set_node_state(st, &leaf);
-        return;
+        return changed;
     }
     if key == keys::KEYRING {
         st.keyring = None;
@@ -370,14 +378,14 @@ pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) {
                 Err(e) => skip(st, key, e.to_string()),
             }
         }
-        return;
+        return true;
     }
     if let Some(rest) = key.strip_prefix(keys::NODE_ADDRS) {
         let Some((network, node)) = rest.split_once('/') else {
             if kv.is_some() {
                 skip(st, key, "the key is not PREFIX/NETWORK/NODE".into());
             }
-            return;
+            return true;
         };
         let slot = (network.to_string(), node.to_string());
         st.node_addrs.remove(&slot);
@@ -390,6 +398,7 @@ pub fn apply(st: &mut ClusterState, key: &str, kv: Option<&KeyValue>) {
             }
         }
     }
+    true
 }
 
 /// The whole cluster state in one consistent read (the informer cache's list; tests).

@@ -117,6 +117,30 @@ async fn follows_puts_and_deletes_and_says_which_keys_changed() {
 }
 
 #[tokio::test]
+async fn a_record_written_again_unchanged_is_no_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(LocalStore::open(&dir.path().join("s.json")).unwrap());
+    put(store.as_ref(), &keys::service("a"), service("a")).await;
+    let cache = Cache::start(store.clone()).await.unwrap();
+    let before = cache.snapshot();
+    // A service create rewrites its networks unchanged (to move their revision): readers
+    // must not re-plan everything for it.
+    let rev = put(store.as_ref(), &keys::service("a"), service("a")).await;
+    let snap = cache.at_least(rev).await.unwrap();
+    assert_eq!(snap.state.revision, rev);
+    assert_eq!(
+        cache.changes(before.seq, snap.seq),
+        Changes::Keys([].into())
+    );
+    let rev = put(store.as_ref(), &keys::service("a"), service("a2")).await;
+    let snap2 = cache.at_least(rev).await.unwrap();
+    assert_eq!(
+        cache.changes(snap.seq, snap2.seq),
+        Changes::Keys([keys::service("a")].into())
+    );
+}
+
+#[tokio::test]
 async fn a_record_that_turns_bad_leaves_the_state_and_is_noted() {
     let dir = tempfile::tempdir().unwrap();
     let store: Arc<dyn Store> = Arc::new(LocalStore::open(&dir.path().join("s.json")).unwrap());
