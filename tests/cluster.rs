@@ -642,8 +642,8 @@ fn two_daemons_starting_together_elect_one_leader_and_share_no_address() {
             .filter_map(|l| l.split_whitespace().nth(3).map(String::from))
             .collect()
     };
-    // ingress_sbox's leg, and the node's own /32 on app's br0 (beside the shared gateway and
-    // VIPs): each node has exactly one address the other does not.
+    // ingress_sbox's leg, and the node's own /32 on app's br0 (beside the shared gateway; the
+    // VIPs are local routes): each node has exactly one address the other does not.
     for (ns, dev) in [("ingress_sbox", "eth0"), ("ov-app", "br0")] {
         // Polled: the second node may still be adding the VIP when we first look.
         let mut last = None;

@@ -291,14 +291,32 @@ fn vip_spreads_and_follows_the_tasks() {
         t.elapsed()
     );
 
-    // After rm, web's VIP is gone from the overlay namespace's addresses and rules.
-    node.ok(&["service", "rm", "web"]);
+    // The VIP is a local route through br0 (what answers ARP for it), not an address.
     let ov = node.netns_dir().join("ov-app");
+    let local = sh_in(
+        &ov,
+        "ip -4 route show table local type local dev br0 proto static",
+    );
+    assert!(
+        local
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(vip.as_str())),
+        "{local}"
+    );
+    let addrs = sh_in(&ov, "ip -o -4 addr show dev br0");
+    assert!(!addrs.contains(&format!(" {vip}/")), "{addrs}");
+
+    // After rm, web's VIP is gone from the overlay namespace's local routes and rules.
+    node.ok(&["service", "rm", "web"]);
     wait_for("web's VIP gone", Duration::from_secs(10), || {
         let sh = |c: &str| sh_in(&ov, c);
-        let addrs = sh("ip -o addr show dev br0");
+        let local = sh("ip -4 route show table local type local dev br0");
         let rules = sh("nft list ruleset");
-        (!addrs.contains(&format!("{vip}/32")) && !rules.contains(&vip)).then_some(())
+        (!local
+            .lines()
+            .any(|l| l.split_whitespace().nth(1) == Some(vip.as_str()))
+            && !rules.contains(&vip))
+        .then_some(())
     });
 }
 

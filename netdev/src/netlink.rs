@@ -331,6 +331,82 @@ impl Netlink {
         Ok(())
     }
 
+    // ---- local routes (addresses a namespace answers without holding them) ----
+
+    /// The host addresses routemesh made local through `link`: routes of type `local` in the
+    /// `local` table with protocol `static`, as `ip route add local A dev L table local proto
+    /// static` makes them. The kernel's own local routes (for addresses) are protocol
+    /// `kernel` and not listed.
+    pub async fn local_routes_of(&self, link: &LinkSummary) -> Result<Vec<Ipv4Addr>> {
+        let msgs = self.ipv4_route_messages().await?;
+        Ok(msgs
+            .iter()
+            .filter(|m| route_table(m) == RT_TABLE_LOCAL)
+            .filter(|m| m.header.kind == RouteType::Local)
+            .filter(|m| m.header.protocol == RouteProtocol::Static)
+            .filter(|m| m.header.destination_prefix_length == 32)
+            .filter(|m| route_oif(m) == Some(link.index))
+            .filter_map(route_destination)
+            .map(|n| n.addr())
+            .collect())
+    }
+
+    fn local_route(link: &LinkSummary, addr: Ipv4Addr) -> RouteMessage {
+        RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(addr, 32)
+            .output_interface(link.index)
+            .table_id(RT_TABLE_LOCAL)
+            .kind(RouteType::Local)
+            .scope(RouteScope::Host)
+            .protocol(RouteProtocol::Static)
+            .build()
+    }
+
+    /// Makes `addr` local through `link` (a VIP): the namespace delivers packets for it and
+    /// answers ARP for it on any interface, as for an address, but the kernel inserts the
+    /// route in O(log n), where every further address on one device walks all the others.
+    /// Ok if the route is there already.
+    pub async fn add_local_route(&self, link: &LinkSummary, addr: Ipv4Addr) -> Result<()> {
+        let msg = Self::local_route(link, addr);
+        match self.handle.route().add(msg).execute().await {
+            Err(e) if netlink_errno(&e) != Some(Errno::EEXIST) => {
+                Err(self.err("adding", format!("local route {addr} dev {}", link.name), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Deletes the local route `addr` through `link`; Ok if there is none.
+    pub async fn delete_local_route(&self, link: &LinkSummary, addr: Ipv4Addr) -> Result<()> {
+        let msg = Self::local_route(link, addr);
+        match self.handle.route().del(msg).execute().await {
+            Err(e) if netlink_errno(&e) != Some(Errno::ESRCH) => Err(self.err(
+                "deleting",
+                format!("local route {addr} dev {}", link.name),
+                e,
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Gives `link` exactly the local routes `addrs` (see [`Self::add_local_route`]).
+    pub async fn set_exact_local_routes(
+        &self,
+        link: &LinkSummary,
+        addrs: &[Ipv4Addr],
+    ) -> Result<()> {
+        let have = self.local_routes_of(link).await?;
+        let want: std::collections::HashSet<&Ipv4Addr> = addrs.iter().collect();
+        let had: std::collections::HashSet<&Ipv4Addr> = have.iter().collect();
+        for other in have.iter().filter(|a| !want.contains(a)) {
+            self.delete_local_route(link, *other).await?;
+        }
+        for addr in addrs.iter().filter(|a| !had.contains(a)) {
+            self.add_local_route(link, *addr).await?;
+        }
+        Ok(())
+    }
+
     async fn ipv4_route_messages(&self) -> Result<Vec<RouteMessage>> {
         let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
         self.handle
@@ -539,6 +615,13 @@ fn route_table(msg: &RouteMessage) -> u32 {
             _ => None,
         })
         .unwrap_or(u32::from(msg.header.table))
+}
+
+fn route_oif(msg: &RouteMessage) -> Option<u32> {
+    msg.attributes.iter().find_map(|a| match a {
+        RouteAttribute::Oif(i) => Some(*i),
+        _ => None,
+    })
 }
 
 fn route_destination(msg: &RouteMessage) -> Option<Ipv4Net> {

@@ -2,6 +2,7 @@
 //! socket lives in the node namespace, with static fdb and neighbour entries for remote tasks.
 
 use std::collections::BTreeSet;
+use std::net::Ipv4Addr;
 use std::path::Path;
 
 use crate::bridge::ensure_bridge_state;
@@ -28,6 +29,7 @@ pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
         ovl.set_up(&lo).await?;
     }
     let br0 = ensure_br0(&ovl, spec).await?;
+    ovl.set_exact_local_routes(&br0, &spec.vips).await?;
     let vxlan = ensure_vxlan(node, &ovl, spec).await?;
     if vxlan.mtu != spec.mtu {
         ovl.set_mtu(&vxlan, spec.mtu).await?;
@@ -45,21 +47,17 @@ pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
     sync_neighbours(&ovl, &vxlan, spec).await
 }
 
-/// Adds `add` to and removes `remove` from br0's extra addresses (the node's own address on
-/// the network, the VIPs) in an overlay otherwise in place: costs what changed, with no dump
-/// of the thousands of addresses a network with many services holds.
-pub async fn change_addresses(
-    spec: &OverlaySpec,
-    add: &[ipnet::Ipv4Net],
-    remove: &[ipnet::Ipv4Net],
-) -> Result<()> {
+/// Adds the VIPs `add` and removes `remove` (local routes through br0) in an overlay
+/// otherwise in place: costs what changed, with no dump of the thousands of VIPs a network
+/// with many services holds.
+pub async fn change_vips(spec: &OverlaySpec, add: &[Ipv4Addr], remove: &[Ipv4Addr]) -> Result<()> {
     let ovl = Netlink::open(&spec.netns).await?;
     let br0 = ovl.require_link(OVERLAY_BRIDGE).await?;
     for a in remove {
-        ovl.delete_ipv4_addr(&br0, *a).await?;
+        ovl.delete_local_route(&br0, *a).await?;
     }
     for a in add {
-        ovl.add_ipv4_addr(&br0, *a).await?;
+        ovl.add_local_route(&br0, *a).await?;
     }
     Ok(())
 }
@@ -241,6 +239,7 @@ mod tests {
             ],
             neighbours: vec![],
             addresses: vec![],
+            vips: vec![],
         };
         let err = check_fdb(&spec).err().map(|e| e.to_string());
         assert_eq!(

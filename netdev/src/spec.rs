@@ -64,9 +64,14 @@ pub struct OverlaySpec {
     /// Static neighbour entries on `br0`: a remote IP has this MAC.
     pub neighbours: Vec<(Ipv4Addr, Mac)>,
     /// Further addresses on `br0`, as /32s: this node's own address on the network (the
-    /// load balancer's source address) and the VIPs it answers.
+    /// load balancer's source address).
     #[serde(default)]
     pub addresses: Vec<Ipv4Net>,
+    /// The VIPs this namespace answers (ARP, local delivery), as local routes through `br0`
+    /// rather than addresses: a network with 10,000 services would otherwise make each new
+    /// address walk the other 10,000 in the kernel.
+    #[serde(default)]
+    pub vips: Vec<Ipv4Addr>,
 }
 
 /// What a sandbox interface is plugged into.

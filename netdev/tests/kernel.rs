@@ -118,6 +118,7 @@ fn overlay_spec(netns: PathBuf, gateway: &str, local: Option<Ipv4Addr>) -> Overl
         fdb: vec![],
         neighbours: vec![],
         addresses: vec![],
+        vips: vec![],
     }
 }
 
@@ -484,6 +485,107 @@ async fn sandboxes_on_one_overlay_ping_and_ensure_is_a_noop() {
     }
     let left = ns_run(&ov_path, &["ip", "-o", "link", "show", "type", "veth"]);
     assert!(left.trim().is_empty(), "veths left in overlay ns: {left}");
+}
+
+#[tokio::test]
+async fn overlay_vips_are_local_routes_a_sandbox_reaches() {
+    if !root_or_skip("overlay_vips_are_local_routes_a_sandbox_reaches") {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("vip");
+    let node = Netlink::open(&node_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let ov_path = world.path("ov-vip");
+    let mut spec = overlay_spec(ov_path.clone(), "10.0.1.1/24", None);
+    spec.vips = vec![ip("10.0.1.200"), ip("10.0.1.201")];
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let a = task(
+        world.path("vip-a"),
+        "veth-va0",
+        Attachment::Overlay {
+            netns: ov_path.clone(),
+        },
+        "10.0.1.2/24",
+        None,
+    );
+    sandbox::ensure_sandbox(&node, &a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let routes = |p: &Path| {
+        sorted_lines(
+            &ns_run(
+                p,
+                &[
+                    "ip", "-4", "route", "show", "table", "local", "type", "local", "dev", "br0",
+                ],
+            ),
+            |_| true,
+        )
+    };
+    assert_eq!(
+        routes(&ov_path),
+        [
+            "local 10.0.1.1 proto kernel scope host src 10.0.1.1",
+            "local 10.0.1.200 proto static scope host",
+            "local 10.0.1.201 proto static scope host",
+        ]
+    );
+    // Answered like an address (ARP, then local delivery), without being one.
+    ns_run(&a.netns, &["ping", "-c1", "-W1", "10.0.1.200"]);
+    let addrs = ns_run(&ov_path, &["ip", "-o", "-4", "addr", "show", "dev", "br0"]);
+    assert!(!addrs.contains("10.0.1.200"), "{addrs}");
+    // A neighbour check: an address in the subnet that is no VIP is not answered.
+    let (ok, _) = ns_try(&a.netns, &["ping", "-c1", "-W1", "10.0.1.202"]);
+    assert!(!ok, "10.0.1.202 is no VIP and must not answer");
+
+    // One VIP changed alone; a full ensure then finds nothing to do and keeps the kernel's.
+    overlay::change_vips(&spec, &[ip("10.0.1.202")], &[ip("10.0.1.200")])
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    spec.vips = vec![ip("10.0.1.201"), ip("10.0.1.202")];
+    ns_run(&a.netns, &["ping", "-c1", "-W1", "10.0.1.202"]);
+    let (ok, _) = ns_try(&a.netns, &["ping", "-c1", "-W1", "10.0.1.200"]);
+    assert!(!ok, "10.0.1.200 was removed");
+    // A stray local route is removed by the full ensure; an empty list removes them all.
+    ns_run(
+        &ov_path,
+        &[
+            "ip",
+            "route",
+            "add",
+            "local",
+            "10.0.1.250",
+            "dev",
+            "br0",
+            "table",
+            "local",
+            "proto",
+            "static",
+        ],
+    );
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let now = routes(&ov_path).join("\n");
+    assert!(
+        now.contains("local 10.0.1.202 ") && !now.contains("10.0.1.250"),
+        "{now}"
+    );
+    spec.vips.clear();
+    overlay::ensure_overlay(&node, &spec)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        routes(&ov_path),
+        ["local 10.0.1.1 proto kernel scope host src 10.0.1.1"]
+    );
+    sandbox::remove_sandbox(&node, &a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
 }
 
 #[tokio::test]

@@ -98,6 +98,8 @@ fn add_node(net: &mut Network, view: &NodeView<'_>, kind: Kind) -> Result<(), Mo
         ns.ipvs = ipvs;
         let mut addrs = vec![spec.gateway];
         addrs.extend(spec.addresses.iter().copied());
+        // VIPs are local routes through br0: local like addresses, for the tracer.
+        addrs.extend(spec.vips.iter().map(|v| Ipv4Net::from(*v)));
         ns.ifaces.push(iface("br0", addrs, &name));
     }
 

@@ -1,8 +1,7 @@
 //! Overlay networks: per network a namespace holding `br0` and its VXLAN device.
 
 use std::collections::{BTreeMap, BTreeSet};
-
-use ipnet::Ipv4Net;
+use std::net::Ipv4Addr;
 
 use async_trait::async_trait;
 use routemesh_netdev::spec::OverlaySpec;
@@ -30,21 +29,21 @@ impl Overlays {
     }
 }
 
-/// The addresses to add and remove when `new` differs from `old` in br0's extra addresses
-/// only (the primary, first one, staying); `None` when anything else differs.
-fn address_change(old: &OverlaySpec, new: &OverlaySpec) -> Option<(Vec<Ipv4Net>, Vec<Ipv4Net>)> {
+/// The VIPs to add and remove when `new` differs from `old` in them only; `None` when
+/// anything else differs.
+fn vip_change(old: &OverlaySpec, new: &OverlaySpec) -> Option<(Vec<Ipv4Addr>, Vec<Ipv4Addr>)> {
     let same_rest = OverlaySpec {
-        addresses: Vec::new(),
+        vips: Vec::new(),
         ..old.clone()
     } == OverlaySpec {
-        addresses: Vec::new(),
+        vips: Vec::new(),
         ..new.clone()
     };
-    if !same_rest || old.addresses.first() != new.addresses.first() {
+    if !same_rest {
         return None;
     }
-    let had: BTreeSet<&Ipv4Net> = old.addresses.iter().collect();
-    let want: BTreeSet<&Ipv4Net> = new.addresses.iter().collect();
+    let had: BTreeSet<&Ipv4Addr> = old.vips.iter().collect();
+    let want: BTreeSet<&Ipv4Addr> = new.vips.iter().collect();
     Some((
         want.difference(&had).map(|a| **a).collect(),
         had.difference(&want).map(|a| **a).collect(),
@@ -71,16 +70,16 @@ impl Reconciler for Overlays {
             if applied == spec {
                 continue;
             }
-            // A VIP came or went: change br0's addresses alone, not the whole network.
-            if let Some((add, remove)) = address_change(applied, spec) {
-                match overlay::change_addresses(spec, &add, &remove).await {
+            // A VIP came or went: change its local route alone, not the whole network.
+            if let Some((add, remove)) = vip_change(applied, spec) {
+                match overlay::change_vips(spec, &add, &remove).await {
                     Ok(()) => {
                         self.applied.insert(name.clone(), spec.clone());
                         continue;
                     }
                     Err(e) => tracing::debug!(
                         network = %name, error = %e,
-                        "changing overlay addresses failed; ensuring the whole network"
+                        "changing overlay VIPs failed; ensuring the whole network"
                     ),
                 }
             }

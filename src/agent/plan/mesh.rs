@@ -51,8 +51,11 @@ pub struct PublishedLb {
 pub struct MeshPlan {
     /// Keyed by the namespace's name (`ov-NETWORK`, `ingress_sbox`).
     pub lbs: BTreeMap<String, LbPlan>,
-    /// Extra /32 addresses on each overlay's `br0` (this node's own address, the VIPs).
+    /// Extra /32 addresses on each overlay's `br0` (this node's own address).
     pub overlay_addresses: BTreeMap<String, Vec<Ipv4Net>>,
+    /// The VIPs each overlay namespace answers (local routes through `br0`), in the order of
+    /// its load balancer's `vips`.
+    pub overlay_vips: BTreeMap<String, Vec<Ipv4Addr>>,
     pub ingress_sbox: Option<SandboxSpec>,
     pub ingress_dnat: Option<IngressDnat>,
     pub host_ports: Vec<HostPort>,
@@ -179,16 +182,18 @@ pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
 
     // VIPs: each overlay namespace balances the VIPs of its network, in service order.
     for (net, own) in vip_networks(st, ctx) {
-        let mut addrs = vec![host32(own)];
+        let mut addrs = Vec::new();
         let mut vips = Vec::new();
         for svc in st.services.values() {
             if let Some(lb) = vip_lb(st, svc, &net.name) {
-                addrs.push(host32(lb.vip));
+                addrs.push(lb.vip);
                 vips.push(lb);
             }
         }
         let ns = crate::layout::netns_name(&ctx.run.overlay_netns(&net.name));
-        mesh.overlay_addresses.insert(net.name.clone(), addrs);
+        mesh.overlay_addresses
+            .insert(net.name.clone(), vec![host32(own)]);
+        mesh.overlay_vips.insert(net.name.clone(), addrs);
         mesh.lbs.insert(
             ns,
             LbPlan {
@@ -306,31 +311,31 @@ pub(super) fn update_service(
         let pos = lb
             .vips
             .binary_search_by(|v| v.service.as_str().cmp(service));
-        // The addresses on br0 are the node's own, then one per entry of `vips`.
+        // The VIPs br0 answers: one per entry of `vips`, in the same order.
         let mut addr_lists = [
-            mesh.overlay_addresses.get_mut(&net.name),
-            plan.overlays.get_mut(&net.name).map(|o| &mut o.addresses),
+            mesh.overlay_vips.get_mut(&net.name),
+            plan.overlays.get_mut(&net.name).map(|o| &mut o.vips),
         ];
         match (pos, new) {
             (Ok(i), Some(v)) => {
                 for addrs in addr_lists.iter_mut().flatten() {
-                    if let Some(a) = addrs.get_mut(i + 1) {
-                        *a = host32(v.vip);
+                    if let Some(a) = addrs.get_mut(i) {
+                        *a = v.vip;
                     }
                 }
                 lb.vips[i] = v;
             }
             (Ok(i), None) => {
                 for addrs in addr_lists.iter_mut().flatten() {
-                    if i + 1 < addrs.len() {
-                        addrs.remove(i + 1);
+                    if i < addrs.len() {
+                        addrs.remove(i);
                     }
                 }
                 lb.vips.remove(i);
             }
             (Err(i), Some(v)) => {
                 for addrs in addr_lists.iter_mut().flatten() {
-                    addrs.insert((i + 1).min(addrs.len()), host32(v.vip));
+                    addrs.insert(i.min(addrs.len()), v.vip);
                 }
                 lb.vips.insert(i, v);
             }
@@ -513,7 +518,12 @@ mod tests {
             .iter()
             .map(|a| a.to_string())
             .collect();
-        assert_eq!(addrs, ["10.0.1.2/32", "10.0.1.3/32"]);
+        assert_eq!(addrs, ["10.0.1.2/32"]);
+        let vips: Vec<String> = m.overlay_vips["app"]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+        assert_eq!(vips, ["10.0.1.3"]);
         assert!(!m.overlay_addresses.contains_key("ingress"));
     }
 
@@ -567,6 +577,7 @@ mod tests {
         let m = plan_mesh(&st, &ctx());
         assert!(m.lbs["ov-app"].vips.is_empty());
         assert_eq!(m.overlay_addresses["app"].len(), 1);
+        assert!(m.overlay_vips["app"].is_empty());
     }
 
     #[test]

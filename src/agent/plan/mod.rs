@@ -124,6 +124,7 @@ fn overlay_spec(
         fdb,
         neighbours,
         addresses: Vec::new(),
+        vips: Vec::new(),
     }
 }
 
@@ -487,6 +488,9 @@ pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
                 let mut spec = overlay_spec(ctx, net, vni, &remote);
                 if let Some(addrs) = mesh.overlay_addresses.get(&net.name) {
                     spec.addresses = addrs.clone();
+                }
+                if let Some(vips) = mesh.overlay_vips.get(&net.name) {
+                    spec.vips = vips.clone();
                 }
                 overlays.insert(net.name.clone(), spec);
             }
