@@ -1,5 +1,6 @@
 //! The table the socket loops share, swapped atomically when the cluster changes.
 
+use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
@@ -29,6 +30,24 @@ impl Resolver {
     /// Builds a table from `input` and swaps it in; returns what was skipped, for logging.
     pub fn update(&self, input: &Input, options: TableOptions) -> Vec<String> {
         let table = Table::build(input, options);
+        let skipped = table.skipped().to_vec();
+        self.swap(table);
+        skipped
+    }
+
+    /// Brings the table to `input` when it differs from the input the current table was built
+    /// from only in the services named in `changed` (and their tasks): re-makes just their
+    /// names, or builds the whole table when that cannot be exact. Returns what was skipped.
+    pub fn update_changed(
+        &self,
+        input: &Input,
+        options: TableOptions,
+        changed: &BTreeSet<String>,
+    ) -> Vec<String> {
+        let table = match self.table.load().updated(input, options, changed) {
+            Some(t) => t,
+            None => Table::build(input, options),
+        };
         let skipped = table.skipped().to_vec();
         self.swap(table);
         skipped

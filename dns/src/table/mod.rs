@@ -4,7 +4,7 @@
 mod input;
 mod key;
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -58,25 +58,110 @@ pub enum Lookup<'t> {
     Absent,
 }
 
-#[derive(Debug)]
+#[derive(Clone, Debug)]
 struct Scoped {
     network: Arc<str>,
     records: Records,
 }
 
-#[derive(Debug, Default)]
+/// A name's records, one entry per network it lives on. Shared between table versions.
+type Entry = Arc<Vec<Scoped>>;
+
+/// A name's lookup key (see [`NameKey`]), shared by the name map and the family index.
+type Key = Arc<[u8]>;
+
+/// The table: names, and per service the names its entries made (its "family": the
+/// service's own names and its tasks'), so that a changed service is re-made alone. The maps
+/// are persistent: a new version shares every name it did not change with the old one.
+#[derive(Clone, Debug, Default)]
 pub struct Table {
-    names: HashMap<Box<[u8]>, Vec<Scoped>>,
+    names: imbl::HashMap<Key, Entry>,
+    families: imbl::HashMap<Arc<str>, Arc<[Key]>>,
+    /// The networks the table was built for, by id.
+    networks: Arc<[Arc<str>]>,
+    /// Two families made the same name (two networks with the same address, say): the merge
+    /// order matters, so every change rebuilds the whole table.
+    shared: bool,
     ttl: u32,
     skipped: Vec<String>,
 }
 
 impl Table {
     pub fn build(input: &Input, options: TableOptions) -> Table {
-        let mut builder = Builder::new(input, options);
-        builder.add_services();
-        builder.add_tasks();
-        builder.table
+        let mut builder = Builder::new(input, Table::empty(options));
+        // A service's tasks, found once rather than by a scan per service.
+        let mut by_service: HashMap<&str, Vec<&TaskInput>> = HashMap::new();
+        for t in &input.tasks {
+            by_service.entry(t.service.as_str()).or_default().push(t);
+        }
+        for service in &input.services {
+            let tasks = by_service
+                .get(service.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            builder.family(&service.name);
+            builder.add_service(service, tasks);
+        }
+        for task in input.tasks.iter().filter(|t| t.running) {
+            builder.family(&task.service);
+            builder.add_task(task);
+        }
+        builder.finish()
+    }
+
+    /// The table for `input`, when `input` differs from the input this table was built from
+    /// only in the services named in `changed` and their tasks (created, changed or removed).
+    /// Re-makes only those services' names: O(changed) map updates plus one scan of the
+    /// input's lists. `None` when that cannot be done exactly (other networks or TTL, or
+    /// names two services share); build the whole table then.
+    pub fn updated(
+        &self,
+        input: &Input,
+        options: TableOptions,
+        changed: &BTreeSet<String>,
+    ) -> Option<Table> {
+        if self.shared
+            || options.ttl != self.ttl
+            || input.networks.len() != self.networks.len()
+            || input
+                .networks
+                .iter()
+                .zip(self.networks.iter())
+                .any(|(n, id)| *n.id != **id)
+        {
+            return None;
+        }
+        let mut table = Table {
+            skipped: Vec::new(),
+            ..self.clone()
+        };
+        for family in changed {
+            if let Some(keys) = table.families.remove(family.as_str()) {
+                for key in keys.iter() {
+                    table.names.remove(key);
+                }
+            }
+        }
+        let mut builder = Builder::new(input, table);
+        builder.strict = true;
+        let mut tasks: HashMap<&str, Vec<&TaskInput>> = HashMap::new();
+        for t in input.tasks.iter().filter(|t| changed.contains(&t.service)) {
+            tasks.entry(t.service.as_str()).or_default().push(t);
+        }
+        for service in input.services.iter().filter(|s| changed.contains(&s.name)) {
+            let mine = tasks
+                .get(service.name.as_str())
+                .map(Vec::as_slice)
+                .unwrap_or(&[]);
+            builder.family(&service.name);
+            builder.add_service(service, mine);
+        }
+        for task in tasks.values().flatten().filter(|t| t.running) {
+            builder.family(&task.service);
+            builder.add_task(task);
+        }
+        let table = builder.finish();
+        (!table.shared).then_some(table)
     }
 
     pub fn empty(options: TableOptions) -> Table {
@@ -90,7 +175,9 @@ impl Table {
         self.ttl
     }
 
-    /// Inputs that could not become names (invalid DNS names, unknown networks), for logging.
+    /// Inputs that could not become names (invalid DNS names, unknown networks), for logging:
+    /// of the whole input after [`Table::build`], of the changed services after
+    /// [`Table::updated`].
     pub fn skipped(&self) -> &[String] {
         &self.skipped
     }
@@ -126,120 +213,132 @@ pub fn reverse_name(addr: Ipv4Addr) -> String {
     format!("{d}.{c}.{b}.{a}.in-addr.arpa")
 }
 
-struct Builder<'i> {
-    input: &'i Input,
-    networks: HashMap<&'i str, Arc<str>>,
+struct Builder {
+    networks: HashMap<Arc<str>, Arc<str>>,
     table: Table,
+    /// Per family, the names it made (in this build or update).
+    made: HashMap<Arc<str>, Vec<Arc<[u8]>>>,
+    /// Who made each name in this build or update.
+    owner: HashMap<Arc<[u8]>, Arc<str>>,
+    family: Arc<str>,
+    /// An update: a name already in the table that this build did not make belongs to a
+    /// family that did not change, so the update cannot be exact.
+    strict: bool,
 }
 
-impl<'i> Builder<'i> {
-    fn new(input: &'i Input, options: TableOptions) -> Self {
-        let networks = input
+impl Builder {
+    fn new(input: &Input, mut table: Table) -> Self {
+        let ids: Vec<Arc<str>> = input
             .networks
             .iter()
-            .map(|n| (n.id.as_str(), Arc::from(n.id.as_str())))
+            .map(|n| Arc::from(n.id.as_str()))
             .collect();
+        let networks = ids.iter().map(|n| (n.clone(), n.clone())).collect();
+        table.networks = ids.into();
         Builder {
-            input,
             networks,
-            table: Table::empty(options),
+            table,
+            made: HashMap::new(),
+            owner: HashMap::new(),
+            family: Arc::from(""),
+            strict: false,
         }
     }
 
-    fn add_services(&mut self) {
-        for service in &self.input.services {
-            let Some(service_fqdn) = self.fqdn(&service.name, "service") else {
-                continue;
-            };
-            let running: Vec<&TaskInput> = self
-                .input
-                .tasks
-                .iter()
-                .filter(|t| t.running && t.service == service.name)
-                .collect();
-            for network in self.service_networks(service) {
-                let task_addrs = running_addrs_on(&running, network);
-                let mut records = Records::default();
-                match service.mode {
-                    EndpointMode::Vip => {
-                        if let Some((_, vip)) = service.vips.iter().find(|(n, _)| n == network) {
-                            records.a.push(*vip);
-                            self.add(&reverse_name(*vip), network, |r| {
-                                r.ptr.push(service_fqdn.clone())
-                            });
-                        }
-                    }
-                    EndpointMode::Dnsrr => {
-                        records.a = task_addrs.iter().map(|(_, a)| *a).collect();
-                        records.rotate = true;
-                    }
-                }
-                let srv = srv_targets(service, &service_fqdn, &records.a, &task_addrs);
-                self.add(&service.name, network, |r| merge(r, &records));
-                for (port, proto) in &service.ports {
-                    let name = format!("_{port}.{}.{}", input::srv_label(*proto), service.name);
-                    let wanted: Vec<SrvTarget> =
-                        srv.iter().filter(|s| s.port == *port).cloned().collect();
-                    self.add(&name, network, |r| r.srv.extend(wanted));
-                }
-                let tasks_name = format!("tasks.{}", service.name);
-                self.add(&tasks_name, network, |r| {
-                    r.a.extend(task_addrs.iter().map(|(_, a)| *a));
-                    r.rotate = true;
-                });
-            }
+    fn family(&mut self, name: &str) {
+        if &*self.family != name {
+            self.family = Arc::from(name);
         }
     }
 
-    fn add_tasks(&mut self) {
-        for task in self.input.tasks.iter().filter(|t| t.running) {
-            let Some(task_fqdn) = self.fqdn(&task.name, "task") else {
-                continue;
-            };
-            for (network, addr) in &task.addrs {
-                if !self.networks.contains_key(network.as_str()) {
-                    self.table
-                        .skipped
-                        .push(format!("task {:?}: unknown network {network:?}", task.name));
-                    continue;
-                }
-                self.add(&task.name, network, |r| {
-                    if r.a.is_empty() {
-                        r.a.push(*addr)
+    fn finish(mut self) -> Table {
+        for (family, keys) in self.made {
+            self.table.families.insert(family, keys.into());
+        }
+        self.table
+    }
+
+    fn add_service(&mut self, service: &ServiceInput, tasks: &[&TaskInput]) {
+        let Some(service_fqdn) = self.fqdn(&service.name, "service") else {
+            return;
+        };
+        let running: Vec<&TaskInput> = tasks.iter().copied().filter(|t| t.running).collect();
+        for network in self.service_networks(service, tasks) {
+            let task_addrs = running_addrs_on(&running, &network);
+            let mut records = Records::default();
+            match service.mode {
+                EndpointMode::Vip => {
+                    if let Some((_, vip)) = service.vips.iter().find(|(n, _)| **n == *network) {
+                        records.a.push(*vip);
+                        self.add(&reverse_name(*vip), &network, |r| {
+                            r.ptr.push(service_fqdn.clone())
+                        });
                     }
-                });
-                self.add(&reverse_name(*addr), network, |r| {
-                    r.ptr.push(task_fqdn.clone())
-                });
+                }
+                EndpointMode::Dnsrr => {
+                    records.a = task_addrs.iter().map(|(_, a)| *a).collect();
+                    records.rotate = true;
+                }
             }
+            let srv = srv_targets(service, &service_fqdn, &records.a, &task_addrs);
+            self.add(&service.name, &network, |r| merge(r, &records));
+            for (port, proto) in &service.ports {
+                let name = format!("_{port}.{}.{}", input::srv_label(*proto), service.name);
+                let wanted: Vec<SrvTarget> =
+                    srv.iter().filter(|s| s.port == *port).cloned().collect();
+                self.add(&name, &network, |r| r.srv.extend(wanted));
+            }
+            let tasks_name = format!("tasks.{}", service.name);
+            self.add(&tasks_name, &network, |r| {
+                r.a.extend(task_addrs.iter().map(|(_, a)| *a));
+                r.rotate = true;
+            });
+        }
+    }
+
+    fn add_task(&mut self, task: &TaskInput) {
+        let Some(task_fqdn) = self.fqdn(&task.name, "task") else {
+            return;
+        };
+        for (network, addr) in &task.addrs {
+            if !self.networks.contains_key(network.as_str()) {
+                self.table
+                    .skipped
+                    .push(format!("task {:?}: unknown network {network:?}", task.name));
+                continue;
+            }
+            self.add(&task.name, network, |r| {
+                if r.a.is_empty() {
+                    r.a.push(*addr)
+                }
+            });
+            self.add(&reverse_name(*addr), network, |r| {
+                r.ptr.push(task_fqdn.clone())
+            });
         }
     }
 
     /// The networks a service is visible on: its VIP networks (`vip`), or the networks its tasks
     /// have addresses on (`dnsrr`, running or not, so a scaled-to-zero service stays NODATA).
-    fn service_networks(&mut self, service: &'i ServiceInput) -> Vec<&'i str> {
-        let mut out: Vec<&'i str> = Vec::new();
-        let from_tasks = self
-            .input
-            .tasks
-            .iter()
-            .filter(|t| t.service == service.name)
-            .flat_map(|t| t.addrs.iter().map(|(n, _)| n.as_str()));
-        let candidates: Vec<&'i str> = match service.mode {
+    fn service_networks(&mut self, service: &ServiceInput, tasks: &[&TaskInput]) -> Vec<Arc<str>> {
+        let mut out: Vec<Arc<str>> = Vec::new();
+        let candidates: Vec<&str> = match service.mode {
             EndpointMode::Vip => service.vips.iter().map(|(n, _)| n.as_str()).collect(),
-            EndpointMode::Dnsrr => from_tasks.collect(),
+            EndpointMode::Dnsrr => tasks
+                .iter()
+                .flat_map(|t| t.addrs.iter().map(|(n, _)| n.as_str()))
+                .collect(),
         };
         for network in candidates {
-            if out.contains(&network) {
+            if out.iter().any(|n| **n == *network) {
                 continue;
             }
-            if self.networks.contains_key(network) {
-                out.push(network);
-            } else {
-                self.table.skipped.push(format!(
+            match self.networks.get(network) {
+                Some(n) => out.push(n.clone()),
+                None => self.table.skipped.push(format!(
                     "service {:?}: unknown network {network:?}",
                     service.name
-                ));
+                )),
             }
         }
         out
@@ -271,11 +370,22 @@ impl<'i> Builder<'i> {
             ));
             return;
         };
-        let scoped = self
-            .table
-            .names
-            .entry(Box::from(key.as_bytes()))
-            .or_default();
+        let key: Arc<[u8]> = Arc::from(key.as_bytes());
+        match self.owner.get(&key) {
+            Some(owner) if *owner != self.family => self.table.shared = true,
+            Some(_) => {}
+            None => {
+                if self.strict && self.table.names.contains_key(&key) {
+                    self.table.shared = true;
+                }
+                self.owner.insert(key.clone(), self.family.clone());
+                self.made
+                    .entry(self.family.clone())
+                    .or_default()
+                    .push(key.clone());
+            }
+        }
+        let scoped = Arc::make_mut(self.table.names.entry(key).or_default());
         let idx = match scoped.iter().position(|s| s.network == net) {
             Some(idx) => idx,
             None => {

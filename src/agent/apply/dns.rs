@@ -33,6 +33,8 @@ pub struct DnsService {
     forwarder: Option<Arc<Forwarder>>,
     ttl: u32,
     listeners: BTreeMap<String, Listener>,
+    /// The version of the plan the resolver's table was made from.
+    applied: Option<u64>,
 }
 
 /// A sandbox whose resolver could not be set up.
@@ -95,6 +97,7 @@ impl DnsService {
             forwarder: forwarder.map(Arc::new),
             ttl,
             listeners: BTreeMap::new(),
+            applied: None,
         }
     }
 
@@ -102,9 +105,18 @@ impl DnsService {
     /// `ready` holds each local task whose sandbox is up.
     pub fn sync(&mut self, plan: &DnsPlan, ready: &BTreeMap<String, SandboxSpec>) -> Vec<DnsError> {
         let mut errors = Vec::new();
-        let skipped = self
-            .resolver
-            .update(&plan.input, TableOptions { ttl: self.ttl });
+        let options = TableOptions { ttl: self.ttl };
+        // The table follows the plan's versions: from the one it was built for, only the
+        // changed services' names are re-made; from any other, the whole table.
+        let skipped = if self.applied == Some(plan.version) {
+            Vec::new()
+        } else if plan.base != 0 && self.applied == Some(plan.base) {
+            self.resolver
+                .update_changed(&plan.input, options, &plan.changed)
+        } else {
+            self.resolver.update(&plan.input, options)
+        };
+        self.applied = Some(plan.version);
         for s in skipped {
             tracing::debug!(detail = %s, "dns: name table skipped an entry");
         }

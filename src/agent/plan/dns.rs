@@ -2,17 +2,51 @@
 //! input, and for each local sandbox the networks it may see (its own, in interface order;
 //! never the ingress network, which only carries published-port traffic).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use routemesh_dns::{EndpointMode as DnsMode, Input, NetInput, ServiceInput, TaskInput};
 
 use crate::model::{ClusterState, DesiredState, EndpointMode, Proto, Service, Task, TaskState};
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct DnsPlan {
     pub input: Input,
     /// Keyed by local task: the networks its queries are answered from.
     pub queriers: BTreeMap<String, Vec<String>>,
+    /// This plan's version, unique in the process.
+    pub version: u64,
+    /// The version `changed` is relative to (the plan this one was updated from); 0 when
+    /// this plan was made whole.
+    pub base: u64,
+    /// The services whose names (their own or their tasks') differ from plan `base`'s: the
+    /// name table re-makes only theirs.
+    pub changed: BTreeSet<String>,
+}
+
+/// Two plans are equal when they answer the same: versions say how they were made.
+impl PartialEq for DnsPlan {
+    fn eq(&self, other: &Self) -> bool {
+        self.input == other.input && self.queriers == other.queriers
+    }
+}
+
+impl Eq for DnsPlan {}
+
+static VERSIONS: AtomicU64 = AtomicU64::new(1);
+
+fn next_version() -> u64 {
+    VERSIONS.fetch_add(1, Ordering::Relaxed)
+}
+
+impl DnsPlan {
+    /// Starts a new version: what `update_service` and `update_task` change from here on is
+    /// relative to the current one.
+    pub(super) fn begin_update(&mut self) {
+        self.base = self.version;
+        self.version = next_version();
+        self.changed.clear();
+    }
 }
 
 fn visible(st: &ClusterState, network: &str) -> bool {
@@ -95,12 +129,16 @@ pub fn plan_dns(st: &ClusterState, node: &str) -> DnsPlan {
             tasks,
         },
         queriers,
+        version: next_version(),
+        base: 0,
+        changed: BTreeSet::new(),
     }
 }
 
 /// Brings `service`'s entry to what `plan_dns` holds for it (entries are in name order).
 pub(super) fn update_service(dns: &mut DnsPlan, st: &ClusterState, service: &str) {
     let new = st.services.get(service).map(|s| service_input(st, s));
+    dns.changed.insert(service.to_string());
     let list = &mut dns.input.services;
     match (list.binary_search_by(|s| s.name.as_str().cmp(service)), new) {
         (Ok(i), Some(s)) => list[i] = s,
@@ -117,7 +155,15 @@ pub(super) fn update_task(dns: &mut DnsPlan, st: &ClusterState, node: &str, name
     let task = st.tasks.get(name);
     let new = task.and_then(|t| task_input(st, t));
     let list = &mut dns.input.tasks;
-    match (list.binary_search_by(|t| t.name.as_str().cmp(name)), new) {
+    let pos = list.binary_search_by(|t| t.name.as_str().cmp(name));
+    // The names of the task's service, before and after.
+    if let Ok(i) = pos {
+        dns.changed.insert(list[i].service.clone());
+    }
+    if let Some(t) = &new {
+        dns.changed.insert(t.service.clone());
+    }
+    match (pos, new) {
         (Ok(i), Some(t)) => list[i] = t,
         (Ok(i), None) => {
             list.remove(i);

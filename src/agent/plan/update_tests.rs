@@ -1,3 +1,4 @@
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::time::Instant;
 
@@ -428,12 +429,56 @@ fn update_gives_what_plan_gives_after_every_random_change() {
                 patched += 1;
             }
             for (p, c) in plans.iter_mut().zip(&ctxs) {
+                let before = p.dns.clone();
                 update(p, &st, c, &dirty);
                 assert_same(p, &plan(&st, c), step);
+                if !dirty.all {
+                    assert_dns_changes_named(&before, &p.dns, step);
+                }
             }
         }
     }
     assert!(patched > 500, "most steps are patched, not planned anew");
+}
+
+/// `after.changed` names every service whose name-table entries (its own, or a task's)
+/// differ from `before`'s, relative to `before`'s version: what the name table re-makes.
+fn assert_dns_changes_named(before: &dns::DnsPlan, after: &dns::DnsPlan, step: usize) {
+    assert_eq!(after.base, before.version, "step {step}");
+    assert_ne!(after.version, before.version, "step {step}");
+    let mut differ: BTreeSet<String> = BTreeSet::new();
+    let services = |p: &dns::DnsPlan| -> BTreeMap<String, routemesh_dns::ServiceInput> {
+        p.input
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.clone()))
+            .collect()
+    };
+    let (old_s, new_s) = (services(before), services(after));
+    for name in old_s.keys().chain(new_s.keys()) {
+        if old_s.get(name) != new_s.get(name) {
+            differ.insert(name.clone());
+        }
+    }
+    let tasks = |p: &dns::DnsPlan| -> BTreeMap<String, routemesh_dns::TaskInput> {
+        p.input
+            .tasks
+            .iter()
+            .map(|t| (t.name.clone(), t.clone()))
+            .collect()
+    };
+    let (old_t, new_t) = (tasks(before), tasks(after));
+    for name in old_t.keys().chain(new_t.keys()) {
+        let (o, n) = (old_t.get(name), new_t.get(name));
+        if o != n {
+            differ.extend(o.iter().chain(n.iter()).map(|t| t.service.clone()));
+        }
+    }
+    let missing: Vec<&String> = differ.difference(&after.changed).collect();
+    assert!(
+        missing.is_empty(),
+        "step {step}: changed {missing:?} not named"
+    );
 }
 
 #[test]
