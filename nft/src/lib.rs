@@ -20,6 +20,7 @@ mod fake;
 pub mod model;
 pub mod netlink;
 pub mod render;
+pub mod resync;
 pub mod tables;
 pub mod trace;
 mod txn;

@@ -7,6 +7,11 @@
 //! `NFNL_MSG_BATCH_END`. Every element message asks for an ACK, so each one is answered on
 //! its own and a refusal names its set; the begin and end messages ask for none.
 //!
+//! [`Op::FlushCollection`] is a `NFT_MSG_DELSETELEM` that carries the set and table names and
+//! no `NFTA_SET_ELEM_LIST_ELEMENTS`: the kernel then deletes every element of the set
+//! (`nf_tables_delsetelem` flushes when the list attribute is absent), inside the batch's
+//! transaction. nft sends the same message for `flush set` (set name before table name).
+//!
 //! Element data is laid out the way nft lays it out (and the kernel checks the lengths
 //! against the set's declaration): an address is its 4 octets, a port 2 bytes big-endian, a
 //! protocol 1 byte, a mark and a plain integer (the `numgen` slot) 4 bytes in host order. A
@@ -278,6 +283,12 @@ pub fn transaction_parts(txn: &Transaction) -> Result<Option<Vec<SetElements<'_>
                     elements: raw,
                 });
             }
+            Op::FlushCollection { table, name, .. } => parts.push(SetElements {
+                op: ElementOp::Flush,
+                table,
+                set: name,
+                elements: Vec::new(),
+            }),
             _ => return Ok(None),
         }
     }
@@ -292,6 +303,11 @@ pub fn batch(parts: &[SetElements<'_>], first_seq: u32) -> Batch {
     w.control(NFNL_MSG_BATCH_BEGIN, seq);
     let mut messages = Vec::new();
     for part in parts {
+        if part.op == ElementOp::Flush {
+            seq = seq.wrapping_add(1);
+            messages.push(w.flush(part, seq));
+            continue;
+        }
         for chunk in part.elements.chunks(ELEMENTS_PER_COMMAND) {
             seq = seq.wrapping_add(1);
             messages.push(w.elements(part, chunk, seq));
@@ -420,11 +436,35 @@ impl Writer {
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
+    /// A `NFT_MSG_DELSETELEM` without elements: flushes the set.
+    fn flush(&mut self, part: &SetElements<'_>, seq: u32) -> MessageInfo {
+        let msg = self.begin_msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            NFPROTO_IPV4,
+            0,
+        );
+        // nft's order for a flush: the set, then the table.
+        self.attr_str(NFTA_SET_ELEM_LIST_SET, part.set);
+        self.attr_str(NFTA_SET_ELEM_LIST_TABLE, part.table);
+        self.end_msg(msg);
+        MessageInfo {
+            start: msg,
+            len: self.buf.len() - msg,
+            seq,
+            op: ElementOp::Flush,
+            table: part.table.to_string(),
+            set: part.set.to_string(),
+            elements: Vec::new(),
+        }
+    }
+
     fn elements(&mut self, part: &SetElements<'_>, chunk: &[RawElement], seq: u32) -> MessageInfo {
         let (kind, flags) = match part.op {
             // `add element`: no NLM_F_EXCL, an element already there is fine (as in nft).
             ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK),
-            ElementOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
+            ElementOp::Delete | ElementOp::Flush => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
         };
         let msg = self.begin_msg(
             (NFNL_SUBSYS_NFTABLES << 8) | kind,

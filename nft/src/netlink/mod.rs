@@ -46,6 +46,8 @@ use socket::{NfSocket, NsId, SendError, THREAD_NETNS};
 pub enum ElementOp {
     Add,
     Delete,
+    /// Deleting every element (`flush set`): one `NFT_MSG_DELSETELEM` without elements.
+    Flush,
 }
 
 impl fmt::Display for ElementOp {
@@ -53,6 +55,7 @@ impl fmt::Display for ElementOp {
         f.write_str(match self {
             ElementOp::Add => "adding elements to",
             ElementOp::Delete => "deleting elements from",
+            ElementOp::Flush => "flushing",
         })
     }
 }
