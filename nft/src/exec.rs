@@ -14,11 +14,24 @@ use crate::txn::Transaction;
 /// Applies one transaction atomically in one namespace: all of it, or nothing.
 pub trait Executor: Send + Sync {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError>;
+
+    /// Every rule of `table` as the kernel holds it, in chain order: (chain, an encoding of
+    /// the rule that is the same whenever the same rule is added). `None` when this executor
+    /// cannot read rules without listing the whole table (`nft -f` cannot); owners then
+    /// skip the checks that need it.
+    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+        let _ = table;
+        None
+    }
 }
 
 impl<T: Executor + ?Sized> Executor for &T {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         (**self).apply(txn)
+    }
+
+    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+        (**self).rules(table)
     }
 }
 
@@ -26,11 +39,19 @@ impl<T: Executor + ?Sized> Executor for Box<T> {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         (**self).apply(txn)
     }
+
+    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+        (**self).rules(table)
+    }
 }
 
 impl<T: Executor + ?Sized> Executor for Arc<T> {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         (**self).apply(txn)
+    }
+
+    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+        (**self).rules(table)
     }
 }
 

@@ -31,6 +31,8 @@ pub(crate) const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
+/// `NLM_F_ROOT | NLM_F_MATCH`
+const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -50,8 +52,13 @@ const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_IPV4: u8 = 2;
 
 // linux/netfilter/nf_tables.h
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWSETELEM: u16 = 12;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -347,6 +354,38 @@ impl Batch {
     pub fn message(&self, seq: u32) -> Option<&MessageInfo> {
         self.messages.iter().find(|m| m.seq == seq)
     }
+}
+
+/// A request for every rule of `table` (`NFT_MSG_GETRULE`, dumped, filtered by table).
+pub(crate) fn rule_dump_request(table: &str, seq: u32) -> Vec<u8> {
+    let mut w = Writer::default();
+    let msg = w.begin_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        NFPROTO_IPV4,
+        0,
+    );
+    w.attr_str(NFTA_RULE_TABLE, table);
+    w.end_msg(msg);
+    w.buf
+}
+
+/// One rule of a dump: its chain and its expressions as the kernel encodes them (the handle
+/// and position left out, so the same rule added again reads the same).
+pub(crate) fn dumped_rule(m: &Msg<'_>) -> Option<(String, Vec<u8>)> {
+    if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
+        return None;
+    }
+    let (mut chain, mut exprs) = (None, Vec::new());
+    for (kind, payload) in attrs(m.payload.get(NFGENMSG_LEN..)?) {
+        match kind {
+            NFTA_RULE_CHAIN => chain = Some(c_str(payload)),
+            NFTA_RULE_EXPRESSIONS => exprs = payload.to_vec(),
+            _ => {}
+        }
+    }
+    Some((chain?, exprs))
 }
 
 fn align(n: usize) -> usize {

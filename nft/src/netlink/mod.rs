@@ -315,19 +315,50 @@ impl NftNetlink {
         })
     }
 
-    /// Sends on the namespace's socket, opening it (again) when needed.
-    fn send(&self, batch: &mut encode::Batch) -> Result<(), SendError> {
+    /// Every rule of `table` as the kernel holds it, in chain order: (chain, the kernel's
+    /// encoding of its expressions). Read on the namespace's socket (a netlink dump); the
+    /// same rule added again reads the same, so owners compare these to find rules that
+    /// drifted.
+    pub fn rules(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, NetlinkError> {
+        let label = self.label();
+        let mut guard = self.socket_guard().map_err(|source| NetlinkError::Io {
+            netns: label.clone(),
+            op: "opening the nft netlink socket".to_string(),
+            source,
+        })?;
+        let Some(sock) = guard.as_mut() else {
+            return Err(NetlinkError::Protocol {
+                netns: label,
+                detail: "no socket".to_string(),
+            });
+        };
+        let result = sock.dump_rules(table, &label);
+        if result.is_err() {
+            *guard = None;
+        }
+        result
+    }
+
+    /// The namespace's socket, opened (again) when needed.
+    fn socket_guard(&self) -> std::io::Result<MutexGuard<'_, Option<NfSocket>>> {
         let label = self.label();
         let ns_path = self.text.netns().unwrap_or(Path::new(THREAD_NETNS));
         let mut guard = self.lock();
-        let current = NsId::of(ns_path).map_err(SendError::NotSent)?;
+        let current = NsId::of(ns_path)?;
         if guard.as_ref().is_some_and(|s| s.ns != current) {
             tracing::info!(netns = %label, "namespace changed under its path; new nft netlink socket");
             *guard = None;
         }
         if guard.is_none() {
-            *guard = Some(NfSocket::open(self.text.netns()).map_err(SendError::NotSent)?);
+            *guard = Some(NfSocket::open(self.text.netns())?);
         }
+        Ok(guard)
+    }
+
+    /// Sends on the namespace's socket, opening it (again) when needed.
+    fn send(&self, batch: &mut encode::Batch) -> Result<(), SendError> {
+        let label = self.label();
+        let mut guard = self.socket_guard().map_err(SendError::NotSent)?;
         let Some(sock) = guard.as_mut() else {
             return Err(SendError::NotSent(std::io::Error::other("no socket")));
         };
@@ -343,5 +374,9 @@ impl NftNetlink {
 impl Executor for NftNetlink {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         self.apply_routed(txn).map(|_| ())
+    }
+
+    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+        Some(NftNetlink::rules(self, table).map_err(NftError::from))
     }
 }

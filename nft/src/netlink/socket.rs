@@ -139,6 +139,62 @@ impl NfSocket {
         self.answers(batch, netns).map_err(SendError::After)
     }
 
+    /// Every rule of `table` in the kernel, in chain order: (chain, expressions).
+    pub(crate) fn dump_rules(
+        &mut self,
+        table: &str,
+        netns: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, NetlinkError> {
+        let io = |op: &str, source: std::io::Error| NetlinkError::Io {
+            netns: netns.to_string(),
+            op: format!("{op} the rules of table ip {table}"),
+            source,
+        };
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        self.drain();
+        let request = encode::rule_dump_request(table, seq);
+        self.socket
+            .send(&request, 0)
+            .map_err(|e| io("asking for", e))?;
+        let mut rules = Vec::new();
+        let mut buf = vec![0u8; READ_CHUNK];
+        // A dump is produced as it is read: block until its NLMSG_DONE.
+        loop {
+            let n = match self.socket.recv(&mut &mut buf[..], 0) {
+                Ok(0) => {
+                    return Err(NetlinkError::Protocol {
+                        netns: netns.to_string(),
+                        detail: format!("the rule dump of table ip {table} ended early"),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io("reading", e)),
+            };
+            for m in encode::messages(&buf[..n]) {
+                if m.seq != seq {
+                    continue;
+                }
+                match m.kind {
+                    encode::NLMSG_DONE => return Ok(rules),
+                    encode::NLMSG_ERROR => {
+                        let errno = m
+                            .payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0);
+                        if errno != 0 {
+                            return Err(io("dumping", std::io::Error::from_raw_os_error(-errno)));
+                        }
+                        return Ok(rules);
+                    }
+                    _ => rules.extend(encode::dumped_rule(&m)),
+                }
+            }
+        }
+    }
+
     /// Grows the send buffer when a batch would not fit (root may exceed the sysctl cap).
     fn fit(&mut self, len: usize) -> std::io::Result<()> {
         // netlink refuses a message longer than the send buffer less 32 bytes.
