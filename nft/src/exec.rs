@@ -11,6 +11,10 @@ use crate::check;
 use crate::error::{netns_label, NftError};
 use crate::txn::Transaction;
 
+/// One rule as [`Executor::rules`] reads it back: its chain, and an encoding of the rule that
+/// is the same whenever the same rule is added (the kernel's expressions over netlink).
+pub type RuleBytes = (String, Vec<u8>);
+
 /// Applies one transaction atomically in one namespace: all of it, or nothing.
 pub trait Executor: Send + Sync {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError>;
@@ -19,7 +23,7 @@ pub trait Executor: Send + Sync {
     /// the rule that is the same whenever the same rule is added). `None` when this executor
     /// cannot read rules without listing the whole table (`nft -f` cannot); owners then
     /// skip the checks that need it.
-    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
         let _ = table;
         None
     }
@@ -30,7 +34,7 @@ impl<T: Executor + ?Sized> Executor for &T {
         (**self).apply(txn)
     }
 
-    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
         (**self).rules(table)
     }
 }
@@ -40,7 +44,7 @@ impl<T: Executor + ?Sized> Executor for Box<T> {
         (**self).apply(txn)
     }
 
-    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
         (**self).rules(table)
     }
 }
@@ -50,7 +54,7 @@ impl<T: Executor + ?Sized> Executor for Arc<T> {
         (**self).apply(txn)
     }
 
-    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
         (**self).rules(table)
     }
 }

@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::check;
 use crate::error::NftError;
-use crate::exec::Executor;
+use crate::exec::{Executor, RuleBytes};
 use crate::trace::Ruleset;
 use crate::txn::Transaction;
 
@@ -85,7 +85,7 @@ impl FakeNft {
 }
 
 impl Executor for FakeNft {
-    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
         Some(Ok(self.inner().ruleset.rule_fingerprints(table)))
     }
 

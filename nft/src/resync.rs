@@ -61,7 +61,9 @@ pub fn readd_safe(table: &Table, rule: &Rule) -> bool {
 pub fn resync(applied: &Table, desired: &Table) -> Option<Resync> {
     // The same conditions as an incremental change: one that needs a replacement cannot be
     // made with `add` commands either.
-    diff::incremental(applied, desired)?;
+    if diff::needs_replacement(applied, desired) {
+        return None;
+    }
     let table = desired.name.as_str();
     let op_table = || table.to_string();
     let mut structure = Transaction::new();

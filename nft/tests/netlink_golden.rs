@@ -688,4 +688,57 @@ fn a_flush_is_nfts_flush_and_empties_the_set_in_the_same_batch() {
         "{err}"
     );
     assert!(list(&ns, "set", "addr").contains("10.0.0.7"));
+
+    // Contents set over what is there: a changed mapping, a stray, a missing one, one kept.
+    ns.sh_ok("nft add element ip rm_nl vipa_be '{ 10.0.0.9 . 1 : 10.1.0.4, 10.0.0.9 . 2 : 10.1.0.5, 10.0.0.8 . 0 : 10.1.0.1 }'");
+    let a = |s: &str| Value::Addr(ip(s));
+    let txn = Transaction {
+        ops: vec![
+            Op::FlushCollection {
+                table: TABLE.into(),
+                kind: CollectionKind::Map,
+                name: "vipa_be".into(),
+            },
+            Op::AddElements {
+                table: TABLE.into(),
+                collection: "vipa_be".into(),
+                elements: vec![
+                    Element::mapping(vec![a("10.0.0.9"), Value::Int(1)], vec![a("10.1.0.4")]),
+                    Element::mapping(vec![a("10.0.0.9"), Value::Int(2)], vec![a("10.1.0.6")]),
+                    Element::mapping(vec![a("10.0.0.7"), Value::Int(0)], vec![a("10.1.0.2")]),
+                ],
+            },
+            Op::FlushCollection {
+                table: TABLE.into(),
+                kind: CollectionKind::Set,
+                name: "addr".into(),
+            },
+        ],
+    };
+    assert_eq!(exec.apply_routed(&txn).unwrap(), Route::Netlink);
+    let got = list(&ns, "map", "vipa_be");
+    for want in [
+        "10.0.0.9 . 1 : 10.1.0.4",
+        "10.0.0.9 . 2 : 10.1.0.6",
+        "10.0.0.7 . 0 : 10.1.0.2",
+    ] {
+        assert!(got.contains(want), "{want:?} not in\n{got}");
+    }
+    assert!(
+        !got.contains("10.0.0.8") && !got.contains("10.1.0.5"),
+        "{got}"
+    );
+    assert!(!list(&ns, "set", "addr").contains("elements"));
+    // A set that is not there: the flush is sent as it is, and refused.
+    let mut missing = txn.clone();
+    missing.ops.push(Op::FlushCollection {
+        table: TABLE.into(),
+        kind: CollectionKind::Set,
+        name: "nope".into(),
+    });
+    let err = exec.apply(&missing).unwrap_err();
+    assert!(
+        err.to_string().contains("flushing set ip rm_nl nope"),
+        "{err}"
+    );
 }

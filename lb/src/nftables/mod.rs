@@ -186,10 +186,10 @@ impl<E: Executor> NftBackend<E> {
         let Some(applied) = &self.applied else {
             return self.apply_full(desired, None);
         };
+        let start = Instant::now();
         let Some(plan) = resync::resync(applied, &desired) else {
             return self.apply_full(desired, None);
         };
-        let start = Instant::now();
         if let Err(why) = self.check_kept_rules(&desired.name, &plan.kept_chains) {
             tracing::warn!(table = %desired.name, reason = %why, "nft resync: replacing the whole table");
             return self.apply_full(desired, Some(why));

@@ -55,6 +55,7 @@ const NFPROTO_IPV4: u8 = 2;
 const NFT_MSG_NEWRULE: u16 = 6;
 const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
 const NFTA_RULE_TABLE: u16 = 1;
 const NFTA_RULE_CHAIN: u16 = 2;
@@ -122,21 +123,22 @@ pub struct RawElement {
     pub label: String,
 }
 
-/// The bytes of one value: `None` for values that have no element encoding here.
-fn value_bytes(v: &Value) -> Option<Vec<u8>> {
-    Some(match v {
-        Value::Addr(a) => a.octets().to_vec(),
-        Value::Port(p) => p.to_be_bytes().to_vec(),
-        Value::Proto(p) => vec![p.number()],
+/// Appends the bytes of one value; `false` for values that have no element encoding here.
+fn push_value(v: &Value, out: &mut Vec<u8>) -> bool {
+    match v {
+        Value::Addr(a) => out.extend_from_slice(&a.octets()),
+        Value::Port(p) => out.extend_from_slice(&p.to_be_bytes()),
+        Value::Proto(p) => out.push(p.number()),
         // `numgen` and `meta mark` are host-order integers in nft's registers.
-        Value::Int(n) | Value::Mark(n) => n.to_ne_bytes().to_vec(),
+        Value::Int(n) | Value::Mark(n) => out.extend_from_slice(&n.to_ne_bytes()),
         Value::Net(_)
         | Value::Iface(_)
         | Value::CtState(_)
         | Value::CtStatus(_)
         | Value::AddrType(_)
-        | Value::Presence(_) => return None,
-    })
+        | Value::Presence(_) => return false,
+    }
+    true
 }
 
 fn value_kind(v: &Value) -> &'static str {
@@ -159,10 +161,20 @@ fn value_kind(v: &Value) -> &'static str {
 /// registers. `Err` names the value that has no encoding here.
 pub fn concat_bytes(values: &[Value]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(values.len() * REG32);
+    concat_into(values, &mut out)?;
+    Ok(out)
+}
+
+/// [`concat_bytes`] into a buffer the caller reuses (cleared first).
+pub(crate) fn concat_into(values: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
+    out.clear();
     for v in values {
-        let bytes = value_bytes(v)
-            .ok_or_else(|| format!("{} {v} has no netlink element encoding here", value_kind(v)))?;
-        out.extend_from_slice(&bytes);
+        if !push_value(v, out) {
+            return Err(format!(
+                "{} {v} has no netlink element encoding here",
+                value_kind(v)
+            ));
+        }
         if values.len() > 1 {
             out.resize(out.len().next_multiple_of(REG32), 0);
         }
@@ -170,7 +182,7 @@ pub fn concat_bytes(values: &[Value]) -> Result<Vec<u8>, String> {
     if out.is_empty() {
         return Err("an empty key".to_string());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A model element as the kernel gets it.
@@ -371,6 +383,59 @@ pub(crate) fn rule_dump_request(table: &str, seq: u32) -> Vec<u8> {
     w.buf
 }
 
+/// A request for every element of one set (`NFT_MSG_GETSETELEM`, dumped).
+pub(crate) fn setelem_dump_request(table: &str, set: &str, seq: u32) -> Vec<u8> {
+    let mut w = Writer::default();
+    let msg = w.begin_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        NFPROTO_IPV4,
+        0,
+    );
+    w.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+    w.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+    w.end_msg(msg);
+    w.buf
+}
+
+/// An element as the kernel lists it: its key bytes and, for a map whose data is a value,
+/// the data bytes (`None` for a set element or a verdict).
+pub type DumpedElement = (Vec<u8>, Option<Vec<u8>>);
+
+/// The elements of one message of a set's dump.
+pub(crate) fn dumped_elements(m: &Msg<'_>, out: &mut Vec<DumpedElement>) {
+    if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+        return;
+    }
+    let Some(body) = m.payload.get(NFGENMSG_LEN..) else {
+        return;
+    };
+    for (kind, list) in attrs(body) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, elem) in attrs(list) {
+            let (mut key, mut data) = (None, None);
+            for (kind, payload) in attrs(elem) {
+                let value = || {
+                    attrs(payload)
+                        .find(|(k, _)| *k == NFTA_DATA_VALUE)
+                        .map(|(_, v)| v.to_vec())
+                };
+                match kind {
+                    NFTA_SET_ELEM_KEY => key = value(),
+                    NFTA_SET_ELEM_DATA => data = value(),
+                    _ => {}
+                }
+            }
+            if let Some(key) = key {
+                out.push((key, data));
+            }
+        }
+    }
+}
+
 /// One rule of a dump: its chain and its expressions as the kernel encodes them (the handle
 /// and position left out, so the same rule added again reads the same).
 pub(crate) fn dumped_rule(m: &Msg<'_>) -> Option<(String, Vec<u8>)> {
@@ -559,19 +624,21 @@ impl Writer {
 }
 
 /// Netlink attributes in `buf`: (type without flags, payload).
-pub(crate) fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
+pub(crate) fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut at = 0;
-    while at + 4 <= buf.len() {
+    std::iter::from_fn(move || {
+        if at + 4 > buf.len() {
+            return None;
+        }
         let len = read_u16(buf, at) as usize;
         let kind = read_u16(buf, at + 2) & NLA_TYPE_MASK;
         if len < 4 || at + len > buf.len() {
-            break;
+            return None;
         }
-        out.push((kind, &buf[at + 4..at + len]));
+        let payload = &buf[at + 4..at + len];
         at += align(len);
-    }
-    out
+        Some((kind, payload))
+    })
 }
 
 /// One netlink message of a buffer: type, flags, seq, payload (after the 16-byte header).
@@ -642,6 +709,14 @@ fn c_str(payload: &[u8]) -> String {
         .position(|&b| b == 0)
         .unwrap_or(payload.len());
     String::from_utf8_lossy(&payload[..end]).into_owned()
+}
+
+/// How errors name an element known only by its bytes (a stray one the kernel listed).
+pub(crate) fn bytes_label(bytes: &[u8]) -> String {
+    format!(
+        "0x{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 fn words(bytes: &[u8]) -> String {

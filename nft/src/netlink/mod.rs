@@ -20,6 +20,14 @@
 //!   to it. Before each batch the namespace file's identity (nsfs device and inode) is
 //!   compared with the socket's: a namespace deleted and made again at the same path gets a
 //!   new socket rather than a ghost.
+//! - A transaction that only sets the contents of sets (each [`crate::Op::FlushCollection`]
+//!   followed by that set's [`crate::Op::AddElements`], what a resync sends) is sent as the
+//!   difference: each set is listed over netlink (an element dump; no `nft`), compared with
+//!   the elements wanted, and one batch deletes the strays and adds what is missing or
+//!   different (nothing at all when nothing drifted). The result is the same as the flush
+//!   and the adds, without the kernel deleting and inserting every element again. When a
+//!   listing fails (a set missing, a dump interrupted by a change) the flush and the adds
+//!   are sent as they are.
 //! - When the socket cannot be opened, the batch does not fit its buffer, or `sendmsg` fails
 //!   (the kernel saw nothing), the same transaction goes through `nft -f` instead. A refusal
 //!   by the kernel is returned as it is: `nft -f` would be refused the same way.
@@ -35,8 +43,9 @@ use nix::errno::Errno;
 
 use crate::check;
 use crate::error::{netns_label, NftError};
-use crate::exec::{Executor, NftCmd};
-use crate::txn::Transaction;
+use crate::exec::{Executor, NftCmd, RuleBytes};
+use crate::model::Element;
+use crate::txn::{Op, Transaction};
 
 pub use encode::{ElementData, RawElement, SetElements, Verdict};
 use socket::{NfSocket, NsId, SendError, THREAD_NETNS};
@@ -253,6 +262,15 @@ impl NftNetlink {
     /// Applies `txn` and says which way it went.
     pub fn apply_routed(&self, txn: &Transaction) -> Result<Route, NftError> {
         check::transaction(txn)?;
+        if let Some(sets) = set_contents(txn) {
+            match self.send_contents(&sets) {
+                Ok(()) => return Ok(Route::Netlink),
+                Err(e) if e.is_rejection() => return Err(e.into()),
+                Err(e) => {
+                    tracing::debug!(error = %e, "nft netlink: sending the flushes and elements as they are");
+                }
+            }
+        }
         let parts = match encode::transaction_parts(txn) {
             Ok(Some(parts)) => parts,
             Ok(None) => {
@@ -319,7 +337,7 @@ impl NftNetlink {
     /// encoding of its expressions). Read on the namespace's socket (a netlink dump); the
     /// same rule added again reads the same, so owners compare these to find rules that
     /// drifted.
-    pub fn rules(&self, table: &str) -> Result<Vec<(String, Vec<u8>)>, NetlinkError> {
+    pub fn rules(&self, table: &str) -> Result<Vec<RuleBytes>, NetlinkError> {
         let label = self.label();
         let mut guard = self.socket_guard().map_err(|source| NetlinkError::Io {
             netns: label.clone(),
@@ -337,6 +355,56 @@ impl NftNetlink {
             *guard = None;
         }
         result
+    }
+
+    /// Gives each set exactly `elements`: lists it, then one batch with the difference.
+    fn send_contents(&self, sets: &[SetContents<'_>]) -> Result<(), NetlinkError> {
+        let label = self.label();
+        let listed = {
+            let mut guard = self.socket_guard().map_err(|source| NetlinkError::Io {
+                netns: label.clone(),
+                op: "opening the nft netlink socket".to_string(),
+                source,
+            })?;
+            let Some(sock) = guard.as_mut() else {
+                return Err(NetlinkError::Protocol {
+                    netns: label,
+                    detail: "no socket".to_string(),
+                });
+            };
+            let mut listed = Vec::with_capacity(sets.len());
+            for set in sets {
+                match sock.dump_elements(set.table, set.set, &label) {
+                    Ok(have) => listed.push(have),
+                    Err(e) => {
+                        *guard = None;
+                        return Err(e);
+                    }
+                }
+            }
+            listed
+        };
+        let mut parts = Vec::new();
+        for (set, have) in sets.iter().zip(listed) {
+            let (gone, came) = difference(set, have)?;
+            if !gone.is_empty() {
+                parts.push(SetElements {
+                    op: ElementOp::Delete,
+                    table: set.table,
+                    set: set.set,
+                    elements: gone,
+                });
+            }
+            if !came.is_empty() {
+                parts.push(SetElements {
+                    op: ElementOp::Add,
+                    table: set.table,
+                    set: set.set,
+                    elements: came,
+                });
+            }
+        }
+        self.send_parts(&parts)
     }
 
     /// The namespace's socket, opened (again) when needed.
@@ -371,12 +439,131 @@ impl NftNetlink {
     }
 }
 
+/// One set's wanted contents.
+struct SetContents<'a> {
+    table: &'a str,
+    set: &'a str,
+    elements: Vec<&'a Element>,
+}
+
+/// The sets whose contents `txn` sets (each flushed, then given its elements), when that is
+/// all it does.
+fn set_contents(txn: &Transaction) -> Option<Vec<SetContents<'_>>> {
+    let mut sets: Vec<SetContents<'_>> = Vec::new();
+    for op in &txn.ops {
+        match op {
+            Op::FlushCollection { table, name, .. } => {
+                if sets.iter().any(|s| s.table == table && s.set == name) {
+                    return None;
+                }
+                sets.push(SetContents {
+                    table,
+                    set: name,
+                    elements: Vec::new(),
+                });
+            }
+            Op::AddElements {
+                table,
+                collection,
+                elements,
+            } => {
+                let last = sets.last_mut()?;
+                if last.table != table || last.set != collection {
+                    return None;
+                }
+                last.elements.extend(elements);
+            }
+            _ => return None,
+        }
+    }
+    (!sets.is_empty()).then_some(sets)
+}
+
+/// FNV-1a: keys are a few bytes each, and tens of thousands are looked up per resync.
+#[derive(Default)]
+struct Fnv(u64);
+
+impl std::hash::Hasher for Fnv {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        let mut h = if self.0 == 0 {
+            0xcbf2_9ce4_8422_2325
+        } else {
+            self.0
+        };
+        for b in bytes {
+            h = (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3);
+        }
+        self.0 = h;
+    }
+}
+
+type FnvMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
+
+/// What to delete (the kernel's keys, as listed) and add so that the set holds exactly the
+/// wanted elements.
+fn difference(
+    set: &SetContents<'_>,
+    have: Vec<encode::DumpedElement>,
+) -> Result<(Vec<RawElement>, Vec<RawElement>), NetlinkError> {
+    let unsupported = |detail: String| NetlinkError::Unsupported {
+        table: set.table.to_string(),
+        set: set.set.to_string(),
+        op: ElementOp::Add,
+        detail,
+    };
+    let mut listed: FnvMap<Vec<u8>, Option<Vec<u8>>> = FnvMap::default();
+    listed.reserve(have.len());
+    listed.extend(have);
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut key, mut data) = (Vec::new(), Vec::new());
+    for e in &set.elements {
+        encode::concat_into(&e.key, &mut key).map_err(&unsupported)?;
+        let same = match listed.remove_entry(key.as_slice()) {
+            None => None,
+            Some((k, d)) => {
+                let same = match (&d, e.data.is_empty()) {
+                    (None, true) => true,
+                    (Some(d), false) => {
+                        encode::concat_into(&e.data, &mut data).map_err(&unsupported)?;
+                        *d == data
+                    }
+                    _ => false,
+                };
+                Some((k, same))
+            }
+        };
+        match same {
+            Some((_, true)) => {}
+            Some((k, false)) => {
+                gone.push(RawElement {
+                    label: encode::bytes_label(&k),
+                    key: k,
+                    data: ElementData::None,
+                });
+                came.push(encode::raw_element(e).map_err(&unsupported)?);
+            }
+            None => came.push(encode::raw_element(e).map_err(&unsupported)?),
+        }
+    }
+    // What is left was not wanted.
+    gone.extend(listed.into_keys().map(|key| RawElement {
+        label: encode::bytes_label(&key),
+        key,
+        data: ElementData::None,
+    }));
+    Ok((gone, came))
+}
+
 impl Executor for NftNetlink {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         self.apply_routed(txn).map(|_| ())
     }
 
-    fn rules(&self, table: &str) -> Option<Result<Vec<(String, Vec<u8>)>, NftError>> {
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
         Some(NftNetlink::rules(self, table).map_err(NftError::from))
     }
 }

@@ -18,6 +18,8 @@ use super::{NetlinkError, Refusal};
 
 /// Receive buffer: room for the answers of the biggest batch we send.
 const RCVBUF: libc::c_int = 4 << 20;
+/// `NLM_F_DUMP_INTR`: the dump saw the objects change while it ran.
+const NLM_F_DUMP_INTR: u16 = 0x10;
 /// Read size: one datagram of answers.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -145,27 +147,70 @@ impl NfSocket {
         table: &str,
         netns: &str,
     ) -> Result<Vec<(String, Vec<u8>)>, NetlinkError> {
-        let io = |op: &str, source: std::io::Error| NetlinkError::Io {
-            netns: netns.to_string(),
-            op: format!("{op} the rules of table ip {table}"),
-            source,
-        };
+        let mut rules = Vec::new();
+        let seq = self.next_seq();
+        self.dump(
+            &encode::rule_dump_request(table, seq),
+            seq,
+            netns,
+            &format!("the rules of table ip {table}"),
+            |m| rules.extend(encode::dumped_rule(m)),
+        )?;
+        Ok(rules)
+    }
+
+    /// Every element of set (or map) `set` of `table` in the kernel.
+    pub(crate) fn dump_elements(
+        &mut self,
+        table: &str,
+        set: &str,
+        netns: &str,
+    ) -> Result<Vec<encode::DumpedElement>, NetlinkError> {
+        let mut elements = Vec::new();
+        let seq = self.next_seq();
+        self.dump(
+            &encode::setelem_dump_request(table, set, seq),
+            seq,
+            netns,
+            &format!("the elements of set ip {table} {set}"),
+            |m| encode::dumped_elements(m, &mut elements),
+        )?;
+        Ok(elements)
+    }
+
+    fn next_seq(&mut self) -> u32 {
         let seq = self.seq;
         self.seq = self.seq.wrapping_add(1);
+        seq
+    }
+
+    /// Sends a dump request and hands every answer to `each` until the dump's end. A dump
+    /// the kernel marks interrupted (the objects changed while it was read) is an error.
+    fn dump(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        netns: &str,
+        what: &str,
+        mut each: impl FnMut(&encode::Msg<'_>),
+    ) -> Result<(), NetlinkError> {
+        let io = |op: &str, source: std::io::Error| NetlinkError::Io {
+            netns: netns.to_string(),
+            op: format!("{op} {what}"),
+            source,
+        };
         self.drain();
-        let request = encode::rule_dump_request(table, seq);
         self.socket
-            .send(&request, 0)
+            .send(request, 0)
             .map_err(|e| io("asking for", e))?;
-        let mut rules = Vec::new();
         let mut buf = vec![0u8; READ_CHUNK];
-        // A dump is produced as it is read: block until its NLMSG_DONE.
+        // A dump is produced as it is read: block until its end.
         loop {
             let n = match self.socket.recv(&mut &mut buf[..], 0) {
                 Ok(0) => {
                     return Err(NetlinkError::Protocol {
                         netns: netns.to_string(),
-                        detail: format!("the rule dump of table ip {table} ended early"),
+                        detail: format!("the dump of {what} ended early"),
                     })
                 }
                 Ok(n) => n,
@@ -176,8 +221,14 @@ impl NfSocket {
                 if m.seq != seq {
                     continue;
                 }
+                if m.flags & NLM_F_DUMP_INTR != 0 {
+                    return Err(NetlinkError::Protocol {
+                        netns: netns.to_string(),
+                        detail: format!("the dump of {what} was interrupted by a change"),
+                    });
+                }
                 match m.kind {
-                    encode::NLMSG_DONE => return Ok(rules),
+                    encode::NLMSG_DONE => return Ok(()),
                     encode::NLMSG_ERROR => {
                         let errno = m
                             .payload
@@ -187,9 +238,9 @@ impl NfSocket {
                         if errno != 0 {
                             return Err(io("dumping", std::io::Error::from_raw_os_error(-errno)));
                         }
-                        return Ok(rules);
+                        return Ok(());
                     }
-                    _ => rules.extend(encode::dumped_rule(&m)),
+                    _ => each(&m),
                 }
             }
         }
