@@ -20,6 +20,8 @@ use super::{NetlinkError, Refusal};
 const RCVBUF: libc::c_int = 4 << 20;
 /// `NLM_F_DUMP_INTR`: the dump saw the objects change while it ran.
 const NLM_F_DUMP_INTR: u16 = 0x10;
+/// Longest wait for one datagram of a dump.
+const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Read size: one datagram of answers.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -109,6 +111,8 @@ impl NfSocket {
         // Best effort: without it the default buffer holds the answers of typical batches.
         let _ = set_sock_opt(&socket, libc::SO_RCVBUFFORCE, RCVBUF)
             .or_else(|_| set_sock_opt(&socket, libc::SO_RCVBUF, RCVBUF));
+        // Dumps are read blocking; a kernel that stopped answering must not hang the caller.
+        set_rcv_timeout(&socket, DUMP_TIMEOUT)?;
         let sndbuf = sock_opt(&socket, libc::SO_SNDBUF).unwrap_or(0);
         // A random start keeps two sockets of one process apart in `nlmon` captures.
         let seq = std::process::id().wrapping_mul(2_654_435_761);
@@ -413,6 +417,27 @@ fn sock_opt(socket: &Socket, name: libc::c_int) -> std::io::Result<usize> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(usize::try_from(value).unwrap_or(0))
+}
+
+fn set_rcv_timeout(socket: &Socket, timeout: std::time::Duration) -> std::io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(5),
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` is a valid timeval and the length is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_sock_opt(socket: &Socket, name: libc::c_int, value: libc::c_int) -> std::io::Result<()> {
