@@ -682,7 +682,7 @@ fn element_bench() -> Res<()> {
     let resync_p50 = quantile(&resync_netlink, 0.5);
     for (name, v) in [
         (
-            format!("resync: structure `nft -f` ({structure_bytes} B) + elements flushed and refilled in one netlink batch"),
+            format!("resync (`NftNetlink`): structure `nft -f` ({structure_bytes} B) while the sets are listed over netlink, then one batch with the difference"),
             &resync_netlink,
         ),
         ("replace: whole table through `nft -f -`".to_string(), &resync),

@@ -26,7 +26,7 @@ pub mod trace;
 mod txn;
 
 pub use error::NftError;
-pub use exec::{Executor, NftCmd, RuleBytes};
+pub use exec::{Executor, NftCmd, RuleBytes, Step};
 pub use fake::FakeNft;
 pub use model::*;
 pub use netlink::{NetlinkError, NftNetlink};

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 pub use keys::{FrontendKey, KeyKind, SlotKey, Target};
 pub use plan::{apportion, plan, slot_targets};
-use routemesh_nft::{diff, resync, Executor, NftError, Op, Table, Transaction};
+use routemesh_nft::{diff, resync, Executor, NftError, Op, Step, Table, Transaction};
 
 use crate::model::ValidLbSpec;
 
@@ -194,13 +194,12 @@ impl<E: Executor> NftBackend<E> {
             tracing::warn!(table = %desired.name, reason = %why, "nft resync: replacing the whole table");
             return self.apply_full(desired, Some(why));
         }
-        if let Err(e) = self.nft.apply(&plan.structure) {
-            let why = format!("resync of the structure failed: {e}");
-            tracing::warn!(table = %desired.name, reason = %why, "nft resync: replacing the whole table");
-            return self.apply_full(desired, Some(why));
-        }
-        if let Err(e) = self.nft.apply(&plan.elements) {
-            let why = format!("resync of the elements failed: {e}");
+        if let Err((step, e)) = self.nft.apply_then(&plan.structure, &plan.elements) {
+            let part = match step {
+                Step::First => "structure",
+                Step::Second => "elements",
+            };
+            let why = format!("resync of the {part} failed: {e}");
             tracing::warn!(table = %desired.name, reason = %why, "nft resync: replacing the whole table");
             return self.apply_full(desired, Some(why));
         }

@@ -43,7 +43,7 @@ use nix::errno::Errno;
 
 use crate::check;
 use crate::error::{netns_label, NftError};
-use crate::exec::{Executor, NftCmd, RuleBytes};
+use crate::exec::{Executor, NftCmd, RuleBytes, Step};
 use crate::model::Element;
 use crate::txn::{Op, Transaction};
 
@@ -359,6 +359,16 @@ impl NftNetlink {
 
     /// Gives each set exactly `elements`: lists it, then one batch with the difference.
     fn send_contents(&self, sets: &[SetContents<'_>]) -> Result<(), NetlinkError> {
+        let parts = self.contents_parts(sets)?;
+        self.send_parts(&parts)
+    }
+
+    /// The element messages that give each set exactly its wanted elements: each set listed,
+    /// compared, the strays deleted and the missing or changed added.
+    fn contents_parts<'a>(
+        &self,
+        sets: &[SetContents<'a>],
+    ) -> Result<Vec<SetElements<'a>>, NetlinkError> {
         let label = self.label();
         let listed = {
             let mut guard = self.socket_guard().map_err(|source| NetlinkError::Io {
@@ -404,7 +414,7 @@ impl NftNetlink {
                 });
             }
         }
-        self.send_parts(&parts)
+        Ok(parts)
     }
 
     /// The namespace's socket, opened (again) when needed.
@@ -565,5 +575,45 @@ impl Executor for NftNetlink {
 
     fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
         Some(NftNetlink::rules(self, table).map_err(NftError::from))
+    }
+
+    /// When `second` sets the contents of sets (a resync's elements), its sets are listed
+    /// and compared on this thread while `first` (a resync's structure, `nft -f`) runs on
+    /// another; the difference is sent once `first` succeeded. `first` does not change the
+    /// elements of sets that exist, so the listing stays true; when it fails (a set `first`
+    /// makes, a dump interrupted by `first`'s commit) `second` is applied afterwards as
+    /// usual, listing again.
+    fn apply_then(
+        &self,
+        first: &Transaction,
+        second: &Transaction,
+    ) -> Result<(), (Step, NftError)> {
+        let Some(sets) = set_contents(second) else {
+            self.apply(first).map_err(|e| (Step::First, e))?;
+            return self.apply(second).map_err(|e| (Step::Second, e));
+        };
+        check::transaction(second).map_err(|e| (Step::Second, e))?;
+        let (done, prepared) = std::thread::scope(|scope| {
+            let first_thread = scope.spawn(|| self.apply_routed(first));
+            let prepared = self.contents_parts(&sets);
+            let done = first_thread.join().unwrap_or_else(|_| {
+                Err(NftError::Io {
+                    netns: self.label(),
+                    op: "applying the first of two transactions".to_string(),
+                    source: std::io::Error::other("the thread applying it panicked"),
+                })
+            });
+            (done, prepared)
+        });
+        done.map_err(|e| (Step::First, e))?;
+        match prepared {
+            Ok(parts) => self
+                .send_parts(&parts)
+                .map_err(|e| (Step::Second, NftError::from(e))),
+            Err(e) => {
+                tracing::debug!(error = %e, "nft netlink: listing the sets again after the first transaction");
+                self.apply(second).map_err(|e| (Step::Second, e))
+            }
+        }
     }
 }
