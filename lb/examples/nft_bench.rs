@@ -6,7 +6,9 @@
 //! services loaded) and through each layout with 1 and 10,000 services, as ratios to direct and
 //! to the port VIP; and, per layout, full-sync time at 1,000 and 10,000 services x 3 backends
 //! and the time of a single backend change at both sizes, with ratios to the port VIP. Ratios,
-//! not absolute numbers, are the point.
+//! not absolute numbers, are the point. `elements` (also run last): one element change with
+//! 10,000 services loaded over netlink, `nft -f` and JSON, and the full resync of that table
+//! replaced through `nft -f` beside the netlink resync.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -566,7 +568,9 @@ fn time_changes(
     Ok(out)
 }
 
-/// One element change with 10,000 services loaded, three ways, and the full resync.
+/// One element change with 10,000 services loaded, three ways; and the full resync of that
+/// table both ways: replaced through `nft -f`, and resynced (`SyncMode::Resync`, structure
+/// through `nft -f`, elements compared and sent over netlink).
 fn element_bench() -> Res<()> {
     let ns = Netns::new(&format!("rmbench-el-{}", std::process::id()))?;
     let services = 10_000u32;
@@ -653,7 +657,7 @@ fn element_bench() -> Res<()> {
     let p50 = quantile(&via_netlink, 0.5);
     println!();
     println!(
-        "One element change (a backend map: 1 element deleted + 1 added, one transaction) with 10,000 port VIPs x 3 backends loaded (numbers in ms); full resync replaces that table."
+        "One element change (a backend map: 1 element deleted + 1 added, one transaction) with 10,000 port VIPs x 3 backends loaded (numbers in ms); the full replacement rewrites that table."
     );
     println!();
     println!("| way | samples | p50 | p99 | p50 ratio to netlink |");
@@ -662,7 +666,7 @@ fn element_bench() -> Res<()> {
         ("in process, netlink batch (`NftNetlink`)", &via_netlink),
         ("`nft -f -` text (`NftCmd`)", &via_text),
         ("`nftables` crate (JSON, `nft -j -f -`)", &via_json),
-        ("full resync, 10,000 services (`nft -f -`)", &resync),
+        ("full replacement, 10,000 services (`nft -f -`)", &resync),
     ] {
         let (a, b) = (quantile(v, 0.5), quantile(v, 0.99));
         let ratio = a / p50;

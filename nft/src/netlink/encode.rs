@@ -399,19 +399,19 @@ pub(crate) fn setelem_dump_request(table: &str, set: &str, seq: u32) -> Vec<u8> 
     w.buf
 }
 
-/// An element as the kernel lists it: its key bytes and, for a map whose data is a value,
-/// the data bytes (`None` for a set element or a verdict).
-pub type DumpedElement = (Vec<u8>, Option<Vec<u8>>);
-
-/// The elements of one message of a set's dump.
-pub(crate) fn dumped_elements(m: &Msg<'_>, out: &mut Vec<DumpedElement>) {
+/// The payload of one message of a set's dump (`NFT_MSG_NEWSETELEM`), if it is one.
+pub(crate) fn setelem_payload<'a>(m: &Msg<'a>) -> Option<&'a [u8]> {
     if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
-        return;
+        return None;
     }
-    let Some(body) = m.payload.get(NFGENMSG_LEN..) else {
-        return;
-    };
-    for (kind, list) in attrs(body) {
+    m.payload.get(NFGENMSG_LEN..)
+}
+
+/// The elements in one payload of a set's dump: key bytes and, for a map whose data is a
+/// value, the data bytes (`None` for a set element or a verdict). Borrowed, not copied: tens
+/// of thousands are compared per resync.
+pub(crate) fn listed_elements<'a>(payload: &'a [u8], out: &mut Vec<(&'a [u8], Option<&'a [u8]>)>) {
+    for (kind, list) in attrs(payload) {
         if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
             continue;
         }
@@ -421,7 +421,7 @@ pub(crate) fn dumped_elements(m: &Msg<'_>, out: &mut Vec<DumpedElement>) {
                 let value = || {
                     attrs(payload)
                         .find(|(k, _)| *k == NFTA_DATA_VALUE)
-                        .map(|(_, v)| v.to_vec())
+                        .map(|(_, v)| v)
                 };
                 match kind {
                     NFTA_SET_ELEM_KEY => key = value(),

@@ -396,7 +396,7 @@ impl NftNetlink {
         };
         let mut parts = Vec::new();
         for (set, have) in sets.iter().zip(listed) {
-            let (gone, came) = difference(set, have)?;
+            let (gone, came) = difference(set, &have)?;
             if !gone.is_empty() {
                 parts.push(SetElements {
                     op: ElementOp::Delete,
@@ -514,10 +514,10 @@ impl std::hash::Hasher for Fnv {
 type FnvMap<K, V> = std::collections::HashMap<K, V, std::hash::BuildHasherDefault<Fnv>>;
 
 /// What to delete (the kernel's keys, as listed) and add so that the set holds exactly the
-/// wanted elements.
+/// wanted elements; `payloads` is the set's listing.
 fn difference(
     set: &SetContents<'_>,
-    have: Vec<encode::DumpedElement>,
+    payloads: &[Vec<u8>],
 ) -> Result<(Vec<RawElement>, Vec<RawElement>), NetlinkError> {
     let unsupported = |detail: String| NetlinkError::Unsupported {
         table: set.table.to_string(),
@@ -525,46 +525,42 @@ fn difference(
         op: ElementOp::Add,
         detail,
     };
-    let mut listed: FnvMap<Vec<u8>, Option<Vec<u8>>> = FnvMap::default();
+    let mut have = Vec::with_capacity(set.elements.len());
+    for payload in payloads {
+        encode::listed_elements(payload, &mut have);
+    }
+    let mut listed: FnvMap<&[u8], Option<&[u8]>> = FnvMap::default();
     listed.reserve(have.len());
     listed.extend(have);
+    let stray = |key: &[u8]| RawElement {
+        label: encode::bytes_label(key),
+        key: key.to_vec(),
+        data: ElementData::None,
+    };
     let (mut gone, mut came) = (Vec::new(), Vec::new());
     let (mut key, mut data) = (Vec::new(), Vec::new());
     for e in &set.elements {
         encode::concat_into(&e.key, &mut key).map_err(&unsupported)?;
-        let same = match listed.remove_entry(key.as_slice()) {
-            None => None,
+        match listed.remove_entry(key.as_slice()) {
+            None => came.push(encode::raw_element(e).map_err(&unsupported)?),
             Some((k, d)) => {
-                let same = match (&d, e.data.is_empty()) {
+                let same = match (d, e.data.is_empty()) {
                     (None, true) => true,
                     (Some(d), false) => {
                         encode::concat_into(&e.data, &mut data).map_err(&unsupported)?;
-                        *d == data
+                        d == data.as_slice()
                     }
                     _ => false,
                 };
-                Some((k, same))
+                if !same {
+                    gone.push(stray(k));
+                    came.push(encode::raw_element(e).map_err(&unsupported)?);
+                }
             }
-        };
-        match same {
-            Some((_, true)) => {}
-            Some((k, false)) => {
-                gone.push(RawElement {
-                    label: encode::bytes_label(&k),
-                    key: k,
-                    data: ElementData::None,
-                });
-                came.push(encode::raw_element(e).map_err(&unsupported)?);
-            }
-            None => came.push(encode::raw_element(e).map_err(&unsupported)?),
         }
     }
     // What is left was not wanted.
-    gone.extend(listed.into_keys().map(|key| RawElement {
-        label: encode::bytes_label(&key),
-        key,
-        data: ElementData::None,
-    }));
+    gone.extend(listed.into_keys().map(stray));
     Ok((gone, came))
 }
 

@@ -163,23 +163,24 @@ impl NfSocket {
         Ok(rules)
     }
 
-    /// Every element of set (or map) `set` of `table` in the kernel.
+    /// The listing of set (or map) `set` of `table` in the kernel: the payloads of its
+    /// messages, read with [`encode::listed_elements`].
     pub(crate) fn dump_elements(
         &mut self,
         table: &str,
         set: &str,
         netns: &str,
-    ) -> Result<Vec<encode::DumpedElement>, NetlinkError> {
-        let mut elements = Vec::new();
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        let mut payloads = Vec::new();
         let seq = self.next_seq();
         self.dump(
             &encode::setelem_dump_request(table, set, seq),
             seq,
             netns,
             &format!("the elements of set ip {table} {set}"),
-            |m| encode::dumped_elements(m, &mut elements),
+            |m| payloads.extend(encode::setelem_payload(m).map(<[u8]>::to_vec)),
         )?;
-        Ok(elements)
+        Ok(payloads)
     }
 
     fn next_seq(&mut self) -> u32 {
