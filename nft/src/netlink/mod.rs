@@ -613,3 +613,88 @@ impl Executor for NftNetlink {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::Ipv4Addr;
+
+    use super::*;
+    use crate::model::{CollectionKind, Value};
+
+    fn flush(set: &str) -> Op {
+        Op::FlushCollection {
+            table: "t".into(),
+            kind: CollectionKind::Set,
+            name: set.into(),
+        }
+    }
+
+    fn add(set: &str, last: u8) -> Op {
+        Op::AddElements {
+            table: "t".into(),
+            collection: set.into(),
+            elements: vec![Element::key(vec![Value::Addr(Ipv4Addr::new(
+                10, 0, 0, last,
+            ))])],
+        }
+    }
+
+    #[test]
+    fn only_flushes_followed_by_their_own_elements_set_contents() {
+        let txn = |ops: Vec<Op>| Transaction { ops };
+        let contents = txn(vec![flush("a"), add("a", 1), add("a", 2), flush("b")]);
+        let sets = set_contents(&contents).unwrap();
+        assert_eq!(
+            sets.iter()
+                .map(|s| (s.set, s.elements.len()))
+                .collect::<Vec<_>>(),
+            vec![("a", 2), ("b", 0)]
+        );
+        // Elements of another set, elements before any flush, a set flushed twice, or
+        // anything else: sent as they are.
+        assert!(set_contents(&txn(vec![flush("a"), add("b", 1)])).is_none());
+        assert!(set_contents(&txn(vec![add("a", 1), flush("a")])).is_none());
+        assert!(set_contents(&txn(vec![flush("a"), flush("a")])).is_none());
+        assert!(set_contents(&txn(vec![flush("a"), Op::AddTable { table: "t".into() }])).is_none());
+        assert!(set_contents(&txn(vec![])).is_none());
+    }
+
+    #[test]
+    fn the_difference_deletes_strays_by_the_kernels_key_and_adds_what_differs() {
+        let e = |last: u8, to: u8| {
+            Element::mapping(
+                vec![Value::Addr(Ipv4Addr::new(10, 0, 0, last))],
+                vec![Value::Addr(Ipv4Addr::new(10, 1, 0, to))],
+            )
+        };
+        let wanted = [e(1, 1), e(2, 2), e(3, 3)];
+        let set = SetContents {
+            table: "t",
+            set: "m",
+            elements: wanted.iter().collect(),
+        };
+        // A listing as the kernel sends it: 10.0.0.1 -> 10.1.0.1 (kept), 10.0.0.2 -> 10.1.0.9
+        // (changed), 10.0.0.7 (stray); 10.0.0.3 missing.
+        fn nla(kind: u16, payload: &[u8]) -> Vec<u8> {
+            let mut out = ((4 + payload.len()) as u16).to_ne_bytes().to_vec();
+            out.extend_from_slice(&kind.to_ne_bytes());
+            out.extend_from_slice(payload);
+            out.resize(out.len().next_multiple_of(4), 0);
+            out
+        }
+        let mut elements = Vec::new();
+        for (k, d) in [(1u8, 1u8), (2, 9), (7, 7)] {
+            // NFTA_LIST_ELEM { NFTA_SET_ELEM_KEY { NFTA_DATA_VALUE }, NFTA_SET_ELEM_DATA { .. } }
+            let key = nla(1, &nla(1, &[10, 0, 0, k]));
+            let data = nla(2, &nla(1, &[10, 1, 0, d]));
+            elements.extend(nla(1, &[key, data].concat()));
+        }
+        // NFTA_SET_ELEM_LIST_ELEMENTS
+        let listing = nla(3, &elements);
+        let (gone, came) = difference(&set, &[listing]).unwrap();
+        let keys = |v: &[RawElement]| v.iter().map(|r| r.key[3]).collect::<Vec<_>>();
+        assert_eq!(keys(&gone), vec![2, 7]);
+        assert_eq!(gone[1].label, "0x0a000007");
+        assert_eq!(keys(&came), vec![2, 3]);
+    }
+}
