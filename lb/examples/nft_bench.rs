@@ -6,7 +6,9 @@
 //! services loaded) and through each layout with 1 and 10,000 services, as ratios to direct and
 //! to the port VIP; and, per layout, full-sync time at 1,000 and 10,000 services x 3 backends
 //! and the time of a single backend change at both sizes, with ratios to the port VIP. Ratios,
-//! not absolute numbers, are the point.
+//! not absolute numbers, are the point. `elements` (also run last): one element change with
+//! 10,000 services loaded over netlink, `nft -f` and JSON, and the full resync of that table
+//! replaced through `nft -f` beside the netlink resync.
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
@@ -355,6 +357,7 @@ fn bench(duration: Duration) -> Res<()> {
             match mode.spec {
                 None => nft.delete_table(table)?,
                 Some(spec) => {
+                    nft.invalidate();
                     nft.full_sync(spec)?;
                 }
             }
@@ -375,6 +378,9 @@ fn bench(duration: Duration) -> Res<()> {
             for _ in 0..ROUNDS {
                 nft.delete_table(table)?;
                 empty.push(ms(nft.full_sync(&base)?.elapsed));
+                // Without the cache a full sync replaces the table (with it, it resyncs:
+                // measured by `elements`).
+                nft.invalidate();
                 replace.push(ms(nft.full_sync(&base)?.elapsed));
             }
             let mut bytes = 0;
@@ -562,7 +568,9 @@ fn time_changes(
     Ok(out)
 }
 
-/// One element change with 10,000 services loaded, three ways, and the full resync.
+/// One element change with 10,000 services loaded, three ways; and the full resync of that
+/// table both ways: replaced through `nft -f`, and resynced (`SyncMode::Resync`, structure
+/// through `nft -f`, elements compared and sent over netlink).
 fn element_bench() -> Res<()> {
     let ns = Netns::new(&format!("rmbench-el-{}", std::process::id()))?;
     let services = 10_000u32;
@@ -589,9 +597,26 @@ fn element_bench() -> Res<()> {
     let mut loader = NftBackend::new(NftCmd::in_netns(ns.path()));
     let mut resync = Vec::new();
     for _ in 0..RESYNC_SAMPLES {
+        // Forgetting the cache makes every full sync replace the table (`nft -f`).
+        loader.invalidate();
         resync.push(ms(loader.full_sync(&base)?.elapsed));
     }
-    eprintln!("full resync of {services} services measured");
+    eprintln!("full resync of {services} services (replace) measured");
+    // The resync the agent's periodic full sync runs: structure through `nft -f`, every set
+    // flushed and refilled in one netlink batch.
+    let mut hybrid = NftBackend::new(NftNetlink::in_netns(ns.path()));
+    hybrid.full_sync(&base)?;
+    let mut resync_netlink = Vec::new();
+    let mut structure_bytes = 0;
+    for _ in 0..RESYNC_SAMPLES {
+        let report = hybrid.full_sync(&base)?;
+        if report.mode != routemesh_lb::SyncMode::Resync {
+            return Err(format!("expected a resync, got {report:?}").into());
+        }
+        structure_bytes = report.script_bytes;
+        resync_netlink.push(ms(report.elapsed));
+    }
+    eprintln!("full resync of {services} services (structure + netlink elements) measured");
 
     let netlink = NftNetlink::in_netns(ns.path());
     let text = NftCmd::in_netns(ns.path());
@@ -632,7 +657,7 @@ fn element_bench() -> Res<()> {
     let p50 = quantile(&via_netlink, 0.5);
     println!();
     println!(
-        "One element change (a backend map: 1 element deleted + 1 added, one transaction) with 10,000 port VIPs x 3 backends loaded (numbers in ms); full resync replaces that table."
+        "One element change (a backend map: 1 element deleted + 1 added, one transaction) with 10,000 port VIPs x 3 backends loaded (numbers in ms); the full replacement rewrites that table."
     );
     println!();
     println!("| way | samples | p50 | p99 | p50 ratio to netlink |");
@@ -641,13 +666,36 @@ fn element_bench() -> Res<()> {
         ("in process, netlink batch (`NftNetlink`)", &via_netlink),
         ("`nft -f -` text (`NftCmd`)", &via_text),
         ("`nftables` crate (JSON, `nft -j -f -`)", &via_json),
-        ("full resync, 10,000 services (`nft -f -`)", &resync),
+        ("full replacement, 10,000 services (`nft -f -`)", &resync),
     ] {
         let (a, b) = (quantile(v, 0.5), quantile(v, 0.99));
         let ratio = a / p50;
         println!(
             "| {name} | {} | {a:.3} ms | {b:.3} ms | {ratio:.0}x |",
             v.len()
+        );
+    }
+    println!();
+    println!(
+        "Full resync of the loaded table (10,000 port VIPs x 3 backends, {} elements), both ways:",
+        base_table.element_count()
+    );
+    println!();
+    println!("| full resync | samples | p50 | p99 | p50 ratio to resync |");
+    println!("|---|---:|---:|---:|---:|");
+    let resync_p50 = quantile(&resync_netlink, 0.5);
+    for (name, v) in [
+        (
+            format!("resync (`NftNetlink`): structure `nft -f` ({structure_bytes} B) while the sets are listed over netlink, then one batch with the difference"),
+            &resync_netlink,
+        ),
+        ("replace: whole table through `nft -f -`".to_string(), &resync),
+    ] {
+        let (a, b) = (quantile(v, 0.5), quantile(v, 0.99));
+        println!(
+            "| {name} | {} | {a:.1} ms | {b:.1} ms | {:.1}x |",
+            v.len(),
+            a / resync_p50
         );
     }
     Ok(())

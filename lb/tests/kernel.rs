@@ -281,7 +281,15 @@ fn vip_spreads_drains_rejects_and_cleans_up() {
     assert!(!listing.contains(VIP), "{listing}");
     assert!(listing.contains(OTHER_VIP), "{listing}");
 
-    // A full resync of the same spec is accepted by the kernel too, and deleting works.
+    // A full resync of the same spec is accepted by the kernel too (structure and elements
+    // through `nft -f` with this executor), as is a replacement, and deleting works.
+    let before = topo.lb.exec("nft", &["list", "ruleset"]).unwrap();
+    assert_eq!(
+        nft.full_sync(&spec(vec![], false)).unwrap().mode,
+        SyncMode::Resync
+    );
+    assert_eq!(topo.lb.exec("nft", &["list", "ruleset"]).unwrap(), before);
+    nft.invalidate();
     assert_eq!(
         nft.full_sync(&spec(vec![], false)).unwrap().mode,
         SyncMode::Full

@@ -16,7 +16,19 @@ pub fn transaction(txn: &Transaction) -> Result<(), NftError> {
         name(table, "table", table)?;
         match op {
             Op::Replace(t) => self::table(t)?,
-            Op::DeleteTable { .. } => {}
+            Op::DeleteTable { .. } | Op::AddTable { .. } => {}
+            Op::AddBaseChain { chain, base, .. } => {
+                name(table, "chain", chain)?;
+                if !base.priority.fits(base.hook) {
+                    return Err(invalid(
+                        table,
+                        format!(
+                            "chain {chain}: priority {} is not accepted on hook {}",
+                            base.priority, base.hook
+                        ),
+                    ));
+                }
+            }
             Op::FlushChain { chain, .. }
             | Op::AddChain { chain, .. }
             | Op::DeleteChain { chain, .. } => name(table, "chain", chain)?,
@@ -25,7 +37,9 @@ pub fn transaction(txn: &Transaction) -> Result<(), NftError> {
                 self::rule(table, rule)?;
             }
             Op::AddCollection { collection, .. } => name(table, "set", &collection.name)?,
-            Op::DeleteCollection { name: n, .. } => name(table, "set", n)?,
+            Op::DeleteCollection { name: n, .. } | Op::FlushCollection { name: n, .. } => {
+                name(table, "set", n)?
+            }
             Op::AddElements { collection, .. } | Op::DeleteElements { collection, .. } => {
                 name(table, "set", collection)?
             }

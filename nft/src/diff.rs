@@ -15,15 +15,8 @@ use crate::txn::{Op, Transaction};
 /// `None` when only a full replacement will do: another table name, base chains that differ
 /// in type, hook or priority, or a set or map whose declared type changed.
 pub fn incremental(applied: &Table, desired: &Table) -> Option<Transaction> {
-    if applied.name != desired.name || !same_base_chains(applied, desired) {
+    if needs_replacement(applied, desired) {
         return None;
-    }
-    for new in &desired.collections {
-        if let Some(old) = applied.collection(&new.name) {
-            if old.key != new.key || old.data != new.data {
-                return None;
-            }
-        }
     }
     let table = desired.name.as_str();
     let mut txn = Transaction::new();
@@ -143,6 +136,18 @@ pub fn incremental(applied: &Table, desired: &Table) -> Option<Transaction> {
         }
     }
     Some(txn)
+}
+
+/// Whether going from `applied` to `desired` needs the table replaced: another name, base
+/// chains that differ in type, hook or priority, or a set or map whose declaration changed.
+pub fn needs_replacement(applied: &Table, desired: &Table) -> bool {
+    applied.name != desired.name
+        || !same_base_chains(applied, desired)
+        || desired.collections.iter().any(|new| {
+            applied
+                .collection(&new.name)
+                .is_some_and(|old| old.key != new.key || old.data != new.data)
+        })
 }
 
 fn same_base_chains(applied: &Table, desired: &Table) -> bool {

@@ -11,14 +11,59 @@ use crate::check;
 use crate::error::{netns_label, NftError};
 use crate::txn::Transaction;
 
+/// One rule as [`Executor::rules`] reads it back: its chain, and an encoding of the rule that
+/// is the same whenever the same rule is added (the kernel's expressions over netlink).
+pub type RuleBytes = (String, Vec<u8>);
+
+/// Which of two transactions failed ([`Executor::apply_then`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    First,
+    Second,
+}
+
 /// Applies one transaction atomically in one namespace: all of it, or nothing.
 pub trait Executor: Send + Sync {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError>;
+
+    /// Applies `first`, then `second` when `first` succeeded: two transactions, each atomic.
+    /// An executor may prepare `second` while `first` runs ([`crate::NftNetlink`] lists the
+    /// sets `second` fills while nft applies `first`); the result is the same as applying
+    /// them one after the other.
+    fn apply_then(
+        &self,
+        first: &Transaction,
+        second: &Transaction,
+    ) -> Result<(), (Step, NftError)> {
+        self.apply(first).map_err(|e| (Step::First, e))?;
+        self.apply(second).map_err(|e| (Step::Second, e))
+    }
+
+    /// Every rule of `table` as the kernel holds it, in chain order: (chain, an encoding of
+    /// the rule that is the same whenever the same rule is added). `None` when this executor
+    /// cannot read rules without listing the whole table (`nft -f` cannot); owners then
+    /// skip the checks that need it.
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
+        let _ = table;
+        None
+    }
 }
 
 impl<T: Executor + ?Sized> Executor for &T {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         (**self).apply(txn)
+    }
+
+    fn apply_then(
+        &self,
+        first: &Transaction,
+        second: &Transaction,
+    ) -> Result<(), (Step, NftError)> {
+        (**self).apply_then(first, second)
+    }
+
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
+        (**self).rules(table)
     }
 }
 
@@ -26,11 +71,35 @@ impl<T: Executor + ?Sized> Executor for Box<T> {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         (**self).apply(txn)
     }
+
+    fn apply_then(
+        &self,
+        first: &Transaction,
+        second: &Transaction,
+    ) -> Result<(), (Step, NftError)> {
+        (**self).apply_then(first, second)
+    }
+
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
+        (**self).rules(table)
+    }
 }
 
 impl<T: Executor + ?Sized> Executor for Arc<T> {
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         (**self).apply(txn)
+    }
+
+    fn apply_then(
+        &self,
+        first: &Transaction,
+        second: &Transaction,
+    ) -> Result<(), (Step, NftError)> {
+        (**self).apply_then(first, second)
+    }
+
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
+        (**self).rules(table)
     }
 }
 

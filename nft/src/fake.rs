@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 
 use crate::check;
 use crate::error::NftError;
-use crate::exec::Executor;
+use crate::exec::{Executor, RuleBytes};
 use crate::trace::Ruleset;
 use crate::txn::Transaction;
 
@@ -19,7 +19,8 @@ pub struct FakeNft {
 #[derive(Debug, Default)]
 struct Inner {
     transactions: Vec<Transaction>,
-    failures: VecDeque<String>,
+    /// Per coming transaction: `Some` fails it.
+    failures: VecDeque<Option<String>>,
     ruleset: Ruleset,
 }
 
@@ -34,7 +35,15 @@ impl FakeNft {
 
     /// The next transaction fails with `message` and changes nothing.
     pub fn fail_next(&self, message: &str) {
-        self.inner().failures.push_back(message.to_string());
+        self.inner().failures.push_back(Some(message.to_string()));
+    }
+
+    /// The transaction after the next `skip` ones fails with `message` (`fail_at(0, m)` is
+    /// `fail_next(m)`).
+    pub fn fail_at(&self, skip: usize, message: &str) {
+        let mut inner = self.inner();
+        inner.failures.extend(std::iter::repeat_n(None, skip));
+        inner.failures.push_back(Some(message.to_string()));
     }
 
     /// Every transaction applied so far, failed ones included.
@@ -61,12 +70,30 @@ impl FakeNft {
     }
 }
 
+impl FakeNft {
+    /// Changes what the "kernel" holds behind the owner's back (drift), as `nft -f` would.
+    pub fn tamper(&self, script: &str) -> Result<(), NftError> {
+        self.inner()
+            .ruleset
+            .apply(script)
+            .map_err(|e| NftError::Rejected {
+                netns: "a fake".to_string(),
+                tables: "tampered".to_string(),
+                message: e.to_string(),
+            })
+    }
+}
+
 impl Executor for FakeNft {
+    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
+        Some(Ok(self.inner().ruleset.rule_fingerprints(table)))
+    }
+
     fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
         check::transaction(txn)?;
         let mut inner = self.inner();
         inner.transactions.push(txn.clone());
-        if let Some(message) = inner.failures.pop_front() {
+        if let Some(Some(message)) = inner.failures.pop_front() {
             return Err(NftError::Injected(message));
         }
         inner

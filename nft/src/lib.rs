@@ -20,12 +20,13 @@ mod fake;
 pub mod model;
 pub mod netlink;
 pub mod render;
+pub mod resync;
 pub mod tables;
 pub mod trace;
 mod txn;
 
 pub use error::NftError;
-pub use exec::{Executor, NftCmd};
+pub use exec::{Executor, NftCmd, RuleBytes, Step};
 pub use fake::FakeNft;
 pub use model::*;
 pub use netlink::{NetlinkError, NftNetlink};

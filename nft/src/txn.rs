@@ -2,7 +2,7 @@
 
 use std::fmt::{self, Display, Write as _};
 
-use crate::model::{Collection, CollectionKind, Declare, Element, Rule, Table, Value};
+use crate::model::{BaseChain, Collection, CollectionKind, Declare, Element, Rule, Table, Value};
 use crate::render::{concat, Decl, Joined};
 use crate::tables::FAMILY;
 
@@ -19,9 +19,20 @@ pub enum Op {
     DeleteTable {
         table: String,
     },
+    /// Declares a table; nothing happens when it exists.
+    AddTable {
+        table: String,
+    },
     FlushChain {
         table: String,
         chain: String,
+    },
+    /// Declares a base chain (type, hook, priority, policy); nothing happens when it exists
+    /// with that declaration.
+    AddBaseChain {
+        table: String,
+        chain: String,
+        base: BaseChain,
     },
     /// Adds a regular chain.
     AddChain {
@@ -58,6 +69,13 @@ pub enum Op {
         collection: String,
         keys: Vec<Vec<Value>>,
     },
+    /// Deletes every element of a set or map (`flush set` / `flush map`); followed by
+    /// [`Op::AddElements`] in the same transaction, nothing outside ever sees it empty.
+    FlushCollection {
+        table: String,
+        kind: CollectionKind,
+        name: String,
+    },
 }
 
 impl Op {
@@ -65,14 +83,17 @@ impl Op {
         match self {
             Op::Replace(t) => &t.name,
             Op::DeleteTable { table }
+            | Op::AddTable { table }
             | Op::FlushChain { table, .. }
+            | Op::AddBaseChain { table, .. }
             | Op::AddChain { table, .. }
             | Op::DeleteChain { table, .. }
             | Op::AddRule { table, .. }
             | Op::AddCollection { table, .. }
             | Op::DeleteCollection { table, .. }
             | Op::AddElements { table, .. }
-            | Op::DeleteElements { table, .. } => table,
+            | Op::DeleteElements { table, .. }
+            | Op::FlushCollection { table, .. } => table,
         }
     }
 }
@@ -176,7 +197,11 @@ fn write_op(out: &mut String, op: &Op) -> fmt::Result {
             writeln!(out, "add table {FAMILY} {table}")?;
             writeln!(out, "delete table {FAMILY} {table}")
         }
+        Op::AddTable { table } => writeln!(out, "add table {FAMILY} {table}"),
         Op::FlushChain { table, chain } => writeln!(out, "flush chain {FAMILY} {table} {chain}"),
+        Op::AddBaseChain { table, chain, base } => {
+            writeln!(out, "add chain {FAMILY} {table} {chain} {{ {base} }}")
+        }
         Op::AddChain { table, chain } => writeln!(out, "add chain {FAMILY} {table} {chain}"),
         Op::DeleteChain { table, chain } => writeln!(out, "delete chain {FAMILY} {table} {chain}"),
         Op::AddRule { table, chain, rule } => {
@@ -220,6 +245,9 @@ fn write_op(out: &mut String, op: &Op) -> fmt::Result {
                 )?;
             }
             Ok(())
+        }
+        Op::FlushCollection { table, kind, name } => {
+            writeln!(out, "flush {} {FAMILY} {table} {name}", kind_word(*kind))
         }
     }
 }

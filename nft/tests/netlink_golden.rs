@@ -602,3 +602,143 @@ fn a_big_batch_goes_in_one_piece() {
     let listed = list(&ns, "map", "vip_be");
     assert_eq!(listed.matches(" : 10.1.0.1 . 80").count(), n as usize);
 }
+
+/// A flush and the elements added back, as a resync sends them.
+fn flush_txn() -> Transaction {
+    let a = |s: &str| Value::Addr(ip(s));
+    Transaction {
+        ops: vec![
+            Op::FlushCollection {
+                table: TABLE.into(),
+                kind: CollectionKind::Set,
+                name: "addr".into(),
+            },
+            Op::AddElements {
+                table: TABLE.into(),
+                collection: "addr".into(),
+                elements: vec![Element::key(vec![a("10.0.0.7")])],
+            },
+            Op::FlushCollection {
+                table: TABLE.into(),
+                kind: CollectionKind::Map,
+                name: "vipa_be".into(),
+            },
+        ],
+    }
+}
+
+#[test]
+fn a_flush_is_nfts_flush_and_empties_the_set_in_the_same_batch() {
+    if !root_or_skip("a_flush_is_nfts_flush_and_empties_the_set_in_the_same_batch") {
+        return;
+    }
+    let (ns, exec) = scratch("nlf");
+    let txn = flush_txn();
+    assert_eq!(
+        txn.render(),
+        "flush set ip rm_nl addr\nadd element ip rm_nl addr { 10.0.0.7 }\nflush map ip rm_nl vipa_be\n"
+    );
+    let parts = encode::transaction_parts(&txn).unwrap().unwrap();
+    let theirs = nft_debug(&ns, &txn.render());
+    assert_eq!(theirs.len(), 3, "nft printed {theirs:#?}");
+    assert!(
+        theirs[0].2.is_empty() && theirs[2].2.is_empty(),
+        "{theirs:#?}"
+    );
+    assert_eq!(ours(&parts), theirs);
+    if std::process::Command::new("strace")
+        .arg("-V")
+        .output()
+        .is_ok()
+    {
+        let sent = nft_sent_bytes(&ns, &txn.render()).expect("nft's batch in the strace dump");
+        let theirs: Vec<Vec<u8>> = nl_messages(&sent)
+            .iter()
+            .filter(|m| is_setelem(m))
+            .map(|m| normalized(m))
+            .collect();
+        let mine: Vec<Vec<u8>> = nl_messages(&encode::batch(&parts, 1).bytes)
+            .iter()
+            .filter(|m| is_setelem(m))
+            .map(|m| normalized(m))
+            .collect();
+        assert_eq!(mine, theirs);
+    } else {
+        eprintln!("no strace: byte-for-byte flush check SKIPPED");
+    }
+    // In the kernel: what was there goes, what the batch adds stays.
+    ns.sh_ok("nft add element ip rm_nl addr '{ 10.0.0.1, 10.0.0.2 }'");
+    ns.sh_ok("nft add element ip rm_nl vipa_be '{ 10.0.0.9 . 1 : 10.1.0.4 }'");
+    assert_eq!(exec.apply_routed(&txn).unwrap(), Route::Netlink);
+    let addr = list(&ns, "set", "addr");
+    assert!(addr.contains("elements = { 10.0.0.7 }"), "{addr}");
+    assert!(!list(&ns, "map", "vipa_be").contains("elements"));
+    // Flushing a set that is not there refuses the batch and names it.
+    let err = exec
+        .apply_elements(&Transaction {
+            ops: vec![Op::FlushCollection {
+                table: TABLE.into(),
+                kind: CollectionKind::Set,
+                name: "nope".into(),
+            }],
+        })
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("flushing set ip rm_nl nope"),
+        "{err}"
+    );
+    assert!(list(&ns, "set", "addr").contains("10.0.0.7"));
+
+    // Contents set over what is there: a changed mapping, a stray, a missing one, one kept.
+    ns.sh_ok("nft add element ip rm_nl vipa_be '{ 10.0.0.9 . 1 : 10.1.0.4, 10.0.0.9 . 2 : 10.1.0.5, 10.0.0.8 . 0 : 10.1.0.1 }'");
+    let a = |s: &str| Value::Addr(ip(s));
+    let txn = Transaction {
+        ops: vec![
+            Op::FlushCollection {
+                table: TABLE.into(),
+                kind: CollectionKind::Map,
+                name: "vipa_be".into(),
+            },
+            Op::AddElements {
+                table: TABLE.into(),
+                collection: "vipa_be".into(),
+                elements: vec![
+                    Element::mapping(vec![a("10.0.0.9"), Value::Int(1)], vec![a("10.1.0.4")]),
+                    Element::mapping(vec![a("10.0.0.9"), Value::Int(2)], vec![a("10.1.0.6")]),
+                    Element::mapping(vec![a("10.0.0.7"), Value::Int(0)], vec![a("10.1.0.2")]),
+                ],
+            },
+            Op::FlushCollection {
+                table: TABLE.into(),
+                kind: CollectionKind::Set,
+                name: "addr".into(),
+            },
+        ],
+    };
+    assert_eq!(exec.apply_routed(&txn).unwrap(), Route::Netlink);
+    let got = list(&ns, "map", "vipa_be");
+    for want in [
+        "10.0.0.9 . 1 : 10.1.0.4",
+        "10.0.0.9 . 2 : 10.1.0.6",
+        "10.0.0.7 . 0 : 10.1.0.2",
+    ] {
+        assert!(got.contains(want), "{want:?} not in\n{got}");
+    }
+    assert!(
+        !got.contains("10.0.0.8") && !got.contains("10.1.0.5"),
+        "{got}"
+    );
+    assert!(!list(&ns, "set", "addr").contains("elements"));
+    // A set that is not there: the flush is sent as it is, and refused.
+    let mut missing = txn.clone();
+    missing.ops.push(Op::FlushCollection {
+        table: TABLE.into(),
+        kind: CollectionKind::Set,
+        name: "nope".into(),
+    });
+    let err = exec.apply(&missing).unwrap_err();
+    assert!(
+        err.to_string().contains("flushing set ip rm_nl nope"),
+        "{err}"
+    );
+}

@@ -3,17 +3,21 @@
 //! [`plan`] turns a [`ValidLbSpec`] into an nft [`Table`] (data, no I/O); [`NftBackend`] keeps
 //! the table it last applied and sends only the difference ([`routemesh_nft::diff`]), one
 //! transaction per sync, and replaces the whole table atomically at start and after any
-//! failure. See `lb/README.md` for the hook/chain diagram.
+//! failure. [`NftBackend::full_sync`] repairs drift with a resync ([`routemesh_nft::resync`]):
+//! the structure through `nft -f`, every set flushed and refilled in one element transaction
+//! (one netlink batch with [`routemesh_nft::NftNetlink`]). See `lb/README.md` for the
+//! hook/chain diagram.
 
 mod keys;
 pub mod names;
 mod plan;
 
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 pub use keys::{FrontendKey, KeyKind, SlotKey, Target};
 pub use plan::{apportion, plan, slot_targets};
-use routemesh_nft::{diff, Executor, NftError, Table, Transaction};
+use routemesh_nft::{diff, resync, Executor, NftError, Op, Step, Table, Transaction};
 
 use crate::model::ValidLbSpec;
 
@@ -25,6 +29,10 @@ pub enum SyncMode {
     Incremental,
     /// Nothing differed; nothing was sent.
     Unchanged,
+    /// A full resync without re-parsing the elements: the structure (table, chains, rules,
+    /// declarations) as one small `nft -f` transaction, then every set and map flushed and
+    /// refilled in one element transaction.
+    Resync,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,9 +40,12 @@ pub struct SyncReport {
     pub mode: SyncMode,
     pub elements_added: usize,
     pub elements_removed: usize,
+    /// The `nft -f` script's size (a resync's structure part; its elements go as one element
+    /// transaction, over netlink with `NftNetlink`).
     pub script_bytes: usize,
     pub elapsed: Duration,
-    /// Set when an incremental sync failed and a full sync repaired it; the failure's message.
+    /// Set when an incremental sync or a resync failed (or found rules it cannot rewrite
+    /// drifted) and a replacement of the whole table repaired it; the reason.
     pub recovered_from: Option<String>,
 }
 
@@ -47,8 +58,8 @@ pub enum NftSyncError {
         mode: SyncMode,
         #[source]
         source: NftError,
-        /// The incremental sync's failure, when this was the full sync repairing it.
-        after: Option<Box<NftError>>,
+        /// Why the replacement ran: the incremental sync's or the resync's failure.
+        after: Option<String>,
     },
     #[error("nft table ip {table}: delete failed: {source}")]
     Delete {
@@ -58,10 +69,10 @@ pub enum NftSyncError {
     },
 }
 
-fn after_note(after: &Option<Box<NftError>>) -> String {
+fn after_note(after: &Option<String>) -> String {
     after
         .as_ref()
-        .map(|first| format!(" (after incremental sync failed: {first})"))
+        .map(|first| format!(" (after: {first})"))
         .unwrap_or_default()
 }
 
@@ -70,13 +81,21 @@ fn after_note(after: &Option<Box<NftError>>) -> String {
 pub struct NftBackend<E> {
     nft: E,
     applied: Option<Table>,
+    /// The kernel's encoding of the rules of the chains a resync cannot rewrite
+    /// ([`resync::Resync::kept_chains`]), read right after they were made; a resync compares
+    /// them with what the kernel holds, and replaces the table when they differ.
+    kept_rules: BTreeMap<String, Vec<Vec<u8>>>,
 }
 
 impl<E: Executor> NftBackend<E> {
     /// Starts with no cache, so the first [`sync`](Self::sync) is a full one (adopting whatever
     /// table of that name exists by replacing it atomically, never by flushing first).
     pub fn new(nft: E) -> Self {
-        NftBackend { nft, applied: None }
+        NftBackend {
+            nft,
+            applied: None,
+            kept_rules: BTreeMap::new(),
+        }
     }
 
     pub fn nft(&self) -> &E {
@@ -91,6 +110,7 @@ impl<E: Executor> NftBackend<E> {
     /// Forget the cache: the next [`sync`](Self::sync) is a full one.
     pub fn invalidate(&mut self) {
         self.applied = None;
+        self.kept_rules.clear();
     }
 
     /// Sends only what changed since the last applied table. Falls back to a full sync when
@@ -118,6 +138,15 @@ impl<E: Executor> NftBackend<E> {
         match self.nft.apply(&change) {
             Ok(()) => {
                 let elapsed = start.elapsed();
+                let added: Vec<String> = change
+                    .ops
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::AddChain { chain, .. } => Some(chain.clone()),
+                        _ => None,
+                    })
+                    .collect();
+                self.record_kept_rules(&desired, &added);
                 self.applied = Some(desired);
                 Ok(SyncReport {
                     mode: SyncMode::Incremental,
@@ -134,20 +163,137 @@ impl<E: Executor> NftBackend<E> {
                     error = %e,
                     "incremental nft sync failed; replacing the whole table"
                 );
-                self.apply_full(desired, Some(e))
+                self.apply_full(desired, Some(e.to_string()))
             }
         }
     }
 
-    /// Replaces the whole table in one transaction. Run it at start and periodically to repair
-    /// drift.
+    /// Brings the kernel's table to `spec` whatever drifted: run it periodically.
+    ///
+    /// With a table applied before (the cache), a resync: the structure as one small `nft -f`
+    /// transaction (table, every chain with its hook, every set and map declared, the rules of
+    /// every chain flushed and written again, chains and sets no longer wanted deleted), then
+    /// every set and map flushed and refilled in one element transaction (one netlink batch
+    /// with [`routemesh_nft::NftNetlink`]), so no packet sees a set empty and nft never parses
+    /// the elements. Rules nft cannot rewrite beside their existing map (the `vip_N` and
+    /// `pub_N` chains) are compared with the kernel's instead. The whole table is replaced in
+    /// one transaction (mode [`SyncMode::Full`], `recovered_from` saying why) when there is
+    /// no cache (start: adopting whatever table of that name exists), when the resync's
+    /// structure or elements are refused (a set of another type, say), or when those rules
+    /// drifted.
     pub fn full_sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
-        self.apply_full(plan(spec), None)
+        let desired = plan(spec);
+        let Some(applied) = &self.applied else {
+            return self.apply_full(desired, None);
+        };
+        let start = Instant::now();
+        let Some(plan) = resync::resync(applied, &desired) else {
+            return self.apply_full(desired, None);
+        };
+        if let Err(why) = self.check_kept_rules(&desired.name, &plan.kept_chains) {
+            tracing::warn!(table = %desired.name, reason = %why, "nft resync: replacing the whole table");
+            return self.apply_full(desired, Some(why));
+        }
+        if let Err((step, e)) = self.nft.apply_then(&plan.structure, &plan.elements) {
+            let part = match step {
+                Step::First => "structure",
+                Step::Second => "elements",
+            };
+            let why = format!("resync of the {part} failed: {e}");
+            tracing::warn!(table = %desired.name, reason = %why, "nft resync: replacing the whole table");
+            return self.apply_full(desired, Some(why));
+        }
+        let elapsed = start.elapsed();
+        let made: Vec<String> = desired
+            .chains
+            .iter()
+            .filter(|c| !plan.kept_chains.contains(&c.name))
+            .map(|c| c.name.clone())
+            .collect();
+        self.record_kept_rules(&desired, &made);
+        let report = SyncReport {
+            mode: SyncMode::Resync,
+            elements_added: desired.element_count(),
+            elements_removed: 0,
+            script_bytes: plan.structure.render().len(),
+            elapsed,
+            recovered_from: None,
+        };
+        self.applied = Some(desired);
+        Ok(report)
+    }
+
+    /// Whether the kernel's rules of `chains` are the ones read when they were made; `Err`
+    /// says which chain differs. Passes when the executor cannot read rules.
+    fn check_kept_rules(&self, table: &str, chains: &[String]) -> Result<(), String> {
+        if chains.is_empty() {
+            return Ok(());
+        }
+        let Some(rules) = self.nft.rules(table) else {
+            return Ok(());
+        };
+        let rules = rules.map_err(|e| format!("reading the rules of table ip {table}: {e}"))?;
+        let mut by_chain: BTreeMap<&str, Vec<&[u8]>> = BTreeMap::new();
+        for (chain, rule) in &rules {
+            by_chain.entry(chain).or_default().push(rule);
+        }
+        for chain in chains {
+            let Some(want) = self.kept_rules.get(chain) else {
+                return Err(format!(
+                    "chain {chain} of table ip {table}: its rules were never read back"
+                ));
+            };
+            let have = by_chain.get(chain.as_str()).cloned().unwrap_or_default();
+            if have.len() != want.len() || have.iter().zip(want).any(|(h, w)| *h != w.as_slice()) {
+                return Err(format!(
+                    "chain {chain} of table ip {table}: {} rules in the kernel differ from the {} applied",
+                    have.len(),
+                    want.len()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads back the rules of those of `made` (chains just written) that a resync keeps
+    /// rather than rewrites. Best effort: a chain not read is replaced at the next resync.
+    fn record_kept_rules(&mut self, desired: &Table, made: &[String]) {
+        self.kept_rules
+            .retain(|chain, _| desired.chain(chain).is_some());
+        let kept: Vec<&str> = made
+            .iter()
+            .filter(|name| {
+                desired
+                    .chain(name)
+                    .is_some_and(|c| c.rules.iter().any(|r| !resync::readd_safe(desired, r)))
+            })
+            .map(String::as_str)
+            .collect();
+        if kept.is_empty() {
+            return;
+        }
+        for chain in &kept {
+            self.kept_rules.remove(*chain);
+        }
+        match self.nft.rules(&desired.name) {
+            None => {}
+            Some(Ok(rules)) => {
+                for (chain, rule) in rules {
+                    if kept.contains(&chain.as_str()) {
+                        self.kept_rules.entry(chain).or_default().push(rule);
+                    }
+                }
+            }
+            Some(Err(e)) => {
+                tracing::warn!(table = %desired.name, error = %e, "reading back the nft rules failed");
+            }
+        }
     }
 
     /// Deletes the table (and forgets it); succeeds when it does not exist.
     pub fn delete_table(&mut self, table: &str) -> Result<(), NftSyncError> {
         self.applied = None;
+        self.kept_rules.clear();
         self.nft
             .apply(&Transaction::delete_table(table))
             .map_err(|source| NftSyncError::Delete {
@@ -156,11 +302,11 @@ impl<E: Executor> NftBackend<E> {
             })
     }
 
-    /// Replaces the whole table; `first` is the incremental sync's failure it repairs.
+    /// Replaces the whole table; `first` is why (the failure it repairs).
     fn apply_full(
         &mut self,
         desired: Table,
-        first: Option<NftError>,
+        first: Option<String>,
     ) -> Result<SyncReport, NftSyncError> {
         let start = Instant::now();
         let mut txn = Transaction::new();
@@ -171,6 +317,7 @@ impl<E: Executor> NftBackend<E> {
         let name = desired.name.clone();
         txn.push(routemesh_nft::Op::Replace(desired));
         self.applied = None;
+        self.kept_rules.clear();
         match self.nft.apply(&txn) {
             Ok(()) => {
                 let elapsed = start.elapsed();
@@ -180,19 +327,25 @@ impl<E: Executor> NftBackend<E> {
                     elements_removed: 0,
                     script_bytes: txn.render().len(),
                     elapsed,
-                    recovered_from: first.map(|e| e.to_string()),
+                    recovered_from: first,
                 };
-                self.applied = txn.ops.pop().and_then(|op| match op {
+                let applied = txn.ops.pop().and_then(|op| match op {
                     routemesh_nft::Op::Replace(table) => Some(table),
                     _ => None,
                 });
+                if let Some(table) = &applied {
+                    self.kept_rules.clear();
+                    let all: Vec<String> = table.chains.iter().map(|c| c.name.clone()).collect();
+                    self.record_kept_rules(table, &all);
+                }
+                self.applied = applied;
                 Ok(report)
             }
             Err(source) => Err(NftSyncError::Sync {
                 table: name,
                 mode: SyncMode::Full,
                 source,
-                after: first.map(Box::new),
+                after: first,
             }),
         }
     }
@@ -415,5 +568,172 @@ mod tests {
                 "add rule ip routemesh_lb nat_postrouting ct status dnat snat ip to 10.0.0.1",
             ]
         );
+    }
+
+    fn ten_services() -> ValidLbSpec {
+        let mut services: Vec<VirtualService> = (2..8)
+            .map(|i| vip(i, vec![be(1, 1), be(2, 1), be(i + 10, 1)]))
+            .collect();
+        services.push(any_port(20, vec![be(1, 1), be(2, 1), be(3, 1)]));
+        services.push(vip(30, vec![be(1, 0)]));
+        spec(services)
+    }
+
+    fn kernel_of(table: &Table) -> routemesh_nft::trace::Ruleset {
+        routemesh_nft::trace::Ruleset::parse(&table.full_sync_script()).unwrap()
+    }
+
+    #[test]
+    fn full_sync_after_a_sync_sends_the_structure_then_flushed_elements() {
+        let mut backend = NftBackend::new(FakeNft::new());
+        let s = ten_services();
+        assert_eq!(backend.sync(&s).unwrap().mode, SyncMode::Full);
+        let report = backend.full_sync(&s).unwrap();
+        assert_eq!(report.mode, SyncMode::Resync);
+        assert_eq!(report.elements_added, plan(&s).element_count());
+        let txns = backend.nft().transactions();
+        assert_eq!(txns.len(), 3);
+        let structure = txns[1].render();
+        assert!(
+            structure.starts_with("add table ip routemesh_lb\n"),
+            "{structure}"
+        );
+        for needle in [
+            "add chain ip routemesh_lb nat_prerouting { type nat hook prerouting priority -100; policy accept; }\n",
+            "add chain ip routemesh_lb vip_3\n",
+            "add map ip routemesh_lb vip_be_3 { typeof ip daddr . meta l4proto . th dport . numgen random mod 3 : ip daddr . th dport; }\n",
+            "flush chain ip routemesh_lb services\n",
+            "add rule ip routemesh_lb services jump vip_3\n",
+            "flush chain ip routemesh_lb vipa_3\n",
+        ] {
+            assert!(structure.contains(needle), "{needle:?} not in\n{structure}");
+        }
+        // nft 1.0.6 cannot re-add a rule beside its existing `: ip daddr . th dport` map.
+        assert!(
+            !structure.contains("flush chain ip routemesh_lb vip_3\n"),
+            "{structure}"
+        );
+        assert!(!structure.contains("element"), "{structure}");
+        let elements = &txns[2];
+        assert!(elements
+            .ops
+            .iter()
+            .all(|op| matches!(op, Op::FlushCollection { .. } | Op::AddElements { .. })));
+        let text = elements.render();
+        assert!(text.starts_with("flush set ip routemesh_lb no_backend_pub\nflush set ip routemesh_lb no_backend_vip\nadd element ip routemesh_lb no_backend_vip { 10.0.0.30 . tcp . 80 }\n"), "{text}");
+        assert!(
+            text.contains(
+                "flush map ip routemesh_lb vip_be_3\nadd element ip routemesh_lb vip_be_3 {"
+            ),
+            "{text}"
+        );
+        assert_eq!(backend.nft().ruleset(), kernel_of(&plan(&s)));
+    }
+
+    #[test]
+    fn a_resync_repairs_elements_and_rules() {
+        let mut backend = NftBackend::new(FakeNft::new());
+        let s = ten_services();
+        backend.sync(&s).unwrap();
+        backend
+            .nft()
+            .tamper(
+                "delete element ip routemesh_lb vip_fe_3 { 10.0.0.4 . tcp . 80 }\n\
+                 add element ip routemesh_lb vipa_fe_3 { 10.9.9.9 }\n\
+                 flush chain ip routemesh_lb services\n\
+                 flush chain ip routemesh_lb nat_postrouting\n",
+            )
+            .unwrap();
+        assert_ne!(backend.nft().ruleset(), kernel_of(&plan(&s)));
+        let report = backend.full_sync(&s).unwrap();
+        assert_eq!(
+            (report.mode, report.recovered_from),
+            (SyncMode::Resync, None)
+        );
+        assert_eq!(backend.nft().ruleset(), kernel_of(&plan(&s)));
+        // And a changed spec converges the same way (a group goes, one comes).
+        let next = spec(vec![vip(2, vec![be(1, 1), be(2, 1)])]);
+        assert_eq!(backend.full_sync(&next).unwrap().mode, SyncMode::Resync);
+        assert_eq!(backend.nft().ruleset(), kernel_of(&plan(&next)));
+        assert_eq!(backend.full_sync(&next).unwrap().mode, SyncMode::Resync);
+    }
+
+    #[test]
+    fn a_kept_chain_that_drifted_makes_the_resync_replace_the_table() {
+        let mut backend = NftBackend::new(FakeNft::new());
+        let s = ten_services();
+        backend.sync(&s).unwrap();
+        backend
+            .nft()
+            .tamper("flush chain ip routemesh_lb vip_3\n")
+            .unwrap();
+        let report = backend.full_sync(&s).unwrap();
+        assert_eq!(report.mode, SyncMode::Full);
+        let why = report.recovered_from.unwrap_or_default();
+        assert!(
+            why.contains("chain vip_3 of table ip routemesh_lb"),
+            "{why}"
+        );
+        assert_eq!(backend.nft().ruleset(), kernel_of(&plan(&s)));
+        assert_eq!(backend.full_sync(&s).unwrap().mode, SyncMode::Resync);
+    }
+
+    #[test]
+    fn a_group_made_incrementally_is_checked_too() {
+        let mut backend = NftBackend::new(FakeNft::new());
+        backend.sync(&spec(vec![vip(2, vec![be(1, 1)])])).unwrap();
+        let s = spec(vec![
+            vip(2, vec![be(1, 1)]),
+            vip(3, vec![be(1, 1), be(2, 1)]),
+        ]);
+        assert_eq!(backend.sync(&s).unwrap().mode, SyncMode::Incremental);
+        assert_eq!(backend.full_sync(&s).unwrap().mode, SyncMode::Resync);
+        backend
+            .nft()
+            .tamper("flush chain ip routemesh_lb vip_2\n")
+            .unwrap();
+        assert_eq!(backend.full_sync(&s).unwrap().mode, SyncMode::Full);
+    }
+
+    #[test]
+    fn a_refused_resync_falls_back_to_a_replacement() {
+        let mut backend = NftBackend::new(FakeNft::new());
+        let s = ten_services();
+        backend.sync(&s).unwrap();
+        // The structure refused (a set of another type after an upgrade, say).
+        backend
+            .nft()
+            .fail_next("Error: Could not process rule: File exists");
+        let report = backend.full_sync(&s).unwrap();
+        assert_eq!(report.mode, SyncMode::Full);
+        assert_eq!(
+            report.recovered_from.as_deref(),
+            Some("resync of the structure failed: Error: Could not process rule: File exists")
+        );
+        let scripts = backend.nft().scripts();
+        assert!(scripts.last().unwrap().starts_with(
+            "add table ip routemesh_lb\ndelete table ip routemesh_lb\ntable ip routemesh_lb {\n"
+        ));
+        // The element batch refused.
+        backend.nft().fail_at(
+            1,
+            "nft netlink: flushing set ip routemesh_lb vip_fe_3: refused",
+        );
+        let report = backend.full_sync(&s).unwrap();
+        assert_eq!(report.mode, SyncMode::Full);
+        assert!(report
+            .recovered_from
+            .unwrap_or_default()
+            .starts_with("resync of the elements failed: nft netlink: flushing"));
+        assert_eq!(backend.nft().ruleset(), kernel_of(&plan(&s)));
+        // Both refused: the error says why the replacement ran.
+        backend.nft().fail_next("structure refused");
+        backend.nft().fail_next("replacement refused");
+        let err = backend.full_sync(&s).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "nft table ip routemesh_lb: Full sync failed: replacement refused (after: resync of the structure failed: structure refused)"
+        );
+        assert!(backend.applied().is_none());
     }
 }

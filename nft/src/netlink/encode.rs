@@ -7,6 +7,11 @@
 //! `NFNL_MSG_BATCH_END`. Every element message asks for an ACK, so each one is answered on
 //! its own and a refusal names its set; the begin and end messages ask for none.
 //!
+//! [`Op::FlushCollection`] is a `NFT_MSG_DELSETELEM` that carries the set and table names and
+//! no `NFTA_SET_ELEM_LIST_ELEMENTS`: the kernel then deletes every element of the set
+//! (`nf_tables_delsetelem` flushes when the list attribute is absent), inside the batch's
+//! transaction. nft sends the same message for `flush set` (set name before table name).
+//!
 //! Element data is laid out the way nft lays it out (and the kernel checks the lengths
 //! against the set's declaration): an address is its 4 octets, a port 2 bytes big-endian, a
 //! protocol 1 byte, a mark and a plain integer (the `numgen` slot) 4 bytes in host order. A
@@ -26,6 +31,8 @@ pub(crate) const NLMSG_DONE: u16 = 3;
 const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_ACK: u16 = 0x4;
 const NLM_F_CREATE: u16 = 0x400;
+/// `NLM_F_ROOT | NLM_F_MATCH`
+const NLM_F_DUMP: u16 = 0x300;
 pub(crate) const NLM_F_CAPPED: u16 = 0x100;
 pub(crate) const NLM_F_ACK_TLVS: u16 = 0x200;
 const NLA_F_NESTED: u16 = 0x8000;
@@ -45,8 +52,14 @@ const NFPROTO_UNSPEC: u8 = 0;
 const NFPROTO_IPV4: u8 = 2;
 
 // linux/netfilter/nf_tables.h
+const NFT_MSG_NEWRULE: u16 = 6;
+const NFT_MSG_GETRULE: u16 = 7;
 const NFT_MSG_NEWSETELEM: u16 = 12;
+const NFT_MSG_GETSETELEM: u16 = 13;
 const NFT_MSG_DELSETELEM: u16 = 14;
+const NFTA_RULE_TABLE: u16 = 1;
+const NFTA_RULE_CHAIN: u16 = 2;
+const NFTA_RULE_EXPRESSIONS: u16 = 4;
 const NFTA_SET_ELEM_LIST_TABLE: u16 = 1;
 const NFTA_SET_ELEM_LIST_SET: u16 = 2;
 const NFTA_SET_ELEM_LIST_ELEMENTS: u16 = 3;
@@ -110,21 +123,22 @@ pub struct RawElement {
     pub label: String,
 }
 
-/// The bytes of one value: `None` for values that have no element encoding here.
-fn value_bytes(v: &Value) -> Option<Vec<u8>> {
-    Some(match v {
-        Value::Addr(a) => a.octets().to_vec(),
-        Value::Port(p) => p.to_be_bytes().to_vec(),
-        Value::Proto(p) => vec![p.number()],
+/// Appends the bytes of one value; `false` for values that have no element encoding here.
+fn push_value(v: &Value, out: &mut Vec<u8>) -> bool {
+    match v {
+        Value::Addr(a) => out.extend_from_slice(&a.octets()),
+        Value::Port(p) => out.extend_from_slice(&p.to_be_bytes()),
+        Value::Proto(p) => out.push(p.number()),
         // `numgen` and `meta mark` are host-order integers in nft's registers.
-        Value::Int(n) | Value::Mark(n) => n.to_ne_bytes().to_vec(),
+        Value::Int(n) | Value::Mark(n) => out.extend_from_slice(&n.to_ne_bytes()),
         Value::Net(_)
         | Value::Iface(_)
         | Value::CtState(_)
         | Value::CtStatus(_)
         | Value::AddrType(_)
-        | Value::Presence(_) => return None,
-    })
+        | Value::Presence(_) => return false,
+    }
+    true
 }
 
 fn value_kind(v: &Value) -> &'static str {
@@ -147,10 +161,20 @@ fn value_kind(v: &Value) -> &'static str {
 /// registers. `Err` names the value that has no encoding here.
 pub fn concat_bytes(values: &[Value]) -> Result<Vec<u8>, String> {
     let mut out = Vec::with_capacity(values.len() * REG32);
+    concat_into(values, &mut out)?;
+    Ok(out)
+}
+
+/// [`concat_bytes`] into a buffer the caller reuses (cleared first).
+pub(crate) fn concat_into(values: &[Value], out: &mut Vec<u8>) -> Result<(), String> {
+    out.clear();
     for v in values {
-        let bytes = value_bytes(v)
-            .ok_or_else(|| format!("{} {v} has no netlink element encoding here", value_kind(v)))?;
-        out.extend_from_slice(&bytes);
+        if !push_value(v, out) {
+            return Err(format!(
+                "{} {v} has no netlink element encoding here",
+                value_kind(v)
+            ));
+        }
         if values.len() > 1 {
             out.resize(out.len().next_multiple_of(REG32), 0);
         }
@@ -158,7 +182,7 @@ pub fn concat_bytes(values: &[Value]) -> Result<Vec<u8>, String> {
     if out.is_empty() {
         return Err("an empty key".to_string());
     }
-    Ok(out)
+    Ok(())
 }
 
 /// A model element as the kernel gets it.
@@ -278,6 +302,12 @@ pub fn transaction_parts(txn: &Transaction) -> Result<Option<Vec<SetElements<'_>
                     elements: raw,
                 });
             }
+            Op::FlushCollection { table, name, .. } => parts.push(SetElements {
+                op: ElementOp::Flush,
+                table,
+                set: name,
+                elements: Vec::new(),
+            }),
             _ => return Ok(None),
         }
     }
@@ -292,6 +322,11 @@ pub fn batch(parts: &[SetElements<'_>], first_seq: u32) -> Batch {
     w.control(NFNL_MSG_BATCH_BEGIN, seq);
     let mut messages = Vec::new();
     for part in parts {
+        if part.op == ElementOp::Flush {
+            seq = seq.wrapping_add(1);
+            messages.push(w.flush(part, seq));
+            continue;
+        }
         for chunk in part.elements.chunks(ELEMENTS_PER_COMMAND) {
             seq = seq.wrapping_add(1);
             messages.push(w.elements(part, chunk, seq));
@@ -331,6 +366,91 @@ impl Batch {
     pub fn message(&self, seq: u32) -> Option<&MessageInfo> {
         self.messages.iter().find(|m| m.seq == seq)
     }
+}
+
+/// A request for every rule of `table` (`NFT_MSG_GETRULE`, dumped, filtered by table).
+pub(crate) fn rule_dump_request(table: &str, seq: u32) -> Vec<u8> {
+    let mut w = Writer::default();
+    let msg = w.begin_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETRULE,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        NFPROTO_IPV4,
+        0,
+    );
+    w.attr_str(NFTA_RULE_TABLE, table);
+    w.end_msg(msg);
+    w.buf
+}
+
+/// A request for every element of one set (`NFT_MSG_GETSETELEM`, dumped).
+pub(crate) fn setelem_dump_request(table: &str, set: &str, seq: u32) -> Vec<u8> {
+    let mut w = Writer::default();
+    let msg = w.begin_msg(
+        (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_GETSETELEM,
+        NLM_F_REQUEST | NLM_F_DUMP,
+        seq,
+        NFPROTO_IPV4,
+        0,
+    );
+    w.attr_str(NFTA_SET_ELEM_LIST_TABLE, table);
+    w.attr_str(NFTA_SET_ELEM_LIST_SET, set);
+    w.end_msg(msg);
+    w.buf
+}
+
+/// The payload of one message of a set's dump (`NFT_MSG_NEWSETELEM`), if it is one.
+pub(crate) fn setelem_payload<'a>(m: &Msg<'a>) -> Option<&'a [u8]> {
+    if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWSETELEM {
+        return None;
+    }
+    m.payload.get(NFGENMSG_LEN..)
+}
+
+/// The elements in one payload of a set's dump: key bytes and, for a map whose data is a
+/// value, the data bytes (`None` for a set element or a verdict). Borrowed, not copied: tens
+/// of thousands are compared per resync.
+pub(crate) fn listed_elements<'a>(payload: &'a [u8], out: &mut Vec<(&'a [u8], Option<&'a [u8]>)>) {
+    for (kind, list) in attrs(payload) {
+        if kind != NFTA_SET_ELEM_LIST_ELEMENTS {
+            continue;
+        }
+        for (_, elem) in attrs(list) {
+            let (mut key, mut data) = (None, None);
+            for (kind, payload) in attrs(elem) {
+                let value = || {
+                    attrs(payload)
+                        .find(|(k, _)| *k == NFTA_DATA_VALUE)
+                        .map(|(_, v)| v)
+                };
+                match kind {
+                    NFTA_SET_ELEM_KEY => key = value(),
+                    NFTA_SET_ELEM_DATA => data = value(),
+                    _ => {}
+                }
+            }
+            if let Some(key) = key {
+                out.push((key, data));
+            }
+        }
+    }
+}
+
+/// One rule of a dump: its chain and its expressions as the kernel encodes them (the handle
+/// and position left out, so the same rule added again reads the same).
+pub(crate) fn dumped_rule(m: &Msg<'_>) -> Option<(String, Vec<u8>)> {
+    if m.kind != (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_NEWRULE {
+        return None;
+    }
+    let (mut chain, mut exprs) = (None, Vec::new());
+    for (kind, payload) in attrs(m.payload.get(NFGENMSG_LEN..)?) {
+        match kind {
+            NFTA_RULE_CHAIN => chain = Some(c_str(payload)),
+            NFTA_RULE_EXPRESSIONS => exprs = payload.to_vec(),
+            _ => {}
+        }
+    }
+    Some((chain?, exprs))
 }
 
 fn align(n: usize) -> usize {
@@ -420,11 +540,35 @@ impl Writer {
         self.buf[start..start + 2].copy_from_slice(&len.to_ne_bytes());
     }
 
+    /// A `NFT_MSG_DELSETELEM` without elements: flushes the set.
+    fn flush(&mut self, part: &SetElements<'_>, seq: u32) -> MessageInfo {
+        let msg = self.begin_msg(
+            (NFNL_SUBSYS_NFTABLES << 8) | NFT_MSG_DELSETELEM,
+            NLM_F_REQUEST | NLM_F_ACK,
+            seq,
+            NFPROTO_IPV4,
+            0,
+        );
+        // nft's order for a flush: the set, then the table.
+        self.attr_str(NFTA_SET_ELEM_LIST_SET, part.set);
+        self.attr_str(NFTA_SET_ELEM_LIST_TABLE, part.table);
+        self.end_msg(msg);
+        MessageInfo {
+            start: msg,
+            len: self.buf.len() - msg,
+            seq,
+            op: ElementOp::Flush,
+            table: part.table.to_string(),
+            set: part.set.to_string(),
+            elements: Vec::new(),
+        }
+    }
+
     fn elements(&mut self, part: &SetElements<'_>, chunk: &[RawElement], seq: u32) -> MessageInfo {
         let (kind, flags) = match part.op {
             // `add element`: no NLM_F_EXCL, an element already there is fine (as in nft).
             ElementOp::Add => (NFT_MSG_NEWSETELEM, NLM_F_REQUEST | NLM_F_CREATE | NLM_F_ACK),
-            ElementOp::Delete => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
+            ElementOp::Delete | ElementOp::Flush => (NFT_MSG_DELSETELEM, NLM_F_REQUEST | NLM_F_ACK),
         };
         let msg = self.begin_msg(
             (NFNL_SUBSYS_NFTABLES << 8) | kind,
@@ -480,19 +624,21 @@ impl Writer {
 }
 
 /// Netlink attributes in `buf`: (type without flags, payload).
-pub(crate) fn attrs(buf: &[u8]) -> Vec<(u16, &[u8])> {
-    let mut out = Vec::new();
+pub(crate) fn attrs(buf: &[u8]) -> impl Iterator<Item = (u16, &[u8])> {
     let mut at = 0;
-    while at + 4 <= buf.len() {
+    std::iter::from_fn(move || {
+        if at + 4 > buf.len() {
+            return None;
+        }
         let len = read_u16(buf, at) as usize;
         let kind = read_u16(buf, at + 2) & NLA_TYPE_MASK;
         if len < 4 || at + len > buf.len() {
-            break;
+            return None;
         }
-        out.push((kind, &buf[at + 4..at + len]));
+        let payload = &buf[at + 4..at + len];
         at += align(len);
-    }
-    out
+        Some((kind, payload))
+    })
 }
 
 /// One netlink message of a buffer: type, flags, seq, payload (after the 16-byte header).
@@ -563,6 +709,14 @@ fn c_str(payload: &[u8]) -> String {
         .position(|&b| b == 0)
         .unwrap_or(payload.len());
     String::from_utf8_lossy(&payload[..end]).into_owned()
+}
+
+/// How errors name an element known only by its bytes (a stray one the kernel listed).
+pub(crate) fn bytes_label(bytes: &[u8]) -> String {
+    format!(
+        "0x{}",
+        bytes.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    )
 }
 
 fn words(bytes: &[u8]) -> String {

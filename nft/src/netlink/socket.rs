@@ -18,6 +18,10 @@ use super::{NetlinkError, Refusal};
 
 /// Receive buffer: room for the answers of the biggest batch we send.
 const RCVBUF: libc::c_int = 4 << 20;
+/// `NLM_F_DUMP_INTR`: the dump saw the objects change while it ran.
+const NLM_F_DUMP_INTR: u16 = 0x10;
+/// Longest wait for one datagram of a dump.
+const DUMP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// Read size: one datagram of answers.
 const READ_CHUNK: usize = 64 << 10;
 
@@ -107,6 +111,8 @@ impl NfSocket {
         // Best effort: without it the default buffer holds the answers of typical batches.
         let _ = set_sock_opt(&socket, libc::SO_RCVBUFFORCE, RCVBUF)
             .or_else(|_| set_sock_opt(&socket, libc::SO_RCVBUF, RCVBUF));
+        // Dumps are read blocking; a kernel that stopped answering must not hang the caller.
+        set_rcv_timeout(&socket, DUMP_TIMEOUT)?;
         let sndbuf = sock_opt(&socket, libc::SO_SNDBUF).unwrap_or(0);
         // A random start keeps two sockets of one process apart in `nlmon` captures.
         let seq = std::process::id().wrapping_mul(2_654_435_761);
@@ -137,6 +143,112 @@ impl NfSocket {
             Err(e) => return Err(SendError::NotSent(e)),
         }
         self.answers(batch, netns).map_err(SendError::After)
+    }
+
+    /// Every rule of `table` in the kernel, in chain order: (chain, expressions).
+    pub(crate) fn dump_rules(
+        &mut self,
+        table: &str,
+        netns: &str,
+    ) -> Result<Vec<(String, Vec<u8>)>, NetlinkError> {
+        let mut rules = Vec::new();
+        let seq = self.next_seq();
+        self.dump(
+            &encode::rule_dump_request(table, seq),
+            seq,
+            netns,
+            &format!("the rules of table ip {table}"),
+            |m| rules.extend(encode::dumped_rule(m)),
+        )?;
+        Ok(rules)
+    }
+
+    /// The listing of set (or map) `set` of `table` in the kernel: the payloads of its
+    /// messages, read with [`encode::listed_elements`].
+    pub(crate) fn dump_elements(
+        &mut self,
+        table: &str,
+        set: &str,
+        netns: &str,
+    ) -> Result<Vec<Vec<u8>>, NetlinkError> {
+        let mut payloads = Vec::new();
+        let seq = self.next_seq();
+        self.dump(
+            &encode::setelem_dump_request(table, set, seq),
+            seq,
+            netns,
+            &format!("the elements of set ip {table} {set}"),
+            |m| payloads.extend(encode::setelem_payload(m).map(<[u8]>::to_vec)),
+        )?;
+        Ok(payloads)
+    }
+
+    fn next_seq(&mut self) -> u32 {
+        let seq = self.seq;
+        self.seq = self.seq.wrapping_add(1);
+        seq
+    }
+
+    /// Sends a dump request and hands every answer to `each` until the dump's end. A dump
+    /// the kernel marks interrupted (the objects changed while it was read) is an error.
+    fn dump(
+        &mut self,
+        request: &[u8],
+        seq: u32,
+        netns: &str,
+        what: &str,
+        mut each: impl FnMut(&encode::Msg<'_>),
+    ) -> Result<(), NetlinkError> {
+        let io = |op: &str, source: std::io::Error| NetlinkError::Io {
+            netns: netns.to_string(),
+            op: format!("{op} {what}"),
+            source,
+        };
+        self.drain();
+        self.socket
+            .send(request, 0)
+            .map_err(|e| io("asking for", e))?;
+        let mut buf = vec![0u8; READ_CHUNK];
+        // A dump is produced as it is read: block until its end.
+        loop {
+            let n = match self.socket.recv(&mut &mut buf[..], 0) {
+                Ok(0) => {
+                    return Err(NetlinkError::Protocol {
+                        netns: netns.to_string(),
+                        detail: format!("the dump of {what} ended early"),
+                    })
+                }
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(io("reading", e)),
+            };
+            for m in encode::messages(&buf[..n]) {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.flags & NLM_F_DUMP_INTR != 0 {
+                    return Err(NetlinkError::Protocol {
+                        netns: netns.to_string(),
+                        detail: format!("the dump of {what} was interrupted by a change"),
+                    });
+                }
+                match m.kind {
+                    encode::NLMSG_DONE => return Ok(()),
+                    encode::NLMSG_ERROR => {
+                        let errno = m
+                            .payload
+                            .get(..4)
+                            .map(|b| i32::from_ne_bytes([b[0], b[1], b[2], b[3]]))
+                            .unwrap_or(0);
+                        if errno != 0 {
+                            return Err(io("dumping", std::io::Error::from_raw_os_error(-errno)));
+                        }
+                        return Ok(());
+                    }
+                    _ => each(&m),
+                }
+            }
+        }
     }
 
     /// Grows the send buffer when a batch would not fit (root may exceed the sysctl cap).
@@ -306,6 +418,27 @@ fn sock_opt(socket: &Socket, name: libc::c_int) -> std::io::Result<usize> {
         return Err(std::io::Error::last_os_error());
     }
     Ok(usize::try_from(value).unwrap_or(0))
+}
+
+fn set_rcv_timeout(socket: &Socket, timeout: std::time::Duration) -> std::io::Result<()> {
+    let tv = libc::timeval {
+        tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(5),
+        tv_usec: 0,
+    };
+    // SAFETY: `tv` is a valid timeval and the length is its size.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_RCVTIMEO,
+            (&tv as *const libc::timeval).cast(),
+            std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn set_sock_opt(socket: &Socket, name: libc::c_int, value: libc::c_int) -> std::io::Result<()> {

@@ -156,6 +156,25 @@ impl Ruleset {
         Ok(())
     }
 
+    /// Every rule of `table`: (chain, its parsed form as bytes), chains by name (what
+    /// [`crate::FakeNft`] answers for [`crate::Executor::rules`]).
+    pub fn rule_fingerprints(&self, table: &str) -> Vec<(String, Vec<u8>)> {
+        self.tables
+            .get(table)
+            .map(|t| {
+                t.chains
+                    .iter()
+                    .flat_map(|(name, chain)| {
+                        chain
+                            .rules
+                            .iter()
+                            .map(move |r| (name.clone(), format!("{r:?}").into_bytes()))
+                    })
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
     pub fn table_names(&self) -> Vec<&str> {
         self.tables.keys().map(String::as_str).collect()
     }

@@ -199,10 +199,29 @@ impl<'a> Parser<'a> {
             ("add", "set" | "map") => {
                 self.expect("{")?;
                 let set = self.set_body()?;
-                if table.sets.contains_key(&name) {
-                    return Err(fail(format!("add {object} {name}: exists")));
+                // As the kernel: declaring an existing set again is nothing when the
+                // declaration is the same (elements are kept), refused otherwise.
+                match table.sets.get_mut(&name) {
+                    Some(old) if old.key == set.key && old.data == set.data => {
+                        old.elements.extend(set.elements);
+                    }
+                    Some(_) => {
+                        return Err(fail(format!(
+                            "add {object} {name}: exists with another declaration"
+                        )))
+                    }
+                    None => {
+                        table.sets.insert(name, set);
+                    }
                 }
-                table.sets.insert(name, set);
+            }
+            ("flush", "set" | "map") => {
+                table
+                    .sets
+                    .get_mut(&name)
+                    .ok_or_else(|| fail(format!("flush {object} {name}: no such object")))?
+                    .elements
+                    .clear();
             }
             ("delete", "set" | "map") => {
                 if table
@@ -241,10 +260,30 @@ impl<'a> Parser<'a> {
                 }
             }
             ("add", "chain") => {
-                if table.chains.contains_key(&name) {
-                    return Err(fail(format!("add chain {name}: exists")));
+                // `add chain NAME { type ... }` declares a base chain; as in nft, adding a
+                // chain that exists with the same declaration changes nothing.
+                let base = if self.eat("{") {
+                    self.chain_body()?.base
+                } else {
+                    None
+                };
+                match table.chains.get(&name) {
+                    Some(old) if old.base == base => {}
+                    Some(_) => {
+                        return Err(fail(format!(
+                            "add chain {name}: exists with another declaration"
+                        )))
+                    }
+                    None => {
+                        table.chains.insert(
+                            name,
+                            PChain {
+                                base,
+                                rules: Vec::new(),
+                            },
+                        );
+                    }
                 }
-                table.chains.insert(name, PChain::default());
             }
             ("delete", "chain") => {
                 let chain = table
