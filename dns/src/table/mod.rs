@@ -389,6 +389,8 @@ impl Builder {
         let idx = match scoped.iter().position(|s| s.network == net) {
             Some(idx) => idx,
             None => {
+                // Most names live on one network: no room for four.
+                scoped.reserve_exact(1);
                 scoped.push(Scoped {
                     network: net,
                     records: Records::default(),
@@ -396,7 +398,12 @@ impl Builder {
                 scoped.len() - 1
             }
         };
-        update(&mut scoped[idx].records);
+        let records = &mut scoped[idx].records;
+        update(records);
+        // Tables hold tens of thousands of names, nearly all with one record of one kind.
+        records.a.shrink_to_fit();
+        records.ptr.shrink_to_fit();
+        records.srv.shrink_to_fit();
     }
 }
 
