@@ -19,7 +19,7 @@ const LEVELS: &[&[&str]] = &[
     &["store"],
     &["topology"],
     &["wire", "listeners"],
-    &["model", "ipam", "layout", "whoami"],
+    &["model", "ipam", "layout", "whoami", "memory"],
 ];
 
 /// `(from, to)` pairs on one level that may refer to each other. Keep it short: every entry

@@ -25,7 +25,7 @@
 //! 8. `store`: the key-value interface, its local and etcd backends, the key layout
 //! 9. `topology`: nodes and etcd in namespaces on one machine (demo, tests)
 //! 10. `wire`, `listeners`: the API's bodies; who listens on a port (both read `model`)
-//! 11. `model`, `ipam`, `layout`, `whoami`: the vocabulary and leaf helpers
+//! 11. `model`, `ipam`, `layout`, `whoami`, `memory`: the vocabulary and leaf helpers
 
 pub mod agent;
 pub mod api;
@@ -38,6 +38,7 @@ pub mod ipam;
 pub mod layout;
 pub mod listeners;
 pub mod membership;
+pub mod memory;
 pub mod model;
 pub mod orchestrator;
 pub mod store;

@@ -1,3 +1,4 @@
 fn main() {
+    routemesh::memory::tune();
     std::process::exit(routemesh::cli::main());
 }

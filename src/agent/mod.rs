@@ -118,6 +118,8 @@ impl Agent {
             let errs = applier.apply(&node_plan, full).await;
             if full {
                 last_full = tokio::time::Instant::now();
+                // A full pass made and dropped a whole plan: give the freed pages back.
+                crate::memory::release_free();
             }
             if !dirty.tasks.is_empty() || dirty.all || full {
                 self.forget_stopped(st, &applier).await;
@@ -150,8 +152,11 @@ impl Agent {
                     _ = &mut timer => { full = true; break }
                 }
             }
-            // Coalesce a burst of changes (a service create writes several keys) into one pass.
-            tokio::time::sleep(Duration::from_millis(20)).await;
+            // Coalesce a burst of writes (the orchestrator places a service's tasks one
+            // transaction each, about a millisecond apart) into one pass; one write's keys
+            // arrive together already. Short: every task start waits for it twice (placed,
+            // then running).
+            tokio::time::sleep(Duration::from_millis(5)).await;
             while let Ok(ev) = status_rx.try_recv() {
                 self.report(ev).await;
             }
