@@ -163,6 +163,12 @@ fn same_base_chains(applied: &Table, desired: &Table) -> bool {
 
 /// Keys whose element went or changed, and elements that came or changed, in each side's order.
 fn element_changes(old: &Collection, new: &Collection) -> (Vec<Vec<Value>>, Vec<Element>) {
+    // The planners emit elements sorted by key: then one walk over both, allocating only for
+    // what changed (a table of 10,000 services changes one element per service create).
+    let sorted = |c: &Collection| c.elements.is_sorted_by(|a, b| a.key < b.key);
+    if sorted(old) && sorted(new) {
+        return sorted_element_changes(&old.elements, &new.elements);
+    }
     let new_by_key: BTreeMap<&[Value], &[Value]> = new
         .elements
         .iter()
@@ -186,4 +192,97 @@ fn element_changes(old: &Collection, new: &Collection) -> (Vec<Vec<Value>>, Vec<
         .cloned()
         .collect();
     (gone, came)
+}
+
+/// [`element_changes`] for two element lists sorted by strictly increasing key.
+fn sorted_element_changes(old: &[Element], new: &[Element]) -> (Vec<Vec<Value>>, Vec<Element>) {
+    let (mut gone, mut came) = (Vec::new(), Vec::new());
+    let (mut o, mut n) = (old.iter().peekable(), new.iter().peekable());
+    loop {
+        match (o.peek(), n.peek()) {
+            (Some(a), Some(b)) => match a.key.cmp(&b.key) {
+                std::cmp::Ordering::Less => {
+                    gone.push(a.key.clone());
+                    o.next();
+                }
+                std::cmp::Ordering::Greater => {
+                    came.push((*b).clone());
+                    n.next();
+                }
+                std::cmp::Ordering::Equal => {
+                    if a.data != b.data {
+                        gone.push(a.key.clone());
+                        came.push((*b).clone());
+                    }
+                    o.next();
+                    n.next();
+                }
+            },
+            (Some(a), None) => {
+                gone.push(a.key.clone());
+                o.next();
+            }
+            (None, Some(b)) => {
+                came.push((*b).clone());
+                n.next();
+            }
+            (None, None) => return (gone, came),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::KeyDecl;
+
+    fn collection(elements: Vec<Element>) -> Collection {
+        Collection {
+            name: "m".into(),
+            key: KeyDecl::Typeof(Vec::new()),
+            data: None,
+            elements,
+        }
+    }
+
+    fn element(key: u32, data: u32) -> Element {
+        Element {
+            key: vec![Value::Int(key)],
+            data: vec![Value::Int(data)],
+        }
+    }
+
+    /// The walk over sorted lists says what the general (map) comparison says, over random
+    /// tables; unsorted lists take the general path.
+    #[test]
+    fn sorted_walk_agrees_with_the_general_comparison() {
+        let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = |n: u64| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x % n) as u32
+        };
+        for _ in 0..300 {
+            let mut side = |len: u64| -> Vec<Element> {
+                let mut keys: BTreeMap<u32, u32> = BTreeMap::new();
+                for _ in 0..next(len) {
+                    keys.insert(next(40), next(3));
+                }
+                keys.into_iter().map(|(k, d)| element(k, d)).collect()
+            };
+            let (old, new) = (side(30), side(30));
+            let walked = sorted_element_changes(&old, &new);
+            let mut reversed = collection(old.clone());
+            reversed.elements.reverse();
+            let mut general = element_changes(&reversed, &collection(new.clone()));
+            // The general path lists gone keys in the (reversed) old order.
+            general.0.sort();
+            assert_eq!(walked, general, "{old:?} -> {new:?}");
+            assert_eq!(
+                element_changes(&collection(old.clone()), &collection(new.clone())),
+                walked
+            );
+        }
+    }
 }
