@@ -113,7 +113,16 @@ impl Agent {
                     plan::update(&mut p, st, &self.ctx, &dirty);
                     p
                 }
-                _ => plan::plan(st, &self.ctx),
+                Some(old) => {
+                    let mut p = plan::plan(st, &self.ctx);
+                    // The names did not change (a full pass every 30 s, say): the table made
+                    // for the old plan is this plan's too, and is not made again.
+                    if p.dns == old.dns {
+                        p.dns.version = old.dns.version;
+                    }
+                    p
+                }
+                None => plan::plan(st, &self.ctx),
             };
             let errs = applier.apply(&node_plan, full).await;
             if full {
