@@ -50,6 +50,8 @@ struct Options {
     topologies: Vec<Kind>,
     window: usize,
     scale_runs: usize,
+    /// How long the background CPU is measured at the largest size.
+    idle: Duration,
     subnet: String,
     command_line: String,
     /// The commit measured and the load average, read before the run starts.
@@ -131,6 +133,9 @@ fn parse_options() -> anyhow::Result<Options> {
     if window == 0 {
         bail!("WINDOW must be at least 1");
     }
+    let idle: u64 = env_or("IDLE_SECS", "60")
+        .parse()
+        .context("IDLE_SECS is not a number")?;
     Ok(Options {
         bin: bin.context("--bin PATH (the routemesh binary) is required")?,
         work: work.context("--work DIR is required")?,
@@ -139,6 +144,7 @@ fn parse_options() -> anyhow::Result<Options> {
         topologies,
         window,
         scale_runs,
+        idle: Duration::from_secs(idle),
         subnet: env_or("SUBNET", "10.96.0.0/16"),
         command_line: env_or("BENCH_COMMAND", "bench/control/run.sh"),
         revision: git_rev(Path::new(env!("CARGO_MANIFEST_DIR"))),
@@ -320,6 +326,8 @@ struct TopoResult {
     kind: Kind,
     rows: Vec<SizeRow>,
     scale: Vec<PathResult>,
+    /// CPU of every daemon together while nothing changes at the largest size, ms per second.
+    background: f64,
 }
 
 fn service(name: &str, replicas: i64, command: &[&str], publish: &[String]) -> ServiceCreate {
@@ -577,6 +585,19 @@ async fn run_topology(kind: Kind, guard: &Guard, opts: &Options) -> anyhow::Resu
         rows.push(row);
     }
 
+    // What the cluster costs while nothing changes: full passes against the kernel (every
+    // 30 s per node), the orchestrator's full reconcile (every 5 s), leases. It lands in a
+    // window above when a periodic pass falls into it.
+    let cpu_idle = total_cpu_ms(&pids)?;
+    let idle_start = Instant::now();
+    tokio::time::sleep(opts.idle).await;
+    let background = (total_cpu_ms(&pids)? - cpu_idle) / idle_start.elapsed().as_secs_f64();
+    eprintln!(
+        "{}: background CPU {background:.1} ms/s over {:?}",
+        kind.label(),
+        opts.idle
+    );
+
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); paths.len()];
     for run in 1..=opts.scale_runs {
         let t0 = Instant::now();
@@ -629,7 +650,12 @@ async fn run_topology(kind: Kind, guard: &Guard, opts: &Options) -> anyhow::Resu
             samples: sorted(s),
         })
         .collect();
-    Ok(TopoResult { kind, rows, scale })
+    Ok(TopoResult {
+        kind,
+        rows,
+        scale,
+        background,
+    })
 }
 
 fn git_rev(root: &Path) -> String {
@@ -723,6 +749,18 @@ fn report(opts: &Options, results: &[TopoResult], failures: &[String]) -> String
     }
     let _ = writeln!(s);
     let max = opts.sizes.last().copied().unwrap_or(0);
+    let _ = writeln!(
+        s,
+        "Background CPU with {max} services and nothing changing, over {} s (every daemon \
+         together: full passes, the orchestrator's full reconcile, leases):\n",
+        opts.idle.as_secs()
+    );
+    let _ = writeln!(s, "| topology | CPU ms per second |");
+    let _ = writeln!(s, "|---|---:|");
+    for r in results {
+        let _ = writeln!(s, "| {} | {:.1} |", r.kind.label(), r.background);
+    }
+    let _ = writeln!(s);
     let _ = writeln!(
         s,
         "Scale `web` 3 → 4 with {max} services loaded, {} runs: from the scale request until \

@@ -8,6 +8,7 @@
 #
 # Env: SIZES (increasing, default "100 1000 10000"), TOPOLOGIES ("A B": A = 1 node on the local
 # store, B = 3 nodes on etcd), WINDOW (creates measured before each size, 100), SCALE_RUNS (20),
+# IDLE_SECS (background CPU measured at the largest size with nothing changing, 60),
 # SUBNET (the overlay's, 10.96.0.0/16: one VIP per service), OUT (results file, default
 # bench/control/results/<UTC date-time>.md), CARGO_TARGET_DIR (default <repo>/target; not under
 # /tmp or /run: tasks run `routemesh whoami` from it on the host's root with a private /tmp).
@@ -57,7 +58,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-COMMAND="${SIZES:+SIZES=\"$SIZES\" }${TOPOLOGIES:+TOPOLOGIES=\"$TOPOLOGIES\" }${WINDOW:+WINDOW=$WINDOW }${SCALE_RUNS:+SCALE_RUNS=$SCALE_RUNS }${SUBNET:+SUBNET=$SUBNET }bench/control/run.sh"
+COMMAND="${SIZES:+SIZES=\"$SIZES\" }${TOPOLOGIES:+TOPOLOGIES=\"$TOPOLOGIES\" }${WINDOW:+WINDOW=$WINDOW }${SCALE_RUNS:+SCALE_RUNS=$SCALE_RUNS }${IDLE_SECS:+IDLE_SECS=$IDLE_SECS }${SUBNET:+SUBNET=$SUBNET }bench/control/run.sh"
 BENCH_COMMAND=$COMMAND "$BENCH" --bin "$BIN" --work "$WORK" --out "$OUT" &
 BENCH_PID=$!
 wait "$BENCH_PID"

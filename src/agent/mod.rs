@@ -25,6 +25,10 @@ use runner::{Runner, StatusEvent, TaskRuntime};
 const FULL_RESYNC: Duration = Duration::from_secs(30);
 /// After a failed pass, the next one comes this soon and is a full one.
 const RETRY_AFTER_ERROR: Duration = Duration::from_secs(2);
+/// A pass starts once the store has been quiet this long after a change...
+const COALESCE_QUIET: Duration = Duration::from_millis(5);
+/// ...or this long after the first change of a burst.
+const COALESCE_MAX: Duration = Duration::from_millis(20);
 
 pub struct Agent {
     pub store: Arc<dyn Store>,
@@ -161,11 +165,18 @@ impl Agent {
                     _ = &mut timer => { full = true; break }
                 }
             }
-            // Coalesce a burst of writes (the orchestrator places a service's tasks one
-            // transaction each, about a millisecond apart) into one pass; one write's keys
-            // arrive together already. Short: every task start waits for it twice (placed,
-            // then running).
-            tokio::time::sleep(Duration::from_millis(5)).await;
+            // Coalesce a burst of writes into one pass (the orchestrator places a service's
+            // tasks one transaction each; creates arrive back to back): wait until 5 ms pass
+            // without a write, 20 ms at most. One write's keys arrive together already, and a
+            // lone change (a task placed, then running: twice per task start) waits 5 ms.
+            let burst = tokio::time::Instant::now();
+            loop {
+                tokio::time::sleep(COALESCE_QUIET).await;
+                if !snapshots.has_changed().unwrap_or(false) || burst.elapsed() >= COALESCE_MAX {
+                    break;
+                }
+                snapshots.borrow_and_update();
+            }
             while let Ok(ev) = status_rx.try_recv() {
                 self.report(ev).await;
             }
