@@ -4,8 +4,9 @@
 //!
 //! Both go through [`NftNetlink`]: a sync that only adds and removes set/map elements (one
 //! backend more or less, say) is one netlink batch on a socket kept open in the namespace;
-//! the full resync replaces the table with `nft -f` (which repairs drift), as does any change
-//! of chains, rules or sets.
+//! the periodic resync declares chains, rules and sets with one small `nft -f` and sends the
+//! difference from a netlink listing of the sets (repairing drift); the first sync replaces
+//! the table with `nft -f`, as does any change of chains, rules or sets.
 
 use std::collections::BTreeMap;
 
