@@ -4,7 +4,7 @@ use ipnet::Ipv4Net;
 
 use crate::error::{Error, Result};
 use crate::netlink::{LinkSummary, Netlink};
-use crate::spec::BridgeSpec;
+use crate::spec::{BridgeSpec, Mac};
 
 /// Makes `spec.ifname` a bridge that is up, has `spec.mtu` and exactly the gateway address.
 /// A new bridge is refused if its subnet overlaps a route the namespace already has.
@@ -23,6 +23,14 @@ pub async fn ensure_bridge(node: &Netlink, spec: &BridgeSpec) -> Result<()> {
             node.require_link(&spec.ifname).await?
         }
     };
+    // A bridge without a MAC of its own takes the lowest of its ports', and changes it when
+    // that port leaves: every neighbour's ARP entry for the gateway then points nowhere until
+    // it is probed again (about 5 s of lost traffic; seen when a node of the test fabric
+    // went away and another lost etcd for 5 s). The gateway's MAC, set once, never moves.
+    let mac = Mac::from_ipv4(spec.gateway.addr());
+    if bridge.mac != Some(mac) {
+        node.set_mac(&bridge, mac).await?;
+    }
     ensure_bridge_state(node, &bridge, spec, &[]).await
 }
 

@@ -251,6 +251,42 @@ async fn bridge_gets_exactly_its_address_and_refuses_overlap() {
         shown.contains(",UP") && shown.contains("mtu 1500"),
         "{shown}"
     );
+    // The bridge keeps the gateway's MAC when a port with a lower one comes and goes (a bridge
+    // with no MAC of its own would take that port's, then change it when the port left).
+    let mac = || {
+        ns_run(
+            &node_path,
+            &["ip", "-br", "link", "show", "dev", "rm_gwbridge"],
+        )
+        .split_whitespace()
+        .nth(2)
+        .unwrap_or_default()
+        .to_string()
+    };
+    assert_eq!(mac(), "02:42:ac:12:00:01");
+    ns_run(
+        &node_path,
+        &[
+            "ip",
+            "link",
+            "add",
+            "lowport",
+            "address",
+            "02:00:00:00:00:01",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "lowpeer",
+        ],
+    );
+    ns_run(
+        &node_path,
+        &["ip", "link", "set", "lowport", "master", "rm_gwbridge"],
+    );
+    assert_eq!(mac(), "02:42:ac:12:00:01");
+    ns_run(&node_path, &["ip", "link", "del", "lowport"]);
+    assert_eq!(mac(), "02:42:ac:12:00:01");
 
     ns_run(
         &node_path,
