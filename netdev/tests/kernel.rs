@@ -570,8 +570,24 @@ async fn overlay_vips_are_local_routes_a_sandbox_reaches() {
             "local 10.0.1.201 proto static scope host",
         ]
     );
-    // Answered like an address (ARP, then local delivery), without being one.
-    ns_run(&a.netns, &["ping", "-c1", "-W1", "10.0.1.200"]);
+    // Answered like an address (ARP, then local delivery), without being one. Pings are
+    // polled: the sandbox's neighbour entry for an address that did not answer a moment ago
+    // is retried on the kernel's schedule.
+    let reaches = |to: &str| {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        loop {
+            let (ok, out) = ns_try(&a.netns, &["ping", "-c1", "-W1", to]);
+            if ok {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{to} never answered: {out}"
+            );
+            ns_try(&a.netns, &["ip", "neigh", "flush", "dev", "eth0"]);
+        }
+    };
+    reaches("10.0.1.200");
     let addrs = ns_run(&ov_path, &["ip", "-o", "-4", "addr", "show", "dev", "br0"]);
     assert!(!addrs.contains("10.0.1.200"), "{addrs}");
     // A neighbour check: an address in the subnet that is no VIP is not answered.
@@ -583,7 +599,7 @@ async fn overlay_vips_are_local_routes_a_sandbox_reaches() {
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     spec.vips = vec![ip("10.0.1.201"), ip("10.0.1.202")];
-    ns_run(&a.netns, &["ping", "-c1", "-W1", "10.0.1.202"]);
+    reaches("10.0.1.202");
     let (ok, _) = ns_try(&a.netns, &["ping", "-c1", "-W1", "10.0.1.200"]);
     assert!(!ok, "10.0.1.200 was removed");
     // A stray local route is removed by the full ensure; an empty list removes them all.
