@@ -49,59 +49,30 @@ pub trait Executor: Send + Sync {
     }
 }
 
-impl<T: Executor + ?Sized> Executor for &T {
-    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
-        (**self).apply(txn)
-    }
+/// An executor behind a reference or a pointer is that executor: every method forwards.
+macro_rules! forward_executor {
+    ($($ptr:ty),*) => {$(
+        impl<T: Executor + ?Sized> Executor for $ptr {
+            fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
+                (**self).apply(txn)
+            }
 
-    fn apply_then(
-        &self,
-        first: &Transaction,
-        second: &Transaction,
-    ) -> Result<(), (Step, NftError)> {
-        (**self).apply_then(first, second)
-    }
+            fn apply_then(
+                &self,
+                first: &Transaction,
+                second: &Transaction,
+            ) -> Result<(), (Step, NftError)> {
+                (**self).apply_then(first, second)
+            }
 
-    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
-        (**self).rules(table)
-    }
+            fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
+                (**self).rules(table)
+            }
+        }
+    )*};
 }
 
-impl<T: Executor + ?Sized> Executor for Box<T> {
-    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
-        (**self).apply(txn)
-    }
-
-    fn apply_then(
-        &self,
-        first: &Transaction,
-        second: &Transaction,
-    ) -> Result<(), (Step, NftError)> {
-        (**self).apply_then(first, second)
-    }
-
-    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
-        (**self).rules(table)
-    }
-}
-
-impl<T: Executor + ?Sized> Executor for Arc<T> {
-    fn apply(&self, txn: &Transaction) -> Result<(), NftError> {
-        (**self).apply(txn)
-    }
-
-    fn apply_then(
-        &self,
-        first: &Transaction,
-        second: &Transaction,
-    ) -> Result<(), (Step, NftError)> {
-        (**self).apply_then(first, second)
-    }
-
-    fn rules(&self, table: &str) -> Option<Result<Vec<RuleBytes>, NftError>> {
-        (**self).rules(table)
-    }
-}
+forward_executor!(&T, Box<T>, Arc<T>);
 
 /// Runs `nft -f -` as a child process in a namespace, one process per transaction. The
 /// calling thread's own namespace never changes: the child is started from a short-lived

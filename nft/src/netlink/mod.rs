@@ -338,6 +338,15 @@ impl NftNetlink {
     /// same rule added again reads the same, so owners compare these to find rules that
     /// drifted.
     pub fn rules(&self, table: &str) -> Result<Vec<RuleBytes>, NetlinkError> {
+        self.read(|sock, label| sock.dump_rules(table, label))
+    }
+
+    /// Runs a read (a dump) on the namespace's socket, opening it when needed; a socket whose
+    /// read failed is not trusted again.
+    fn read<T>(
+        &self,
+        f: impl FnOnce(&mut NfSocket, &str) -> Result<T, NetlinkError>,
+    ) -> Result<T, NetlinkError> {
         let label = self.label();
         let mut guard = self.socket_guard().map_err(|source| NetlinkError::Io {
             netns: label.clone(),
@@ -350,7 +359,7 @@ impl NftNetlink {
                 detail: "no socket".to_string(),
             });
         };
-        let result = sock.dump_rules(table, &label);
+        let result = f(sock, &label);
         if result.is_err() {
             *guard = None;
         }
@@ -369,31 +378,11 @@ impl NftNetlink {
         &self,
         sets: &[SetContents<'a>],
     ) -> Result<Vec<SetElements<'a>>, NetlinkError> {
-        let label = self.label();
-        let listed = {
-            let mut guard = self.socket_guard().map_err(|source| NetlinkError::Io {
-                netns: label.clone(),
-                op: "opening the nft netlink socket".to_string(),
-                source,
-            })?;
-            let Some(sock) = guard.as_mut() else {
-                return Err(NetlinkError::Protocol {
-                    netns: label,
-                    detail: "no socket".to_string(),
-                });
-            };
-            let mut listed = Vec::with_capacity(sets.len());
-            for set in sets {
-                match sock.dump_elements(set.table, set.set, &label) {
-                    Ok(have) => listed.push(have),
-                    Err(e) => {
-                        *guard = None;
-                        return Err(e);
-                    }
-                }
-            }
-            listed
-        };
+        let listed = self.read(|sock, label| {
+            sets.iter()
+                .map(|set| sock.dump_elements(set.table, set.set, label))
+                .collect::<Result<Vec<_>, _>>()
+        })?;
         let mut parts = Vec::new();
         for (set, have) in sets.iter().zip(listed) {
             let (gone, came) = difference(set, &have)?;
