@@ -389,24 +389,6 @@ impl Netlink {
         }
     }
 
-    /// Gives `link` exactly the local routes `addrs` (see [`Self::add_local_route`]).
-    pub async fn set_exact_local_routes(
-        &self,
-        link: &LinkSummary,
-        addrs: &[Ipv4Addr],
-    ) -> Result<()> {
-        let have = self.local_routes_of(link).await?;
-        let want: std::collections::HashSet<&Ipv4Addr> = addrs.iter().collect();
-        let had: std::collections::HashSet<&Ipv4Addr> = have.iter().collect();
-        for other in have.iter().filter(|a| !want.contains(a)) {
-            self.delete_local_route(link, *other).await?;
-        }
-        for addr in addrs.iter().filter(|a| !had.contains(a)) {
-            self.add_local_route(link, *addr).await?;
-        }
-        Ok(())
-    }
-
     async fn ipv4_route_messages(&self) -> Result<Vec<RouteMessage>> {
         let query = RouteMessageBuilder::<Ipv4Addr>::new().build();
         self.handle

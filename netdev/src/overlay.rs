@@ -29,7 +29,7 @@ pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
         ovl.set_up(&lo).await?;
     }
     let br0 = ensure_br0(&ovl, spec).await?;
-    ovl.set_exact_local_routes(&br0, &spec.vips).await?;
+    sync_vips(&ovl, &br0, spec).await?;
     let vxlan = ensure_vxlan(node, &ovl, spec).await?;
     if vxlan.mtu != spec.mtu {
         ovl.set_mtu(&vxlan, spec.mtu).await?;
@@ -155,6 +155,19 @@ async fn ensure_vxlan(node: &Netlink, ovl: &Netlink, spec: &OverlaySpec) -> Resu
         let _ = ovl.delete_link(&temp).await;
     }
     moved
+}
+
+/// br0's local routes are exactly the VIPs (see [`Netlink::add_local_route`]).
+async fn sync_vips(ovl: &Netlink, br0: &LinkSummary, spec: &OverlaySpec) -> Result<()> {
+    let have = ovl.local_routes_of(br0).await?;
+    let (extra, missing) = diff(&have, &spec.vips);
+    for addr in extra {
+        ovl.delete_local_route(br0, addr).await?;
+    }
+    for addr in missing {
+        ovl.add_local_route(br0, addr).await?;
+    }
+    Ok(())
 }
 
 async fn sync_fdb(ovl: &Netlink, vxlan: &LinkSummary, spec: &OverlaySpec) -> Result<()> {

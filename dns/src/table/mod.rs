@@ -4,7 +4,7 @@
 mod input;
 mod key;
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 
@@ -214,7 +214,7 @@ pub fn reverse_name(addr: Ipv4Addr) -> String {
 }
 
 struct Builder {
-    networks: HashMap<Arc<str>, Arc<str>>,
+    networks: HashSet<Arc<str>>,
     table: Table,
     /// Per family, the names it made (in this build or update).
     made: HashMap<Arc<str>, Vec<Arc<[u8]>>>,
@@ -233,7 +233,7 @@ impl Builder {
             .iter()
             .map(|n| Arc::from(n.id.as_str()))
             .collect();
-        let networks = ids.iter().map(|n| (n.clone(), n.clone())).collect();
+        let networks = ids.iter().cloned().collect();
         table.networks = ids.into();
         Builder {
             networks,
@@ -301,7 +301,7 @@ impl Builder {
             return;
         };
         for (network, addr) in &task.addrs {
-            if !self.networks.contains_key(network.as_str()) {
+            if !self.networks.contains(network.as_str()) {
                 self.table
                     .skipped
                     .push(format!("task {:?}: unknown network {network:?}", task.name));
