@@ -218,32 +218,11 @@ impl LbSpec {
         }
         let mut seen = BTreeSet::new();
         let mut services = Vec::with_capacity(self.services.len());
-        for mut service in self.services {
-            let frontend = service.frontend;
-            validate_frontend(frontend)?;
-            if !seen.insert(frontend) {
-                return Err(SpecError::DuplicateFrontend(frontend));
+        for service in self.services {
+            let service = validate_service(service)?;
+            if !seen.insert(service.frontend) {
+                return Err(SpecError::DuplicateFrontend(service.frontend));
             }
-            if !frontend.uses_backend_port() {
-                // The packet's port is kept: a backend is an address.
-                for backend in &mut service.backends {
-                    backend.port = 0;
-                }
-            }
-            let mut endpoints = BTreeSet::new();
-            for backend in &service.backends {
-                let backend = *backend;
-                if backend.port == 0 && frontend.uses_backend_port() {
-                    return Err(SpecError::BackendPortZero { frontend, backend });
-                }
-                if !is_unicast(backend.addr) {
-                    return Err(SpecError::BadBackendAddr { frontend, backend });
-                }
-                if !endpoints.insert((backend.addr, backend.port)) {
-                    return Err(SpecError::DuplicateBackend { frontend, backend });
-                }
-            }
-            service.backends.sort();
             services.push(service);
         }
         // An address is either address-only (every port) or per port, never both: the two
@@ -268,6 +247,35 @@ impl LbSpec {
             services,
         })
     }
+}
+
+/// Checks one service on its own (frontend, backends); returns it with its backends
+/// sorted, and ports zeroed where the packet keeps its own. What a whole spec adds:
+/// no frontend twice, no address both address-only and per port.
+pub fn validate_service(mut service: VirtualService) -> Result<VirtualService, SpecError> {
+    let frontend = service.frontend;
+    validate_frontend(frontend)?;
+    if !frontend.uses_backend_port() {
+        // The packet's port is kept: a backend is an address.
+        for backend in &mut service.backends {
+            backend.port = 0;
+        }
+    }
+    let mut endpoints = BTreeSet::new();
+    for backend in &service.backends {
+        let backend = *backend;
+        if backend.port == 0 && frontend.uses_backend_port() {
+            return Err(SpecError::BackendPortZero { frontend, backend });
+        }
+        if !is_unicast(backend.addr) {
+            return Err(SpecError::BadBackendAddr { frontend, backend });
+        }
+        if !endpoints.insert((backend.addr, backend.port)) {
+            return Err(SpecError::DuplicateBackend { frontend, backend });
+        }
+    }
+    service.backends.sort();
+    Ok(service)
 }
 
 fn validate_frontend(frontend: Frontend) -> Result<(), SpecError> {

@@ -73,6 +73,51 @@ impl Table {
     pub fn element_count(&self) -> usize {
         self.collections.iter().map(|c| c.elements.len()).sum()
     }
+
+    /// Follows a transaction of element deletions and additions that the kernel accepted, so
+    /// this table stays what the kernel holds without being planned again. Each touched
+    /// collection's elements must be sorted by key (the planners emit them so, and the diff
+    /// relies on it); they stay sorted. An added element replaces one with the same key.
+    /// Returns `false` when the transaction holds anything else or names a collection this
+    /// table does not have: then the table no longer says what the kernel holds.
+    pub fn follow_elements(&mut self, ops: &[crate::Op]) -> bool {
+        use crate::Op;
+        for op in ops {
+            match op {
+                Op::DeleteElements {
+                    collection, keys, ..
+                } => {
+                    let Some(c) = self.collections.iter_mut().find(|c| c.name == *collection)
+                    else {
+                        return false;
+                    };
+                    for key in keys {
+                        if let Ok(i) = c.elements.binary_search_by(|e| e.key.cmp(key)) {
+                            c.elements.remove(i);
+                        }
+                    }
+                }
+                Op::AddElements {
+                    collection,
+                    elements,
+                    ..
+                } => {
+                    let Some(c) = self.collections.iter_mut().find(|c| c.name == *collection)
+                    else {
+                        return false;
+                    };
+                    for element in elements {
+                        match c.elements.binary_search_by(|e| e.key.cmp(&element.key)) {
+                            Ok(i) => c.elements[i] = element.clone(),
+                            Err(i) => c.elements.insert(i, element.clone()),
+                        }
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
 }
 
 /// A named set (no data) or map (data present).

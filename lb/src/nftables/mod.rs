@@ -11,6 +11,7 @@
 mod keys;
 pub mod names;
 mod plan;
+mod update;
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -19,7 +20,8 @@ pub use keys::{FrontendKey, KeyKind, SlotKey, Target};
 pub use plan::{apportion, plan, slot_targets};
 use routemesh_nft::{diff, resync, Executor, NftError, Op, Step, Table, Transaction};
 
-use crate::model::ValidLbSpec;
+use crate::model::{Frontend, ValidLbSpec, VirtualService};
+use update::Index;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SyncMode {
@@ -85,6 +87,8 @@ pub struct NftBackend<E> {
     /// ([`resync::Resync::kept_chains`]), read right after they were made; a resync compares
     /// them with what the kernel holds, and replaces the table when they differ.
     kept_rules: BTreeMap<String, Vec<Vec<u8>>>,
+    /// What each frontend of `applied` holds, for [`update`](Self::update); set with it.
+    index: Option<Index>,
 }
 
 impl<E: Executor> NftBackend<E> {
@@ -95,6 +99,7 @@ impl<E: Executor> NftBackend<E> {
             nft,
             applied: None,
             kept_rules: BTreeMap::new(),
+            index: None,
         }
     }
 
@@ -111,12 +116,69 @@ impl<E: Executor> NftBackend<E> {
     pub fn invalidate(&mut self) {
         self.applied = None;
         self.kept_rules.clear();
+        self.index = None;
+    }
+
+    /// Changes some services only: removes the frontends `removed` and sets the services
+    /// `set` (a service whose frontend is also in `removed` is updated), as one element
+    /// transaction computed from what those frontends hold, at a cost that does not grow with
+    /// the table. `Ok(None)` when the change needs the whole spec, nothing sent: no table
+    /// applied yet, a slot-count group appears or empties, a service is invalid or conflicts
+    /// with another, or the kernel refused the elements (then the cache is dropped, so the
+    /// [`sync`](Self::sync) that follows replaces the table).
+    pub fn update(&mut self, removed: &[Frontend], set: Vec<VirtualService>) -> Option<SyncReport> {
+        let (applied, index) = (self.applied.as_ref()?, self.index.as_ref()?);
+        let change = update::element_change(index, &applied.name, removed, set)?;
+        let start = Instant::now();
+        let (added, removed) = (change.txn.elements_added(), change.txn.elements_removed());
+        if change.txn.ops.is_empty() {
+            return Some(SyncReport {
+                mode: SyncMode::Unchanged,
+                elements_added: 0,
+                elements_removed: 0,
+                script_bytes: 0,
+                elapsed: start.elapsed(),
+                recovered_from: None,
+            });
+        }
+        if let Err(e) = self.nft.apply(&change.txn) {
+            tracing::warn!(
+                table = %applied.name,
+                error = %e,
+                "nft element update failed; the whole table is replaced next"
+            );
+            self.invalidate();
+            return None;
+        }
+        let elapsed = start.elapsed();
+        let followed = self
+            .applied
+            .as_mut()
+            .is_some_and(|t| t.follow_elements(&change.txn.ops));
+        match (&mut self.index, followed) {
+            (Some(index), true) => index.follow(change),
+            _ => self.invalidate(),
+        }
+        Some(SyncReport {
+            mode: SyncMode::Incremental,
+            elements_added: added,
+            elements_removed: removed,
+            script_bytes: 0,
+            elapsed,
+            recovered_from: None,
+        })
     }
 
     /// Sends only what changed since the last applied table. Falls back to a full sync when
     /// there is no cache or the change needs one, and right away after a failed incremental
     /// sync (the kernel may have drifted from the cache).
     pub fn sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
+        let report = self.sync_table(spec);
+        self.index = report.is_ok().then(|| Index::of(spec));
+        report
+    }
+
+    fn sync_table(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
         let desired = plan(spec);
         let Some(applied) = &self.applied else {
             return self.apply_full(desired, None);
@@ -182,6 +244,12 @@ impl<E: Executor> NftBackend<E> {
     /// structure or elements are refused (a set of another type, say), or when those rules
     /// drifted.
     pub fn full_sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
+        let report = self.full_sync_table(spec);
+        self.index = report.is_ok().then(|| Index::of(spec));
+        report
+    }
+
+    fn full_sync_table(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
         let desired = plan(spec);
         let Some(applied) = &self.applied else {
             return self.apply_full(desired, None);
@@ -292,8 +360,7 @@ impl<E: Executor> NftBackend<E> {
 
     /// Deletes the table (and forgets it); succeeds when it does not exist.
     pub fn delete_table(&mut self, table: &str) -> Result<(), NftSyncError> {
-        self.applied = None;
-        self.kept_rules.clear();
+        self.invalidate();
         self.nft
             .apply(&Transaction::delete_table(table))
             .map_err(|source| NftSyncError::Delete {
@@ -737,3 +804,7 @@ mod tests {
         assert!(backend.applied().is_none());
     }
 }
+
+#[cfg(test)]
+#[path = "update_tests.rs"]
+mod update_tests;

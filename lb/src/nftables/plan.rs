@@ -15,7 +15,7 @@ use routemesh_nft::{
 
 use super::keys::{slot_element, FrontendKey, KeyKind, SlotKey, Target};
 use super::names;
-use crate::model::{Backend, Proto, Snat, ValidLbSpec};
+use crate::model::{Backend, Proto, Snat, ValidLbSpec, VirtualService};
 
 /// Frontends and slot targets of one (kind, slot count) group.
 type Group = (BTreeSet<FrontendKey>, BTreeMap<SlotKey, Target>);
@@ -25,13 +25,7 @@ pub fn plan(spec: &ValidLbSpec) -> Table {
     let mut no_backend: BTreeMap<KeyKind, BTreeSet<FrontendKey>> = BTreeMap::new();
     let mut groups: BTreeMap<(KeyKind, u32), Group> = BTreeMap::new();
     for service in spec.services() {
-        let frontend = FrontendKey::from(service.frontend);
-        let mut targets = slot_targets(&service.backends);
-        if !frontend.kind().has_target_port() {
-            for target in &mut targets {
-                target.port = None;
-            }
-        }
+        let (frontend, targets) = frontend_targets(service);
         if targets.is_empty() {
             no_backend
                 .entry(frontend.kind())
@@ -120,6 +114,19 @@ pub fn plan(spec: &ValidLbSpec) -> Table {
     table.collections = sets.into_values().chain(maps.into_values()).collect();
     table.chains = chains;
     table
+}
+
+/// A service's frontend key and the target of each of its slots (empty: no backend takes new
+/// connections); address-only VIPs' targets carry no port.
+pub(super) fn frontend_targets(service: &VirtualService) -> (FrontendKey, Vec<Target>) {
+    let frontend = FrontendKey::from(service.frontend);
+    let mut targets = slot_targets(&service.backends);
+    if !frontend.kind().has_target_port() {
+        for target in &mut targets {
+            target.port = None;
+        }
+    }
+    (frontend, targets)
 }
 
 fn frontend_set(name: &str, kind: KeyKind, frontends: &BTreeSet<FrontendKey>) -> Collection {
