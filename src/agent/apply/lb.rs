@@ -8,7 +8,7 @@
 //! difference from a netlink listing of the sets (repairing drift); the first sync replaces
 //! the table with `nft -f`, as does any change of chains, rules or sets.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use std::path::Path;
 
@@ -16,55 +16,107 @@ use async_trait::async_trait;
 use routemesh_lb::ipvs::{IpvsBackend, PrepareError};
 use routemesh_lb::{
     Backend, Frontend, IpvsBackendError, LbSpec, NftBackend, NftSyncError, Snat, SpecError,
-    ValidLbSpec, VirtualService,
+    SyncReport, ValidLbSpec, VirtualService,
 };
 use routemesh_nft::{Executor, NftError, NftNetlink, Transaction};
 
 use super::{Pass, Reconciler, Resource};
-use crate::agent::plan::mesh::LbPlan;
+use crate::agent::plan::mesh::{LbPlan, MeshPlan, PublishedLb, VipLb};
 use crate::config::IpvsTimeouts;
+
+/// A VIP's virtual service: every port, backends by address.
+fn vip_service(v: &VipLb) -> VirtualService {
+    VirtualService {
+        frontend: Frontend::VipAnyPort { addr: v.vip },
+        backends: v
+            .backends
+            .iter()
+            .map(|(a, w)| Backend {
+                addr: *a,
+                port: 0,
+                weight: *w,
+            })
+            .collect(),
+        scheduler: v.scheduler,
+    }
+}
+
+/// A published port's virtual service.
+fn published_service(p: &PublishedLb) -> VirtualService {
+    VirtualService {
+        frontend: Frontend::Published {
+            port: p.port,
+            proto: p.proto,
+        },
+        backends: p
+            .backends
+            .iter()
+            .map(|(a, port, w)| Backend {
+                addr: *a,
+                port: *port,
+                weight: *w,
+            })
+            .collect(),
+        scheduler: p.scheduler,
+    }
+}
 
 /// The lb crate's spec for one namespace's plan.
 pub fn lb_spec(plan: &LbPlan) -> LbSpec {
-    let mut services = Vec::new();
-    for v in &plan.vips {
-        services.push(VirtualService {
-            frontend: Frontend::VipAnyPort { addr: v.vip },
-            backends: v
-                .backends
-                .iter()
-                .map(|(a, w)| Backend {
-                    addr: *a,
-                    port: 0,
-                    weight: *w,
-                })
-                .collect(),
-            scheduler: v.scheduler,
-        });
-    }
-    for p in &plan.published {
-        services.push(VirtualService {
-            frontend: Frontend::Published {
-                port: p.port,
-                proto: p.proto,
-            },
-            backends: p
-                .backends
-                .iter()
-                .map(|(a, port, w)| Backend {
-                    addr: *a,
-                    port: *port,
-                    weight: *w,
-                })
-                .collect(),
-            scheduler: p.scheduler,
-        });
-    }
+    let services = plan
+        .vips
+        .iter()
+        .map(vip_service)
+        .chain(plan.published.iter().map(published_service))
+        .collect();
     LbSpec {
         table: routemesh_lb::names::DEFAULT_TABLE.to_string(),
         snat: Snat::To(plan.snat_to),
         services,
     }
+}
+
+/// One service's virtual services in one namespace's plan (`vips` and `published` are sorted
+/// by service): found by binary search.
+fn services_of(plan: &LbPlan, service: &str) -> Vec<VirtualService> {
+    let mut out = Vec::new();
+    if let Ok(i) = plan
+        .vips
+        .binary_search_by(|v| v.service.as_str().cmp(service))
+    {
+        out.push(vip_service(&plan.vips[i]));
+    }
+    let lo = plan
+        .published
+        .partition_point(|p| p.service.as_str() < service);
+    out.extend(
+        plan.published[lo..]
+            .iter()
+            .take_while(|p| p.service == service)
+            .map(published_service),
+    );
+    out
+}
+
+/// The frontends each service holds in a namespace's plan.
+fn owned_frontends(plan: &LbPlan) -> BTreeMap<String, Vec<Frontend>> {
+    let mut owned: BTreeMap<String, Vec<Frontend>> = BTreeMap::new();
+    for v in &plan.vips {
+        owned
+            .entry(v.service.clone())
+            .or_default()
+            .push(Frontend::VipAnyPort { addr: v.vip });
+    }
+    for p in &plan.published {
+        owned
+            .entry(p.service.clone())
+            .or_default()
+            .push(Frontend::Published {
+                port: p.port,
+                proto: p.proto,
+            });
+    }
+    owned
 }
 
 /// The dataplane this node load-balances with, settled at start.
@@ -117,7 +169,7 @@ pub enum LbError {
 }
 
 enum DataplaneBackend {
-    Nft(NftBackend<NftNetlink>),
+    Nft(Box<NftBackend<NftNetlink>>),
     Ipvs(Box<IpvsBackend<NftNetlink>>),
 }
 
@@ -137,7 +189,7 @@ impl DataplaneBackend {
         match kind {
             Kind::Nftables => {
                 remove(routemesh_lb::ipvs::DEFAULT_TABLE)?;
-                Ok(DataplaneBackend::Nft(NftBackend::new(nft)))
+                Ok(DataplaneBackend::Nft(Box::new(NftBackend::new(nft))))
             }
             Kind::Ipvs(t) => {
                 let timeouts = routemesh_lb::ipvs::Timeouts {
@@ -192,29 +244,52 @@ impl DataplaneBackend {
     }
 }
 
+/// One load-balancing namespace: its backend and what was applied there.
+struct Namespace {
+    backend: DataplaneBackend,
+    /// The mesh plan version applied last; `None` (at first, after a failure): the next
+    /// sync is a whole one.
+    applied: Option<u64>,
+    /// nftables: the frontends each service holds here as applied, so a change to some
+    /// services sends only theirs ([`NftBackend::update`]).
+    owned: BTreeMap<String, Vec<Frontend>>,
+    /// IPVS: the plan applied, so namespaces whose plan did not change are skipped.
+    last: Option<LbPlan>,
+}
+
 pub struct LbDataplane {
     kind: Kind,
-    backends: BTreeMap<String, (Option<LbPlan>, DataplaneBackend)>,
+    namespaces: BTreeMap<String, Namespace>,
 }
 
 impl LbDataplane {
     pub fn new(kind: Kind) -> LbDataplane {
         LbDataplane {
             kind,
-            backends: BTreeMap::new(),
+            namespaces: BTreeMap::new(),
         }
     }
 
-    /// Syncs every namespace's tables to `plans`; returns one error per failure. Namespaces
+    /// Syncs every namespace's tables to `mesh`; returns one error per failure. Namespaces
     /// no longer planned are forgotten (their namespace goes, and its tables with it).
-    pub fn sync(&mut self, plans: &BTreeMap<String, LbPlan>, full: bool) -> Vec<LbError> {
+    ///
+    /// When `mesh` was updated from the version a namespace holds, only the changed services'
+    /// frontends are re-applied there (nftables: one element batch, costing what they hold);
+    /// otherwise, in a full pass, or when that needs the whole table, the whole spec is.
+    pub fn sync(&mut self, mesh: &MeshPlan, full: bool) -> Vec<LbError> {
         let mut errors = Vec::new();
-        self.backends.retain(|ns, _| plans.contains_key(ns));
-        for (ns, plan) in plans {
-            if !self.backends.contains_key(ns) {
+        self.namespaces.retain(|ns, _| mesh.lbs.contains_key(ns));
+        for (ns, plan) in &mesh.lbs {
+            if !self.namespaces.contains_key(ns) {
                 match DataplaneBackend::open(self.kind, ns, &plan.netns) {
-                    Ok(b) => {
-                        self.backends.insert(ns.clone(), (None, b));
+                    Ok(backend) => {
+                        let entry = Namespace {
+                            backend,
+                            applied: None,
+                            owned: BTreeMap::new(),
+                            last: None,
+                        };
+                        self.namespaces.insert(ns.clone(), entry);
                     }
                     Err(e) => {
                         errors.push(e);
@@ -222,15 +297,35 @@ impl LbDataplane {
                     }
                 }
             }
-            let Some(entry) = self.backends.get_mut(ns) else {
+            let Some(entry) = self.namespaces.get_mut(ns) else {
                 continue;
             };
-            if !full && entry.0.as_ref() == Some(plan) {
+            if !full && entry.applied == Some(mesh.version) {
                 continue;
+            }
+            if !full && entry.applied.is_some() {
+                let done = match &mut entry.backend {
+                    DataplaneBackend::Nft(b)
+                        if mesh.base != 0 && entry.applied == Some(mesh.base) =>
+                    {
+                        update_services(b, &mut entry.owned, plan, &mesh.changed)
+                            .map(|report| format!("{report:?}"))
+                    }
+                    DataplaneBackend::Nft(_) => None,
+                    DataplaneBackend::Ipvs(_) => {
+                        (entry.last.as_ref() == Some(plan)).then(|| "unchanged".to_string())
+                    }
+                };
+                if let Some(report) = done {
+                    tracing::debug!(netns = %ns, report, "load balancer updated");
+                    entry.applied = Some(mesh.version);
+                    continue;
+                }
             }
             let spec = match lb_spec(plan).validate() {
                 Ok(s) => s,
                 Err(source) => {
+                    entry.applied = None;
                     errors.push(LbError::Spec {
                         netns: ns.clone(),
                         source,
@@ -238,19 +333,55 @@ impl LbDataplane {
                     continue;
                 }
             };
-            match entry.1.sync(ns, &spec, full || entry.0.is_none()) {
+            match entry
+                .backend
+                .sync(ns, &spec, full || entry.applied.is_none())
+            {
                 Ok(report) => {
                     tracing::debug!(netns = %ns, report, "load balancer synced");
-                    entry.0 = Some(plan.clone());
+                    entry.applied = Some(mesh.version);
+                    match entry.backend {
+                        DataplaneBackend::Nft(_) => entry.owned = owned_frontends(plan),
+                        DataplaneBackend::Ipvs(_) => entry.last = Some(plan.clone()),
+                    }
                 }
                 Err(e) => {
-                    entry.0 = None;
+                    entry.applied = None;
+                    entry.last = None;
                     errors.push(e);
                 }
             }
         }
         errors
     }
+}
+
+/// Re-applies the frontends of `changed` services in one namespace: the ones they held
+/// (`owned`) go, the ones `plan` gives them come. `None` when that needs the whole spec.
+fn update_services(
+    backend: &mut NftBackend<NftNetlink>,
+    owned: &mut BTreeMap<String, Vec<Frontend>>,
+    plan: &LbPlan,
+    changed: &BTreeSet<String>,
+) -> Option<SyncReport> {
+    let mut removed = Vec::new();
+    let mut set = Vec::new();
+    let mut held = Vec::with_capacity(changed.len());
+    for service in changed {
+        removed.extend(owned.get(service).into_iter().flatten().copied());
+        let now = services_of(plan, service);
+        held.push((service, now.iter().map(|s| s.frontend).collect::<Vec<_>>()));
+        set.extend(now);
+    }
+    let report = backend.update(&removed, set)?;
+    for (service, frontends) in held {
+        if frontends.is_empty() {
+            owned.remove(service);
+        } else {
+            owned.insert(service.clone(), frontends);
+        }
+    }
+    Some(report)
 }
 
 /// The backends keep their caches across full passes (an IPVS socket, say): `Pass::full`
@@ -265,10 +396,10 @@ impl Reconciler for LbDataplane {
 
     /// The overlay namespaces and the ingress sandbox exist by now.
     async fn ensure(&mut self, pass: &mut Pass<'_>) {
-        let plans = &pass.plan.mesh.lbs;
+        let mesh = &pass.plan.mesh;
         let full = pass.full;
         // nft and IPVS calls block: not on an async worker's time.
-        let errors = tokio::task::block_in_place(|| self.sync(plans, full));
+        let errors = tokio::task::block_in_place(|| self.sync(mesh, full));
         for e in errors {
             pass.note(self.resource(), "load balancer", Err(e));
         }

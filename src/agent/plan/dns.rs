@@ -3,7 +3,6 @@
 //! never the ingress network, which only carries published-port traffic).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use routemesh_dns::{EndpointMode as DnsMode, Input, NetInput, ServiceInput, TaskInput};
 
@@ -33,18 +32,12 @@ impl PartialEq for DnsPlan {
 
 impl Eq for DnsPlan {}
 
-static VERSIONS: AtomicU64 = AtomicU64::new(1);
-
-fn next_version() -> u64 {
-    VERSIONS.fetch_add(1, Ordering::Relaxed)
-}
-
 impl DnsPlan {
     /// Starts a new version: what `update_service` and `update_task` change from here on is
     /// relative to the current one.
     pub(super) fn begin_update(&mut self) {
         self.base = self.version;
-        self.version = next_version();
+        self.version = super::next_version();
         self.changed.clear();
     }
 }
@@ -129,7 +122,7 @@ pub fn plan_dns(st: &ClusterState, node: &str) -> DnsPlan {
             tasks,
         },
         queriers,
-        version: next_version(),
+        version: super::next_version(),
         base: 0,
         changed: BTreeSet::new(),
     }

@@ -2,7 +2,7 @@
 //! load-balancing namespace holds (VIPs in each overlay namespace, published ports in
 //! `ingress_sbox`), the ingress sandbox itself, and the node's DNAT of published ports.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
 
@@ -47,7 +47,7 @@ pub struct PublishedLb {
     pub scheduler: Scheduler,
 }
 
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default)]
 pub struct MeshPlan {
     /// Keyed by the namespace's name (`ov-NETWORK`, `ingress_sbox`).
     pub lbs: BTreeMap<String, LbPlan>,
@@ -62,6 +62,51 @@ pub struct MeshPlan {
     /// The service of each `host_ports` entry, in the same order (services by name), so that
     /// `update` finds one service's entries by binary search. Not applied.
     pub host_port_services: Vec<String>,
+    /// This plan's version, unique in the process.
+    pub version: u64,
+    /// The version `changed` is relative to (the plan this one was updated from); 0 when
+    /// this plan was made whole.
+    pub base: u64,
+    /// The services whose load-balancer entries (VIPs, published ports) may differ from plan
+    /// `base`'s, in any namespace: the load balancers re-apply only theirs.
+    pub changed: BTreeSet<String>,
+}
+
+/// Two plans are equal when they program the same: versions say how they were made.
+impl PartialEq for MeshPlan {
+    fn eq(&self, other: &Self) -> bool {
+        let MeshPlan {
+            lbs,
+            overlay_addresses,
+            overlay_vips,
+            ingress_sbox,
+            ingress_dnat,
+            host_ports,
+            host_port_services,
+            version: _,
+            base: _,
+            changed: _,
+        } = self;
+        *lbs == other.lbs
+            && *overlay_addresses == other.overlay_addresses
+            && *overlay_vips == other.overlay_vips
+            && *ingress_sbox == other.ingress_sbox
+            && *ingress_dnat == other.ingress_dnat
+            && *host_ports == other.host_ports
+            && *host_port_services == other.host_port_services
+    }
+}
+
+impl Eq for MeshPlan {}
+
+impl MeshPlan {
+    /// Starts a new version: what `update_service` changes from here on is relative to the
+    /// current one.
+    pub(super) fn begin_update(&mut self) {
+        self.base = self.version;
+        self.version = super::next_version();
+        self.changed.clear();
+    }
 }
 
 /// A service's tasks that belong in its load balancers, with their weight: 1 while wanted
@@ -177,7 +222,10 @@ fn host_ports_of(st: &ClusterState, ctx: &NodeContext, svc: &Service) -> Vec<Hos
 }
 
 pub fn plan_mesh(st: &ClusterState, ctx: &NodeContext) -> MeshPlan {
-    let mut mesh = MeshPlan::default();
+    let mut mesh = MeshPlan {
+        version: super::next_version(),
+        ..MeshPlan::default()
+    };
     let ingress = crate::control::INGRESS;
 
     // VIPs: each overlay namespace balances the VIPs of its network, in service order.
@@ -301,6 +349,7 @@ pub(super) fn update_service(
 ) {
     let svc = st.services.get(service);
     let mesh = &mut plan.mesh;
+    mesh.changed.insert(service.to_string());
 
     for (net, _) in vip_networks(st, ctx) {
         let ns = crate::layout::netns_name(&ctx.run.overlay_netns(&net.name));

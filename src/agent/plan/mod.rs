@@ -12,6 +12,7 @@ pub use update::{update, Dirty};
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use ipnet::Ipv4Net;
 use routemesh_netdev::firewall::{Guard, GuardedBridge, Masquerade, NodeFirewallSpec};
@@ -445,6 +446,14 @@ fn guard(st: &ClusterState) -> Guard {
 }
 
 /// The plan for `ctx.node`.
+static VERSIONS: AtomicU64 = AtomicU64::new(1);
+
+/// A plan version unique in the process (the DNS and mesh plans say which version they were
+/// updated from, so their reconcilers re-apply only what changed since).
+fn next_version() -> u64 {
+    VERSIONS.fetch_add(1, Ordering::Relaxed)
+}
+
 pub fn plan(st: &ClusterState, ctx: &NodeContext) -> NodePlan {
     let gwbridge = BridgeSpec {
         ifname: GWBRIDGE.to_string(),

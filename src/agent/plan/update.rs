@@ -50,6 +50,7 @@ pub fn update(plan: &mut NodePlan, st: &ClusterState, ctx: &NodeContext, dirty: 
         return;
     }
     plan.dns.begin_update();
+    plan.mesh.begin_update();
     // Load-balancer backends come from the tasks and their status.
     let mut balanced: BTreeSet<&str> = dirty.services.iter().map(String::as_str).collect();
     // Sandboxes and containers: the dirty tasks, and the tasks of dirty services.

@@ -430,15 +430,52 @@ fn update_gives_what_plan_gives_after_every_random_change() {
             }
             for (p, c) in plans.iter_mut().zip(&ctxs) {
                 let before = p.dns.clone();
+                let mesh_before = p.mesh.clone();
                 update(p, &st, c, &dirty);
                 assert_same(p, &plan(&st, c), step);
                 if !dirty.all {
                     assert_dns_changes_named(&before, &p.dns, step);
+                    assert_lb_changes_named(&mesh_before, &p.mesh, step);
                 }
             }
         }
     }
     assert!(patched > 500, "most steps are patched, not planned anew");
+}
+
+/// `after.changed` names every service whose load-balancer entries (a VIP or published port
+/// in any namespace) differ from `before`'s, relative to `before`'s version: what the load
+/// balancers re-apply.
+fn assert_lb_changes_named(before: &mesh::MeshPlan, after: &mesh::MeshPlan, step: usize) {
+    assert_eq!(after.base, before.version, "step {step}");
+    assert_ne!(after.version, before.version, "step {step}");
+    type Entries = BTreeMap<(String, String), String>;
+    let entries = |m: &mesh::MeshPlan| -> Entries {
+        let mut out = Entries::new();
+        for (ns, lb) in &m.lbs {
+            for v in &lb.vips {
+                let e = out.entry((v.service.clone(), ns.clone())).or_default();
+                e.push_str(&format!("{v:?}"));
+            }
+            for p in &lb.published {
+                let e = out.entry((p.service.clone(), ns.clone())).or_default();
+                e.push_str(&format!("{p:?}"));
+            }
+        }
+        out
+    };
+    let (old, new) = (entries(before), entries(after));
+    let differ: BTreeSet<&String> = old
+        .keys()
+        .chain(new.keys())
+        .filter(|k| old.get(*k) != new.get(*k))
+        .map(|(service, _)| service)
+        .collect();
+    let missing: Vec<&&String> = differ
+        .iter()
+        .filter(|s| !after.changed.contains(**s))
+        .collect();
+    assert!(missing.is_empty(), "step {step}: lb changes of {missing:?} not named");
 }
 
 /// `after.changed` names every service whose name-table entries (its own, or a task's)
