@@ -111,8 +111,9 @@ impl Table {
 
     /// The table for `input`, when `input` differs from the input this table was built from
     /// only in the services named in `changed` and their tasks (created, changed or removed).
-    /// Re-makes only those services' names: O(changed) map updates plus one scan of the
-    /// input's lists. `None` when that cannot be done exactly (other networks or TTL, or
+    /// Re-makes only those services' names: O(changed) map updates, the changed services
+    /// found by binary search when `input.services` is sorted by name (as the planner keeps
+    /// it; one scan for a name not found that way), plus one scan of the tasks. `None` when that cannot be done exactly (other networks or TTL, or
     /// names two services share); build the whole table then.
     pub fn updated(
         &self,
@@ -148,7 +149,10 @@ impl Table {
         for t in input.tasks.iter().filter(|t| changed.contains(&t.service)) {
             tasks.entry(t.service.as_str()).or_default().push(t);
         }
-        for service in input.services.iter().filter(|s| changed.contains(&s.name)) {
+        for service in changed
+            .iter()
+            .filter_map(|name| find_service(&input.services, name))
+        {
             let mine = tasks
                 .get(service.name.as_str())
                 .map(Vec::as_slice)
@@ -460,6 +464,15 @@ fn running_addrs_on<'i>(running: &[&'i TaskInput], network: &str) -> Vec<(&'i st
                 .map(move |(_, a)| (t.name.as_str(), *a))
         })
         .collect()
+}
+
+/// The service named `name`: by binary search, which finds it when `services` is sorted by
+/// name, else by a scan (a removed service, or a list in another order).
+fn find_service<'a>(services: &'a [ServiceInput], name: &str) -> Option<&'a ServiceInput> {
+    match services.binary_search_by(|s| s.name.as_str().cmp(name)) {
+        Ok(i) => services.get(i),
+        Err(_) => services.iter().find(|s| s.name == name),
+    }
 }
 
 fn fqdn(name: &str) -> Result<Name, hickory_proto::ProtoError> {

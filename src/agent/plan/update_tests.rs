@@ -475,7 +475,10 @@ fn assert_lb_changes_named(before: &mesh::MeshPlan, after: &mesh::MeshPlan, step
         .iter()
         .filter(|s| !after.changed.contains(**s))
         .collect();
-    assert!(missing.is_empty(), "step {step}: lb changes of {missing:?} not named");
+    assert!(
+        missing.is_empty(),
+        "step {step}: lb changes of {missing:?} not named"
+    );
 }
 
 /// `after.changed` names every service whose name-table entries (its own, or a task's)
