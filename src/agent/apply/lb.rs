@@ -280,79 +280,121 @@ impl LbDataplane {
         let mut errors = Vec::new();
         self.namespaces.retain(|ns, _| mesh.lbs.contains_key(ns));
         for (ns, plan) in &mesh.lbs {
-            if !self.namespaces.contains_key(ns) {
-                match DataplaneBackend::open(self.kind, ns, &plan.netns) {
-                    Ok(backend) => {
-                        let entry = Namespace {
-                            backend,
-                            applied: None,
-                            owned: BTreeMap::new(),
-                            last: None,
-                        };
-                        self.namespaces.insert(ns.clone(), entry);
-                    }
-                    Err(e) => {
-                        errors.push(e);
-                        continue;
-                    }
-                }
-            }
-            let Some(entry) = self.namespaces.get_mut(ns) else {
-                continue;
-            };
-            if !full && entry.applied == Some(mesh.version) {
+            if self.namespaces.contains_key(ns) {
                 continue;
             }
-            if !full && entry.applied.is_some() {
-                let done = match &mut entry.backend {
-                    DataplaneBackend::Nft(b)
-                        if mesh.base != 0 && entry.applied == Some(mesh.base) =>
-                    {
-                        update_services(b, &mut entry.owned, plan, &mesh.changed)
-                            .map(|report| format!("{report:?}"))
-                    }
-                    DataplaneBackend::Nft(_) => None,
-                    DataplaneBackend::Ipvs(_) => {
-                        (entry.last.as_ref() == Some(plan)).then(|| "unchanged".to_string())
-                    }
-                };
-                if let Some(report) = done {
-                    tracing::debug!(netns = %ns, report, "load balancer updated");
-                    entry.applied = Some(mesh.version);
-                    continue;
+            match DataplaneBackend::open(self.kind, ns, &plan.netns) {
+                Ok(backend) => {
+                    let entry = Namespace {
+                        backend,
+                        applied: None,
+                        owned: BTreeMap::new(),
+                        last: None,
+                    };
+                    self.namespaces.insert(ns.clone(), entry);
                 }
-            }
-            let spec = match lb_spec(plan).validate() {
-                Ok(s) => s,
-                Err(source) => {
-                    entry.applied = None;
-                    errors.push(LbError::Spec {
-                        netns: ns.clone(),
-                        source,
-                    });
-                    continue;
-                }
-            };
-            match entry
-                .backend
-                .sync(ns, &spec, full || entry.applied.is_none())
-            {
-                Ok(report) => {
-                    tracing::debug!(netns = %ns, report, "load balancer synced");
-                    entry.applied = Some(mesh.version);
-                    match entry.backend {
-                        DataplaneBackend::Nft(_) => entry.owned = owned_frontends(plan),
-                        DataplaneBackend::Ipvs(_) => entry.last = Some(plan.clone()),
-                    }
-                }
-                Err(e) => {
-                    entry.applied = None;
-                    entry.last = None;
-                    errors.push(e);
-                }
+                Err(e) => errors.push(e),
             }
         }
+        // The cheap way first, in turn; what needs the whole spec (a new slot group is an
+        // `nft -f` of ~10 ms) runs for every such namespace at once, so the overlay's VIPs do
+        // not wait for the ingress sandbox's published ports.
+        let mut whole: Vec<(&String, &mut Namespace, &LbPlan)> = Vec::new();
+        for (ns, entry) in &mut self.namespaces {
+            let Some(plan) = mesh.lbs.get(ns) else {
+                continue;
+            };
+            if !full && entry.update(ns, plan, mesh) {
+                continue;
+            }
+            whole.push((ns, entry, plan));
+        }
+        let sync = |(ns, entry, plan): (&String, &mut Namespace, &LbPlan)| {
+            entry.sync_whole(ns, plan, mesh.version, full)
+        };
+        if whole.len() < 2 {
+            errors.extend(whole.into_iter().filter_map(|w| sync(w).err()));
+        } else {
+            std::thread::scope(|scope| {
+                let running: Vec<_> = whole
+                    .into_iter()
+                    .map(|w| scope.spawn(move || sync(w)))
+                    .collect();
+                for handle in running {
+                    // A panic in a sync is a bug; it surfaces here as it would have inline.
+                    match handle.join() {
+                        Ok(r) => errors.extend(r.err()),
+                        Err(panic) => std::panic::resume_unwind(panic),
+                    }
+                }
+            });
+        }
         errors
+    }
+}
+
+impl Namespace {
+    /// Brings the namespace to `mesh` without the whole spec when it can: nothing to do (this
+    /// version applied), only the changed services' frontends (nftables, updated from the
+    /// version applied), or a plan equal to the one applied (IPVS). `false`: the whole spec
+    /// is needed.
+    fn update(&mut self, ns: &str, plan: &LbPlan, mesh: &MeshPlan) -> bool {
+        let Some(applied) = self.applied else {
+            return false;
+        };
+        if applied == mesh.version {
+            return true;
+        }
+        let done = match &mut self.backend {
+            DataplaneBackend::Nft(b) if mesh.base != 0 && applied == mesh.base => {
+                update_services(b, &mut self.owned, plan, &mesh.changed)
+                    .map(|report| format!("{report:?}"))
+            }
+            DataplaneBackend::Nft(_) => None,
+            DataplaneBackend::Ipvs(_) => {
+                (self.last.as_ref() == Some(plan)).then(|| "unchanged".to_string())
+            }
+        };
+        let Some(report) = done else {
+            return false;
+        };
+        tracing::debug!(netns = %ns, report, "load balancer updated");
+        self.applied = Some(mesh.version);
+        true
+    }
+
+    /// Syncs the whole spec of `plan` (version `version`): a resync when `full` or nothing
+    /// is applied, else the difference from the table applied.
+    fn sync_whole(
+        &mut self,
+        ns: &str,
+        plan: &LbPlan,
+        version: u64,
+        full: bool,
+    ) -> Result<(), LbError> {
+        let spec = lb_spec(plan).validate().map_err(|source| {
+            self.applied = None;
+            LbError::Spec {
+                netns: ns.to_string(),
+                source,
+            }
+        })?;
+        match self.backend.sync(ns, &spec, full || self.applied.is_none()) {
+            Ok(report) => {
+                tracing::debug!(netns = %ns, report, "load balancer synced");
+                self.applied = Some(version);
+                match self.backend {
+                    DataplaneBackend::Nft(_) => self.owned = owned_frontends(plan),
+                    DataplaneBackend::Ipvs(_) => self.last = Some(plan.clone()),
+                }
+                Ok(())
+            }
+            Err(e) => {
+                self.applied = None;
+                self.last = None;
+                Err(e)
+            }
+        }
     }
 }
 
