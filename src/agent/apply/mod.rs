@@ -230,9 +230,14 @@ impl Applier {
             else {
                 continue;
             };
+            let start = std::time::Instant::now();
             match step {
                 Step::Ensure(_) => r.ensure(&mut pass).await,
                 Step::Prune(_) => r.prune(&mut pass).await,
+            }
+            let took = start.elapsed();
+            if took >= std::time::Duration::from_millis(1) {
+                tracing::debug!(?step, full, ms = took.as_secs_f64() * 1e3, "pass step");
             }
         }
         errors
