@@ -13,11 +13,11 @@ pub mod names;
 mod plan;
 mod update;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 pub use keys::{FrontendKey, KeyKind, SlotKey, Target};
-pub use plan::{apportion, plan, slot_targets};
+pub use plan::{apportion, plan, plan_keeping, slot_targets};
 use routemesh_nft::{diff, resync, Executor, NftError, Op, Step, Table, Transaction};
 
 use crate::model::{Frontend, ValidLbSpec, VirtualService};
@@ -89,6 +89,9 @@ pub struct NftBackend<E> {
     kept_rules: BTreeMap<String, Vec<Vec<u8>>>,
     /// What each frontend of `applied` holds, for [`update`](Self::update); set with it.
     index: Option<Index>,
+    /// The groups the last [`full_sync`](Self::full_sync) kept with no frontend: the next one
+    /// that finds them still empty removes them.
+    empty_at_last_full: BTreeSet<(KeyKind, u32)>,
 }
 
 impl<E: Executor> NftBackend<E> {
@@ -100,6 +103,7 @@ impl<E: Executor> NftBackend<E> {
             applied: None,
             kept_rules: BTreeMap::new(),
             index: None,
+            empty_at_last_full: BTreeSet::new(),
         }
     }
 
@@ -117,6 +121,19 @@ impl<E: Executor> NftBackend<E> {
         self.applied = None;
         self.kept_rules.clear();
         self.index = None;
+        self.empty_at_last_full.clear();
+    }
+
+    /// The slot-count groups the applied table has with no frontend in them: a group that
+    /// empties (by [`update`](Self::update) or [`sync`](Self::sync)) keeps its set, map and
+    /// chain, so the service that comes into it next (a scale from 3 to 4 after one from 4 to
+    /// 3, a rolling update) is a few elements. Only a full sync removes groups, those it found
+    /// empty the time before too (two periodic passes: 30-60 s).
+    pub fn empty_groups(&self) -> BTreeSet<(KeyKind, u32)> {
+        self.index
+            .as_ref()
+            .map(Index::empty_groups)
+            .unwrap_or_default()
     }
 
     /// Changes some services only: removes the frontends `removed` and sets the services
@@ -173,13 +190,23 @@ impl<E: Executor> NftBackend<E> {
     /// there is no cache or the change needs one, and right away after a failed incremental
     /// sync (the kernel may have drifted from the cache).
     pub fn sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
-        let report = self.sync_table(spec);
-        self.index = report.is_ok().then(|| Index::of(spec));
+        // Groups that empty stay (only a full sync removes them).
+        let keep = self
+            .index
+            .as_ref()
+            .map(|i| i.made().clone())
+            .unwrap_or_default();
+        let report = self.sync_table(spec, &keep);
+        self.index = report.is_ok().then(|| Index::of(spec, &keep));
         report
     }
 
-    fn sync_table(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
-        let desired = plan(spec);
+    fn sync_table(
+        &mut self,
+        spec: &ValidLbSpec,
+        keep: &BTreeSet<(KeyKind, u32)>,
+    ) -> Result<SyncReport, NftSyncError> {
+        let desired = plan_keeping(spec, keep);
         let Some(applied) = &self.applied else {
             return self.apply_full(desired, None);
         };
@@ -244,13 +271,23 @@ impl<E: Executor> NftBackend<E> {
     /// structure or elements are refused (a set of another type, say), or when those rules
     /// drifted.
     pub fn full_sync(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
-        let report = self.full_sync_table(spec);
-        self.index = report.is_ok().then(|| Index::of(spec));
+        let keep: BTreeSet<(KeyKind, u32)> = self
+            .empty_groups()
+            .difference(&self.empty_at_last_full)
+            .copied()
+            .collect();
+        let report = self.full_sync_table(spec, &keep);
+        self.index = report.is_ok().then(|| Index::of(spec, &keep));
+        self.empty_at_last_full = self.empty_groups();
         report
     }
 
-    fn full_sync_table(&mut self, spec: &ValidLbSpec) -> Result<SyncReport, NftSyncError> {
-        let desired = plan(spec);
+    fn full_sync_table(
+        &mut self,
+        spec: &ValidLbSpec,
+        keep: &BTreeSet<(KeyKind, u32)>,
+    ) -> Result<SyncReport, NftSyncError> {
+        let desired = plan_keeping(spec, keep);
         let Some(applied) = &self.applied else {
             return self.apply_full(desired, None);
         };
@@ -493,31 +530,45 @@ mod tests {
     }
 
     #[test]
-    fn new_and_emptied_groups_add_and_remove_their_objects() {
+    fn a_new_group_adds_its_objects_and_an_emptied_one_stays_until_two_full_syncs() {
         let mut backend = NftBackend::new(FakeNft::new());
         backend
             .sync(&spec(vec![vip(2, vec![be(1, 1), be(2, 1)])]))
             .unwrap();
-        backend
-            .sync(&spec(vec![vip(2, vec![be(1, 1), be(2, 1), be(3, 1)])]))
-            .unwrap();
+        let three = spec(vec![vip(2, vec![be(1, 1), be(2, 1), be(3, 1)])]);
+        backend.sync(&three).unwrap();
         assert_eq!(
             lines(&backend.nft().last_script().unwrap()),
             vec![
                 "flush chain ip routemesh_lb services",
-                "flush chain ip routemesh_lb vip_2",
-                "delete chain ip routemesh_lb vip_2",
-                "delete set ip routemesh_lb vip_fe_2",
-                "delete map ip routemesh_lb vip_be_2",
+                "delete element ip routemesh_lb vip_fe_2 { 10.0.0.2 . tcp . 80 }",
+                "delete element ip routemesh_lb vip_be_2 { 10.0.0.2 . tcp . 80 . 0, 10.0.0.2 . tcp . 80 . 1 }",
                 "add set ip routemesh_lb vip_fe_3 { type ipv4_addr . inet_proto . inet_service; }",
                 "add map ip routemesh_lb vip_be_3 { typeof ip daddr . meta l4proto . th dport . numgen random mod 3 : ip daddr . th dport; }",
                 "add element ip routemesh_lb vip_fe_3 { 10.0.0.2 . tcp . 80 }",
                 "add element ip routemesh_lb vip_be_3 { 10.0.0.2 . tcp . 80 . 0 : 10.1.0.1 . 80, 10.0.0.2 . tcp . 80 . 1 : 10.1.0.2 . 80, 10.0.0.2 . tcp . 80 . 2 : 10.1.0.3 . 80 }",
                 "add chain ip routemesh_lb vip_3",
                 "add rule ip routemesh_lb vip_3 ip daddr . meta l4proto . th dport @vip_fe_3 dnat ip to ip daddr . meta l4proto . th dport . numgen random mod 3 map @vip_be_3",
+                "add rule ip routemesh_lb services jump vip_2",
                 "add rule ip routemesh_lb services jump vip_3",
             ]
         );
+        let vip2 = BTreeSet::from([(KeyKind::Vip, 2)]);
+        assert_eq!(backend.empty_groups(), vip2);
+        // Back to 2 backends: the kept group takes it as elements.
+        let two = spec(vec![vip(2, vec![be(1, 1), be(2, 1)])]);
+        backend.sync(&two).unwrap();
+        assert!(lines(&backend.nft().last_script().unwrap())
+            .iter()
+            .all(|l| l.starts_with("add element") || l.starts_with("delete element")));
+        // Empty at two full syncs in a row: the first keeps it, the second removes it.
+        backend.sync(&three).unwrap();
+        backend.full_sync(&three).unwrap();
+        assert_eq!(backend.empty_groups(), vip2);
+        backend.full_sync(&three).unwrap();
+        assert!(backend.empty_groups().is_empty());
+        assert_eq!(backend.applied(), Some(&plan(&three)));
+        assert_eq!(backend.nft().ruleset(), kernel_of(&plan(&three)));
     }
 
     #[test]
@@ -576,16 +627,13 @@ mod tests {
         assert_eq!(report.mode, SyncMode::Incremental);
         assert_eq!(
             lines(&backend.nft().last_script().unwrap()),
+            // Group 1 empties and stays (see `empty_groups`): elements only.
             vec![
-                "flush chain ip routemesh_lb services",
-                "flush chain ip routemesh_lb vipa_1",
+                "delete element ip routemesh_lb vipa_fe_1 { 10.0.0.10 }",
+                "delete element ip routemesh_lb vipa_be_1 { 10.0.0.10 . 0 }",
                 "delete element ip routemesh_lb vipa_be_3 { 10.0.0.9 . 2 }",
-                "delete chain ip routemesh_lb vipa_1",
-                "delete set ip routemesh_lb vipa_fe_1",
-                "delete map ip routemesh_lb vipa_be_1",
                 "add element ip routemesh_lb no_backend_vipa { 10.0.0.10 }",
                 "add element ip routemesh_lb vipa_be_3 { 10.0.0.9 . 2 : 10.1.0.4 }",
-                "add rule ip routemesh_lb services jump vipa_3",
             ]
         );
     }

@@ -22,8 +22,18 @@ type Group = (BTreeSet<FrontendKey>, BTreeMap<SlotKey, Target>);
 
 /// The table that load-balances `spec`.
 pub fn plan(spec: &ValidLbSpec) -> Table {
+    plan_keeping(spec, &BTreeSet::new())
+}
+
+/// [`plan`], with the (kind, slot count) groups `keep` in the table even when no service is
+/// in them: their set and map empty, their chain and jump in place, so a service that comes
+/// into one later is a few elements and not an `nft -f` of a new set, map and chain.
+pub fn plan_keeping(spec: &ValidLbSpec, keep: &BTreeSet<(KeyKind, u32)>) -> Table {
     let mut no_backend: BTreeMap<KeyKind, BTreeSet<FrontendKey>> = BTreeMap::new();
-    let mut groups: BTreeMap<(KeyKind, u32), Group> = BTreeMap::new();
+    let mut groups: BTreeMap<(KeyKind, u32), Group> = keep
+        .iter()
+        .map(|group| (*group, Group::default()))
+        .collect();
     for service in spec.services() {
         let (frontend, targets) = frontend_targets(service);
         if targets.is_empty() {

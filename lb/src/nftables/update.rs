@@ -3,10 +3,11 @@
 //! of what each frontend holds. Pure: no I/O.
 //!
 //! Only changes that keep the table's structure go this way: a frontend moving between
-//! existing groups, into or out of the no-backend set, or changing its targets. A change that
-//! makes a slot-count group appear or empty (a set, map, chain and jump rule to add or delete),
-//! or that another service's frontends conflict with, is left to the whole plan ([`None`]),
-//! which also reports the conflict.
+//! groups the table has (an emptied group keeps its set, map, chain and jump: see
+//! [`Index::empty_groups`]), into or out of the no-backend set, or changing its targets. A
+//! change that needs a slot-count group the table lacks (a set, map, chain and jump rule to
+//! add), or that another service's frontends conflict with, is left to the whole plan
+//! ([`None`]), which also reports the conflict.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -24,17 +25,35 @@ pub(super) struct Index {
     frontends: BTreeMap<FrontendKey, Vec<Target>>,
     /// Frontends per (kind, slot count) group with at least one.
     groups: BTreeMap<(KeyKind, u32), usize>,
+    /// The groups the table has a set, map and chain for: those with frontends and those
+    /// that emptied since the table was planned.
+    made: BTreeSet<(KeyKind, u32)>,
 }
 
 impl Index {
-    /// The index of `plan(spec)`.
-    pub(super) fn of(spec: &ValidLbSpec) -> Index {
+    /// The index of `plan_keeping(spec, kept)`.
+    pub(super) fn of(spec: &ValidLbSpec, kept: &BTreeSet<(KeyKind, u32)>) -> Index {
         let mut index = Index::default();
         for service in spec.services() {
             let (frontend, targets) = frontend_targets(service);
             index.insert(frontend, targets);
         }
+        index.made = index.groups.keys().chain(kept).copied().collect();
         index
+    }
+
+    /// The groups the table has, with or without frontends.
+    pub(super) fn made(&self) -> &BTreeSet<(KeyKind, u32)> {
+        &self.made
+    }
+
+    /// The groups the table has with no frontend in them.
+    pub(super) fn empty_groups(&self) -> BTreeSet<(KeyKind, u32)> {
+        self.made
+            .iter()
+            .filter(|g| !self.groups.contains_key(g))
+            .copied()
+            .collect()
     }
 
     fn insert(&mut self, frontend: FrontendKey, targets: Vec<Target>) {
@@ -110,9 +129,10 @@ impl Index {
 
 /// The elements that remove the frontends `removed` and set the services `set` (which may
 /// name frontends just removed: an update). Costs what the touched frontends hold, whatever
-/// the table's size. `None` when the change needs the whole plan: a service fails
-/// validation, a frontend is set twice or is held by a service not removed here, an address
-/// would be both address-only and per port, or a slot-count group appears or empties.
+/// the table's size. A group that empties keeps its structure. `None` when the change needs
+/// the whole plan: a service fails validation, a frontend is set twice or is held by a
+/// service not removed here, an address would be both address-only and per port, or a
+/// frontend needs a slot-count group the table does not have.
 pub(super) fn element_change(
     index: &Index,
     table: &str,
@@ -145,23 +165,13 @@ pub(super) fn element_change(
             return None;
         }
     }
-    // Groups: none may appear or empty.
-    let mut delta: BTreeMap<(KeyKind, u32), isize> = BTreeMap::new();
-    for key in &removed {
-        if let Some(group) = index.frontends.get(key).and_then(|t| group_of(*key, t)) {
-            *delta.entry(group).or_default() -= 1;
-        }
-    }
-    for (key, targets) in &wanted {
-        if let Some(group) = group_of(*key, targets) {
-            *delta.entry(group).or_default() += 1;
-        }
-    }
-    for (group, d) in delta {
-        let before = index.groups.get(&group).copied().unwrap_or(0) as isize;
-        if (before == 0) != (before + d == 0) {
-            return None;
-        }
+    // Groups: every one a frontend goes into must be in the table already.
+    if wanted
+        .iter()
+        .filter_map(|(key, targets)| group_of(*key, targets))
+        .any(|group| !index.made.contains(&group))
+    {
+        return None;
     }
 
     // Per touched frontend: the elements it had and the ones it gets, by collection. An

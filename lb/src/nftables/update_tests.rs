@@ -1,8 +1,9 @@
 //! [`NftBackend::update`] against the whole plan: over random sequences of per-service
 //! changes, the table it keeps and the "kernel" (a [`FakeNft`]) always equal what `plan` makes
-//! of all services, and a change it cannot make as elements leaves everything as it was.
+//! of all services (with the groups that emptied kept), and a change it cannot make as
+//! elements leaves everything as it was.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
 use routemesh_nft::{FakeNft, Op, Transaction};
@@ -131,9 +132,10 @@ fn updates_equal_the_whole_plan_over_random_changes() {
                         panic!("seed {seed} step {step}: update took what the spec refuses: {e}")
                     });
                     by_update += 1;
+                    // The whole plan, with the groups that emptied kept.
                     assert_eq!(
                         backend.applied(),
-                        Some(&plan(&whole)),
+                        Some(&plan_keeping(&whole, &backend.empty_groups())),
                         "seed {seed} step {step}"
                     );
                     assert_eq!(sorted_elements(backend.nft()), reference_elements(&whole));
@@ -265,4 +267,74 @@ fn a_refused_element_change_drops_the_cache_so_the_next_sync_replaces() {
     assert!(backend.update(&[], vec![other]).is_none());
     assert!(backend.applied().is_none());
     assert_eq!(backend.sync(&spec(0)).unwrap().mode, SyncMode::Full);
+}
+
+#[test]
+fn an_emptied_group_stays_for_the_next_service_until_two_full_syncs_find_it_empty() {
+    let be = |last: u8| Backend::new(Ipv4Addr::new(10, 1, 0, last), 80);
+    let web = |n: u8| VirtualService {
+        frontend: Frontend::VipAnyPort {
+            addr: Ipv4Addr::new(10, 0, 1, 1),
+        },
+        backends: (1..=n).map(be).collect(),
+        scheduler: Default::default(),
+    };
+    // Another service holds group 3, so 4 -> 3 is a move between groups the table has.
+    let other = VirtualService {
+        frontend: Frontend::VipAnyPort {
+            addr: Ipv4Addr::new(10, 0, 1, 2),
+        },
+        backends: (5..=7).map(be).collect(),
+        scheduler: Default::default(),
+    };
+    let spec = |n: u8| {
+        LbSpec {
+            services: vec![web(n), other.clone()],
+            ..LbSpec::default()
+        }
+        .validate()
+        .unwrap()
+    };
+    let group4 = (KeyKind::VipAddr, 4);
+    let mut backend = NftBackend::new(FakeNft::new());
+    backend.sync(&spec(4)).unwrap();
+    let has_chain = |b: &NftBackend<FakeNft>| {
+        let chain = names::group_chain(KeyKind::VipAddr, 4);
+        b.nft()
+            .ruleset()
+            .rule_fingerprints(spec(4).table())
+            .iter()
+            .any(|(c, _)| *c == chain)
+    };
+    assert!(has_chain(&backend));
+
+    // 4 -> 3: group 4 empties as elements; its chain, set and map stay.
+    let sent = backend.nft().transactions().len();
+    assert!(backend.update(&[web(4).frontend], vec![web(3)]).is_some());
+    assert_eq!(backend.empty_groups(), BTreeSet::from([group4]));
+    assert!(has_chain(&backend));
+    assert_eq!(sorted_elements(backend.nft()), reference_elements(&spec(3)));
+    // 3 -> 4: back into the kept group, as elements only.
+    assert!(backend.update(&[web(3).frontend], vec![web(4)]).is_some());
+    assert_eq!(backend.nft().transactions().len(), sent + 2);
+    assert!(backend.nft().transactions()[sent..]
+        .iter()
+        .flat_map(|t| &t.ops)
+        .all(|op| matches!(op, Op::AddElements { .. } | Op::DeleteElements { .. })));
+    assert!(backend.empty_groups().is_empty());
+    assert_eq!(backend.applied(), Some(&plan(&spec(4))));
+
+    // Empty again: the first full sync keeps the group, the second finds it still empty and
+    // removes it; the kernel then holds exactly the plan.
+    assert!(backend.update(&[web(4).frontend], vec![web(3)]).is_some());
+    backend.full_sync(&spec(3)).unwrap();
+    assert!(has_chain(&backend));
+    assert_eq!(backend.empty_groups(), BTreeSet::from([group4]));
+    backend.full_sync(&spec(3)).unwrap();
+    assert!(!has_chain(&backend));
+    assert!(backend.empty_groups().is_empty());
+    assert_eq!(backend.applied(), Some(&plan(&spec(3))));
+    assert_eq!(sorted_elements(backend.nft()), reference_elements(&spec(3)));
+    // Group 4 is gone now: coming back into it needs the whole spec.
+    assert!(backend.update(&[web(3).frontend], vec![web(4)]).is_none());
 }
