@@ -47,19 +47,71 @@ pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
     sync_neighbours(&ovl, &vxlan, spec).await
 }
 
-/// Adds the VIPs `add` and removes `remove` (local routes through br0) in an overlay
-/// otherwise in place: costs what changed, with no dump of the thousands of VIPs a network
-/// with many services holds.
-pub async fn change_vips(spec: &OverlaySpec, add: &[Ipv4Addr], remove: &[Ipv4Addr]) -> Result<()> {
+/// What differs between two specs of one overlay that agree on everything but its entries:
+/// VIPs, forwarding (fdb) entries and neighbour entries. Each list holds only the changes.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct EntryChange {
+    pub vips_added: Vec<Ipv4Addr>,
+    pub vips_removed: Vec<Ipv4Addr>,
+    pub fdb_added: Vec<(Mac, Ipv4Addr)>,
+    pub fdb_removed: Vec<(Mac, Ipv4Addr)>,
+    /// Neighbour entries that are new or whose MAC changed (replaced in place).
+    pub neighbours_set: Vec<(Ipv4Addr, Mac)>,
+    /// Addresses whose neighbour entry goes.
+    pub neighbours_removed: Vec<Ipv4Addr>,
+}
+
+impl EntryChange {
+    pub fn is_empty(&self) -> bool {
+        *self == EntryChange::default()
+    }
+}
+
+/// Applies `change` to an overlay otherwise in place (`spec` is the new spec): costs what
+/// changed, with no dump of the thousands of VIPs a network with many services holds, nor of
+/// the forwarding and neighbour tables.
+pub async fn change_entries(spec: &OverlaySpec, change: &EntryChange) -> Result<()> {
+    check_fdb(spec)?;
     let ovl = Netlink::open(&spec.netns).await?;
     let br0 = ovl.require_link(OVERLAY_BRIDGE).await?;
-    for a in remove {
+    for a in &change.vips_removed {
         ovl.delete_local_route(&br0, *a).await?;
     }
-    for a in add {
+    for a in &change.vips_added {
         ovl.add_local_route(&br0, *a).await?;
     }
+    let neighbours = !change.neighbours_set.is_empty() || !change.neighbours_removed.is_empty();
+    if change.fdb_added.is_empty() && change.fdb_removed.is_empty() && !neighbours {
+        return Ok(());
+    }
+    let vxlan = ovl.require_link(&spec.vxlan_ifname).await?;
+    for (mac, vtep) in &change.fdb_removed {
+        ovl.delete_fdb(&vxlan, *mac, *vtep).await?;
+    }
+    for (mac, vtep) in &change.fdb_added {
+        ovl.add_fdb(&vxlan, *mac, *vtep).await?;
+    }
+    // On both devices, as `ensure_overlay` keeps them.
+    for dev in [&br0, &vxlan] {
+        for ip in &change.neighbours_removed {
+            ovl.delete_neighbour(dev, *ip).await?;
+        }
+        for (ip, mac) in &change.neighbours_set {
+            ovl.set_neighbour(dev, *ip, *mac).await?;
+        }
+    }
     Ok(())
+}
+
+/// Adds the VIPs `add` and removes `remove` (local routes through br0) in an overlay
+/// otherwise in place: [`change_entries`] with VIPs only.
+pub async fn change_vips(spec: &OverlaySpec, add: &[Ipv4Addr], remove: &[Ipv4Addr]) -> Result<()> {
+    let change = EntryChange {
+        vips_added: add.to_vec(),
+        vips_removed: remove.to_vec(),
+        ..EntryChange::default()
+    };
+    change_entries(spec, &change).await
 }
 
 /// Deletes every link in the overlay namespace (so the VXLAN socket is released even if

@@ -436,6 +436,54 @@ async fn overlay_device_fdb_and_neighbours_are_exact() {
         );
     }
 
+    // A remote task left (.22), one came (.23), .21 has its own MAC again: entries changed
+    // alone, with nothing read back, end exactly where a whole ensure would.
+    let change = overlay::EntryChange {
+        fdb_added: vec![
+            (mac("10.0.1.21"), ip("192.168.99.4")),
+            (mac("10.0.1.23"), ip("192.168.99.6")),
+        ],
+        fdb_removed: vec![(mac("10.0.1.22"), ip("192.168.99.5"))],
+        neighbours_set: vec![
+            (ip("10.0.1.21"), mac("10.0.1.21")),
+            (ip("10.0.1.23"), mac("10.0.1.23")),
+        ],
+        neighbours_removed: vec![ip("10.0.1.22")],
+        ..overlay::EntryChange::default()
+    };
+    spec.fdb = vec![
+        (mac("10.0.1.21"), ip("192.168.99.4")),
+        (mac("10.0.1.23"), ip("192.168.99.6")),
+    ];
+    spec.neighbours = vec![
+        (ip("10.0.1.21"), mac("10.0.1.21")),
+        (ip("10.0.1.23"), mac("10.0.1.23")),
+    ];
+    overlay::change_entries(&spec, &change)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let fdb = ns_run(&ov_path, &["bridge", "fdb", "show", "dev", "vxlan4096"]);
+    let fdb = fdb.replace(" link-netnsid 0", "");
+    assert_eq!(
+        sorted_lines(&fdb, |l| l.contains(" dst ")),
+        vec![
+            "02:42:0a:00:01:15 dst 192.168.99.4 self permanent",
+            "02:42:0a:00:01:17 dst 192.168.99.6 self permanent",
+        ],
+        "{fdb}"
+    );
+    for dev in ["br0", "vxlan4096"] {
+        let neigh = ns_run(&ov_path, &["ip", "neigh", "show", "dev", dev]);
+        assert_eq!(
+            sorted_lines(&neigh, |l| l.contains("PERMANENT")),
+            vec![
+                "10.0.1.21 lladdr 02:42:0a:00:01:15 PERMANENT",
+                "10.0.1.23 lladdr 02:42:0a:00:01:17 PERMANENT",
+            ],
+            "{dev}: {neigh}"
+        );
+    }
+
     overlay::remove_overlay(&ov_path)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
