@@ -204,24 +204,25 @@ async fn ensure_interface(
     Ok(())
 }
 
-/// Creates `outer_ifname` <-> temp on the outside, moves the peer into the sandbox, renames it
-/// and sets its MAC. On failure the pair is deleted again (wherever the peer got to).
+/// Creates `outer_ifname` on the outside with its peer made in the sandbox under its own
+/// name and MAC (no temporary name, no move between namespaces). On failure the pair is
+/// deleted again.
 async fn create_pair(
     outside: &Netlink,
     sandbox: &Netlink,
     spec: &SandboxSpec,
     iface: &InterfaceSpec,
 ) -> Result<(LinkSummary, LinkSummary)> {
-    let temp = temp_ifname();
     outside
-        .add_veth(&iface.outer_ifname, &temp, iface.mtu)
+        .add_veth_into(
+            &iface.outer_ifname,
+            &iface.ifname,
+            &spec.netns,
+            iface.mac,
+            iface.mtu,
+        )
         .await?;
     let made = async {
-        outside.move_link(&temp, &spec.netns).await?;
-        let peer = sandbox.require_link(&temp).await?;
-        sandbox.rename_link(peer.index, &iface.ifname).await?;
-        let inner = sandbox.require_link(&iface.ifname).await?;
-        sandbox.set_mac(&inner, iface.mac).await?;
         let inner = sandbox.require_link(&iface.ifname).await?;
         let outer = outside.require_link(&iface.outer_ifname).await?;
         Ok((inner, outer))
