@@ -144,18 +144,11 @@ impl Netlink {
         r.map_err(|e| self.err("creating", format!("bridge {name}"), e))
     }
 
-    /// A veth pair `name` <-> `peer`, both here.
-    pub async fn add_veth(&self, name: &str, peer: &str, mtu: u32) -> Result<()> {
-        let msg = LinkVeth::new(name, peer).mtu(mtu).build();
-        let r = self.handle.link().add(msg).execute().await;
-        r.map_err(|e| self.err("creating", format!("veth {name} (peer {peer})"), e))
-    }
-
     /// A veth pair: `name` here, its peer `peer` made directly in the namespace `peer_netns`
     /// with the MAC `peer_mac`. No temporary name and no move: moving a link to another
     /// namespace waits for the kernel's RCU grace periods (30-40 ms each on a 2-core
     /// machine), creating it there does not.
-    pub async fn add_veth_into(
+    pub async fn add_veth(
         &self,
         name: &str,
         peer: &str,

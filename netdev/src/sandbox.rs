@@ -214,7 +214,7 @@ async fn create_pair(
     iface: &InterfaceSpec,
 ) -> Result<(LinkSummary, LinkSummary)> {
     outside
-        .add_veth_into(
+        .add_veth(
             &iface.outer_ifname,
             &iface.ifname,
             &spec.netns,
