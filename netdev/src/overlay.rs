@@ -62,6 +62,49 @@ pub struct EntryChange {
 }
 
 impl EntryChange {
+    /// The change from `old` to `new` when they differ in their entries only; `None` when
+    /// anything else differs (the whole overlay is ensured then).
+    ///
+    /// VIPs: both lists are in the same (service) order and a change touches a few services,
+    /// so the common head and tail are skipped with a compare of plain addresses and only what
+    /// lies between is looked at: no copy of either list, whatever the number of VIPs.
+    /// Forwarding and neighbour entries (one per remote task) are compared as sets.
+    pub fn between(old: &OverlaySpec, new: &OverlaySpec) -> Option<EntryChange> {
+        let OverlaySpec {
+            netns,
+            vxlan_ifname,
+            vni,
+            local_vtep,
+            gateway,
+            mtu,
+            fdb: _,
+            neighbours: _,
+            addresses,
+            vips: _,
+        } = old;
+        let same_rest = *netns == new.netns
+            && *vxlan_ifname == new.vxlan_ifname
+            && *vni == new.vni
+            && *local_vtep == new.local_vtep
+            && *gateway == new.gateway
+            && *mtu == new.mtu
+            && *addresses == new.addresses;
+        if !same_rest {
+            return None;
+        }
+        let (vips_removed, vips_added) = vip_diff(&old.vips, &new.vips);
+        let (fdb_removed, fdb_added) = diff(&old.fdb, &new.fdb);
+        let (neighbours_removed, neighbours_set) = neighbour_diff(&old.neighbours, &new.neighbours);
+        Some(EntryChange {
+            vips_added,
+            vips_removed,
+            fdb_added,
+            fdb_removed,
+            neighbours_set,
+            neighbours_removed,
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         *self == EntryChange::default()
     }
@@ -236,13 +279,11 @@ async fn sync_fdb(ovl: &Netlink, vxlan: &LinkSummary, spec: &OverlaySpec) -> Res
 
 async fn sync_neighbours(ovl: &Netlink, dev: &LinkSummary, spec: &OverlaySpec) -> Result<()> {
     let have = ovl.neighbours(dev).await?;
-    let (extra, missing) = diff(&have, &spec.neighbours);
-    let wanted_ips: BTreeSet<_> = spec.neighbours.iter().map(|(ip, _)| *ip).collect();
-    // An entry whose MAC changed is replaced in place below, not deleted first.
-    for (ip, _) in extra.into_iter().filter(|(ip, _)| !wanted_ips.contains(ip)) {
+    let (gone, set) = neighbour_diff(&have, &spec.neighbours);
+    for ip in gone {
         ovl.delete_neighbour(dev, ip).await?;
     }
-    for (ip, mac) in missing {
+    for (ip, mac) in set {
         ovl.set_neighbour(dev, ip, mac).await?;
     }
     Ok(())
@@ -262,6 +303,37 @@ fn check_fdb(spec: &OverlaySpec) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// (addresses whose entry goes, entries to set): an address whose MAC changed is set again
+/// in place, not deleted first.
+fn neighbour_diff(
+    have: &[(Ipv4Addr, Mac)],
+    want: &[(Ipv4Addr, Mac)],
+) -> (Vec<Ipv4Addr>, Vec<(Ipv4Addr, Mac)>) {
+    let (extra, missing) = diff(have, want);
+    let wanted: BTreeSet<Ipv4Addr> = want.iter().map(|(ip, _)| *ip).collect();
+    let gone = extra
+        .into_iter()
+        .map(|(ip, _)| ip)
+        .filter(|ip| !wanted.contains(ip))
+        .collect();
+    (gone, missing)
+}
+
+/// [`diff`] of two VIP lists in the same order (see [`EntryChange::between`]): the common
+/// head and tail are skipped first.
+fn vip_diff(had: &[Ipv4Addr], want: &[Ipv4Addr]) -> (Vec<Ipv4Addr>, Vec<Ipv4Addr>) {
+    let head = had.iter().zip(want).take_while(|(a, b)| a == b).count();
+    let (had, want) = (&had[head..], &want[head..]);
+    let tail = had
+        .iter()
+        .rev()
+        .zip(want.iter().rev())
+        .take_while(|(a, b)| a == b)
+        .count();
+    // An address in the skipped head or tail is in both lists; one between may have moved.
+    diff(&had[..had.len() - tail], &want[..want.len() - tail])
 }
 
 /// (entries in `have` but not in `want`, entries in `want` but not in `have`), sorted.
@@ -311,5 +383,71 @@ mod tests {
             err.as_deref(),
             Some("invalid fdb of vxlan4096: 02:42:0a:00:01:05 is behind both 192.168.0.2 and 192.168.0.3")
         );
+    }
+
+    fn spec(vips: &[u8]) -> OverlaySpec {
+        OverlaySpec {
+            netns: "/run/routemesh/netns/ov-a".into(),
+            vxlan_ifname: "vxlan4096".into(),
+            vni: 4096,
+            local_vtep: None,
+            gateway: "10.0.9.1/24".parse().unwrap_or_else(|e| panic!("{e}")),
+            mtu: 1450,
+            fdb: Vec::new(),
+            neighbours: Vec::new(),
+            addresses: Vec::new(),
+            vips: vips.iter().map(|i| Ipv4Addr::new(10, 0, 9, *i)).collect(),
+        }
+    }
+
+    fn change(old: &[u8], new: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
+        let last = |v: Vec<Ipv4Addr>| v.into_iter().map(|a| a.octets()[3]).collect();
+        EntryChange::between(&spec(old), &spec(new))
+            .map(|c| (last(c.vips_added), last(c.vips_removed)))
+    }
+
+    #[test]
+    fn vip_changes_are_what_differs_between_the_lists() {
+        let none: Vec<u8> = Vec::new();
+        assert_eq!(
+            change(&[1, 2, 3], &[1, 2, 3]),
+            Some((none.clone(), none.clone()))
+        );
+        assert_eq!(change(&[1, 3], &[1, 2, 3]), Some((vec![2], none.clone())));
+        assert_eq!(change(&[1, 2, 3], &[1, 3]), Some((none.clone(), vec![2])));
+        assert_eq!(change(&[1, 2, 3], &[1, 4, 3]), Some((vec![4], vec![2])));
+        assert_eq!(change(&[], &[5]), Some((vec![5], none.clone())));
+        assert_eq!(change(&[5], &[]), Some((none.clone(), vec![5])));
+        // Services renamed around: an address that moved is neither added nor removed.
+        assert_eq!(
+            change(&[1, 2, 3, 4], &[3, 1, 2, 4]),
+            Some((none.clone(), none.clone()))
+        );
+        assert_eq!(change(&[1, 2, 3], &[3, 2, 6]), Some((vec![6], vec![1])));
+        // Anything else differing: the whole network is ensured.
+        let mut other = spec(&[1]);
+        other.mtu = 1400;
+        assert_eq!(EntryChange::between(&spec(&[1]), &other), None);
+    }
+
+    #[test]
+    fn remote_task_changes_are_fdb_and_neighbour_entries_alone() {
+        let mac = |i: u8| Mac([2, 0, 0, 0, 0, i]);
+        let ip = |i: u8| Ipv4Addr::new(10, 0, 9, i);
+        let vtep = |i: u8| Ipv4Addr::new(192, 168, 0, i);
+        let mut old = spec(&[1, 2]);
+        old.fdb = vec![(mac(10), vtep(2)), (mac(11), vtep(3))];
+        old.neighbours = vec![(ip(10), mac(10)), (ip(11), mac(11))];
+        let mut new = old.clone();
+        // Task .11 left; task .12 came on node 2; task .10's address now has another MAC.
+        new.fdb = vec![(mac(10), vtep(2)), (mac(12), vtep(2)), (mac(13), vtep(2))];
+        new.neighbours = vec![(ip(10), mac(13)), (ip(12), mac(12))];
+        let c = EntryChange::between(&old, &new).unwrap();
+        assert_eq!(c.fdb_added, vec![(mac(12), vtep(2)), (mac(13), vtep(2))]);
+        assert_eq!(c.fdb_removed, vec![(mac(11), vtep(3))]);
+        assert_eq!(c.neighbours_set, vec![(ip(10), mac(13)), (ip(12), mac(12))]);
+        assert_eq!(c.neighbours_removed, vec![ip(11)]);
+        assert!(c.vips_added.is_empty() && c.vips_removed.is_empty());
+        assert!(EntryChange::between(&new, &new).unwrap().is_empty());
     }
 }
