@@ -144,6 +144,26 @@ fn task(
     }
 }
 
+/// The overlay's VXLAN fdb holds exactly `fdb` (sorted `bridge fdb` lines with a destination)
+/// and br0 and the VXLAN device each exactly `neighbours` (sorted permanent `ip neigh` lines).
+fn assert_fdb_and_neighbours(ov_path: &Path, fdb: &[&str], neighbours: &[&str]) {
+    let shown = ns_run(ov_path, &["bridge", "fdb", "show", "dev", "vxlan4096"]);
+    let shown = shown.replace(" link-netnsid 0", "");
+    assert_eq!(
+        sorted_lines(&shown, |l| l.contains(" dst ")),
+        fdb,
+        "{shown}"
+    );
+    for dev in ["br0", "vxlan4096"] {
+        let neigh = ns_run(ov_path, &["ip", "neigh", "show", "dev", dev]);
+        assert_eq!(
+            sorted_lines(&neigh, |l| l.contains("PERMANENT")),
+            neighbours,
+            "{dev}: {neigh}"
+        );
+    }
+}
+
 fn sorted_lines(text: &str, keep: impl Fn(&str) -> bool) -> Vec<String> {
     let mut lines: Vec<String> = text
         .lines()
@@ -414,27 +434,17 @@ async fn overlay_device_fdb_and_neighbours_are_exact() {
         .unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(ifindex(&ov_path, "vxlan4096"), vx_index, "vxlan recreated");
 
-    let fdb = ns_run(&ov_path, &["bridge", "fdb", "show", "dev", "vxlan4096"]);
-    let fdb = fdb.replace(" link-netnsid 0", "");
-    assert_eq!(
-        sorted_lines(&fdb, |l| l.contains(" dst ")),
-        vec![
+    assert_fdb_and_neighbours(
+        &ov_path,
+        &[
             "02:42:0a:00:01:15 dst 192.168.99.4 self permanent",
             "02:42:0a:00:01:16 dst 192.168.99.5 self permanent",
         ],
-        "{fdb}"
+        &[
+            "10.0.1.21 lladdr 02:42:0a:00:01:16 PERMANENT",
+            "10.0.1.22 lladdr 02:42:0a:00:01:16 PERMANENT",
+        ],
     );
-    for dev in ["br0", "vxlan4096"] {
-        let neigh = ns_run(&ov_path, &["ip", "neigh", "show", "dev", dev]);
-        assert_eq!(
-            sorted_lines(&neigh, |l| l.contains("PERMANENT")),
-            vec![
-                "10.0.1.21 lladdr 02:42:0a:00:01:16 PERMANENT",
-                "10.0.1.22 lladdr 02:42:0a:00:01:16 PERMANENT",
-            ],
-            "{dev}: {neigh}"
-        );
-    }
 
     // A remote task left (.22), one came (.23), .21 has its own MAC again: entries changed
     // alone, with nothing read back, end exactly where a whole ensure would.
@@ -462,27 +472,17 @@ async fn overlay_device_fdb_and_neighbours_are_exact() {
     overlay::change_entries(&spec, &change)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
-    let fdb = ns_run(&ov_path, &["bridge", "fdb", "show", "dev", "vxlan4096"]);
-    let fdb = fdb.replace(" link-netnsid 0", "");
-    assert_eq!(
-        sorted_lines(&fdb, |l| l.contains(" dst ")),
-        vec![
+    assert_fdb_and_neighbours(
+        &ov_path,
+        &[
             "02:42:0a:00:01:15 dst 192.168.99.4 self permanent",
             "02:42:0a:00:01:17 dst 192.168.99.6 self permanent",
         ],
-        "{fdb}"
+        &[
+            "10.0.1.21 lladdr 02:42:0a:00:01:15 PERMANENT",
+            "10.0.1.23 lladdr 02:42:0a:00:01:17 PERMANENT",
+        ],
     );
-    for dev in ["br0", "vxlan4096"] {
-        let neigh = ns_run(&ov_path, &["ip", "neigh", "show", "dev", dev]);
-        assert_eq!(
-            sorted_lines(&neigh, |l| l.contains("PERMANENT")),
-            vec![
-                "10.0.1.21 lladdr 02:42:0a:00:01:15 PERMANENT",
-                "10.0.1.23 lladdr 02:42:0a:00:01:17 PERMANENT",
-            ],
-            "{dev}: {neigh}"
-        );
-    }
 
     overlay::remove_overlay(&ov_path)
         .await
