@@ -146,17 +146,6 @@ pub async fn change_entries(spec: &OverlaySpec, change: &EntryChange) -> Result<
     Ok(())
 }
 
-/// Adds the VIPs `add` and removes `remove` (local routes through br0) in an overlay
-/// otherwise in place: [`change_entries`] with VIPs only.
-pub async fn change_vips(spec: &OverlaySpec, add: &[Ipv4Addr], remove: &[Ipv4Addr]) -> Result<()> {
-    let change = EntryChange {
-        vips_added: add.to_vec(),
-        vips_removed: remove.to_vec(),
-        ..EntryChange::default()
-    };
-    change_entries(spec, &change).await
-}
-
 /// Deletes every link in the overlay namespace (so the VXLAN socket is released even if
 /// something else pins the namespace), then the namespace. Ok if it is already gone.
 pub async fn remove_overlay(netns: &Path) -> Result<()> {

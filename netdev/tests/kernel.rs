@@ -643,7 +643,12 @@ async fn overlay_vips_are_local_routes_a_sandbox_reaches() {
     assert!(!ok, "10.0.1.202 is no VIP and must not answer");
 
     // One VIP changed alone; a full ensure then finds nothing to do and keeps the kernel's.
-    overlay::change_vips(&spec, &[ip("10.0.1.202")], &[ip("10.0.1.200")])
+    let change = overlay::EntryChange {
+        vips_added: vec![ip("10.0.1.202")],
+        vips_removed: vec![ip("10.0.1.200")],
+        ..overlay::EntryChange::default()
+    };
+    overlay::change_entries(&spec, &change)
         .await
         .unwrap_or_else(|e| panic!("{e}"));
     spec.vips = vec![ip("10.0.1.201"), ip("10.0.1.202")];
