@@ -16,7 +16,6 @@ pub mod netns;
 pub mod overlay;
 pub mod sandbox;
 pub mod spec;
-mod tempname;
 pub mod xfrm;
 
 pub use error::{Error, Result};

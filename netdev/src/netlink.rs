@@ -172,51 +172,62 @@ impl Netlink {
         r.map_err(|e| self.err("creating", object, e))
     }
 
-    /// A macvlan device `name` in mode bridge on `parent`, here.
-    pub async fn add_macvlan(&self, name: &str, parent: &LinkSummary, mtu: u32) -> Result<()> {
+    /// A macvlan device `name` in mode bridge on `parent` (a link here), made directly in the
+    /// namespace `netns` with the MAC `mac`: one request, no temporary name and no move (a move
+    /// waits for the kernel's RCU grace periods, as for veth peers).
+    pub async fn add_macvlan(
+        &self,
+        name: &str,
+        parent: &LinkSummary,
+        netns: &Path,
+        mac: Mac,
+        mtu: u32,
+    ) -> Result<()> {
+        let ns = netns::open(netns)?;
         let msg = LinkMacVlan::new(name, parent.index, MacVlanMode::Bridge)
             .mtu(mtu)
+            .address(mac.0.to_vec())
+            .setns_by_fd(ns.as_raw_fd())
             .build();
         let r = self.handle.link().add(msg).execute().await;
-        let object = format!("macvlan {name} (parent {})", parent.name);
+        let object = format!(
+            "macvlan {name} (parent {}, in {})",
+            parent.name,
+            netns.display()
+        );
         r.map_err(|e| self.err("creating", object, e))
     }
 
     /// A VXLAN device with static forwarding only (no learning), proxy ARP from the device's
-    /// neighbour table, on the standard port.
+    /// neighbour table, on the standard port, made directly in the namespace `netns`. Its UDP
+    /// socket stays in this (the requesting) namespace, the underlay, as it would after a move;
+    /// creating it in place skips the move's RCU grace periods and a temporary name.
     pub async fn add_vxlan(
         &self,
         name: &str,
         vni: u32,
         local: Option<Ipv4Addr>,
+        netns: &Path,
         mtu: u32,
     ) -> Result<()> {
+        let ns = netns::open(netns)?;
         let mut builder = LinkVxlan::new(name, vni)
             .port(VXLAN_PORT)
             .learning(false)
             .proxy(true)
-            .mtu(mtu);
+            .mtu(mtu)
+            .setns_by_fd(ns.as_raw_fd());
         if let Some(local) = local {
             builder = builder.local(local);
         }
         let r = self.handle.link().add(builder.build()).execute().await;
-        r.map_err(|e| self.err("creating", format!("vxlan {name} (vni {vni})"), e))
+        let object = format!("vxlan {name} (vni {vni}, in {})", netns.display());
+        r.map_err(|e| self.err("creating", object, e))
     }
 
     async fn change(&self, op: &str, object: String, msg: LinkMessage) -> Result<()> {
         let r = self.handle.link().change(msg).execute().await;
         r.map_err(|e| self.err(op, object, e))
-    }
-
-    /// Moves link `name` into the namespace `netns` (IFLA_NET_NS_FD); it keeps its name there.
-    pub async fn move_link(&self, name: &str, netns: &Path) -> Result<()> {
-        let link = self.require_link(name).await?;
-        let ns = netns::open(netns)?;
-        let msg = LinkUnspec::new_with_index(link.index)
-            .setns_by_fd(ns.as_raw_fd())
-            .build();
-        let object = format!("link {name} (to {})", netns.display());
-        self.change("moving", object, msg).await
     }
 
     pub async fn rename_link(&self, index: u32, name: &str) -> Result<()> {

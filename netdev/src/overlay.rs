@@ -10,13 +10,12 @@ use crate::error::{Error, Result};
 use crate::netlink::{LinkSummary, Netlink};
 use crate::netns;
 use crate::spec::{BridgeSpec, Mac, OverlaySpec};
-use crate::tempname::temp_ifname;
 
 /// The bridge inside every overlay namespace; sandbox legs are enslaved to it.
 pub const OVERLAY_BRIDGE: &str = "br0";
 
-/// Makes the overlay namespace match `spec`; `node` is the node namespace, where a missing
-/// VXLAN device is created before it is moved into the overlay namespace.
+/// Makes the overlay namespace match `spec`; `node` is the node namespace, from which a
+/// missing VXLAN device is created inside the overlay namespace (its socket on the underlay).
 pub async fn ensure_overlay(node: &Netlink, spec: &OverlaySpec) -> Result<()> {
     check_fdb(spec)?;
     netns::create(&spec.netns)?;
@@ -214,8 +213,8 @@ async fn ensure_br0(ovl: &Netlink, spec: &OverlaySpec) -> Result<LinkSummary> {
     Ok(br0)
 }
 
-/// The VXLAN device in the overlay namespace, created (and moved in) if missing or if the
-/// link under that name is not a VXLAN device with our VNI.
+/// The VXLAN device in the overlay namespace, created there (its socket in the node
+/// namespace) if missing or if the link under that name is not a VXLAN device with our VNI.
 async fn ensure_vxlan(node: &Netlink, ovl: &Netlink, spec: &OverlaySpec) -> Result<LinkSummary> {
     if let Some(link) = ovl.link(&spec.vxlan_ifname).await? {
         if link.kind.as_deref() == Some("vxlan") && link.vni == Some(spec.vni) {
@@ -223,22 +222,15 @@ async fn ensure_vxlan(node: &Netlink, ovl: &Netlink, spec: &OverlaySpec) -> Resu
         }
         ovl.delete_link(&spec.vxlan_ifname).await?;
     }
-    let temp = temp_ifname();
-    node.add_vxlan(&temp, spec.vni, spec.local_vtep, spec.mtu)
-        .await?;
-    let moved = async {
-        node.move_link(&temp, &spec.netns).await?;
-        let link = ovl.require_link(&temp).await?;
-        ovl.rename_link(link.index, &spec.vxlan_ifname).await?;
-        ovl.require_link(&spec.vxlan_ifname).await
-    }
-    .await;
-    if moved.is_err() {
-        // Whichever side it is on, do not leave a half-made device holding the VNI's socket.
-        let _ = node.delete_link(&temp).await;
-        let _ = ovl.delete_link(&temp).await;
-    }
-    moved
+    node.add_vxlan(
+        &spec.vxlan_ifname,
+        spec.vni,
+        spec.local_vtep,
+        &spec.netns,
+        spec.mtu,
+    )
+    .await?;
+    ovl.require_link(&spec.vxlan_ifname).await
 }
 
 /// br0's local routes are exactly the VIPs (see [`Netlink::add_local_route`]).

@@ -8,7 +8,6 @@ use crate::netlink::{LinkSummary, Netlink};
 use crate::netns;
 use crate::overlay::OVERLAY_BRIDGE;
 use crate::spec::{Attachment, InterfaceSpec, SandboxSpec};
-use crate::tempname::temp_ifname;
 
 /// Makes the sandbox match `spec`. Interfaces already present with the right kind, MAC and
 /// address are kept (adopted), so a second call with the same spec changes nothing.
@@ -90,8 +89,8 @@ fn bridge_name(iface: &InterfaceSpec) -> &str {
     }
 }
 
-/// A macvlan leg: made on the parent in the node namespace under a temporary name, moved into
-/// the sandbox, renamed and given the task's MAC. Kept when kind, MAC and address match.
+/// A macvlan leg: made on the parent (a node link) directly inside the sandbox, with its name
+/// and the task's MAC in the same request. Kept when kind, MAC and address match.
 async fn ensure_macvlan(
     node: &Netlink,
     sandbox: &Netlink,
@@ -112,22 +111,9 @@ async fn ensure_macvlan(
             if other.is_some() {
                 sandbox.delete_link(&iface.ifname).await?;
             }
-            let temp = temp_ifname();
-            node.add_macvlan(&temp, &parent, iface.mtu).await?;
-            let made = async {
-                node.move_link(&temp, &spec.netns).await?;
-                let leg = sandbox.require_link(&temp).await?;
-                sandbox.rename_link(leg.index, &iface.ifname).await?;
-                let leg = sandbox.require_link(&iface.ifname).await?;
-                sandbox.set_mac(&leg, iface.mac).await?;
-                sandbox.require_link(&iface.ifname).await
-            }
-            .await;
-            if made.is_err() {
-                let _ = node.delete_link(&temp).await;
-                let _ = sandbox.delete_link(&temp).await;
-            }
-            made?
+            node.add_macvlan(&iface.ifname, &parent, &spec.netns, iface.mac, iface.mtu)
+                .await?;
+            sandbox.require_link(&iface.ifname).await?
         }
     };
     if inner.mtu != iface.mtu {

@@ -49,8 +49,8 @@ pub struct OverlaySpec {
     /// Path of the named namespace file (under the daemon's run dir).
     pub netns: PathBuf,
     /// Name of the VXLAN device inside the overlay namespace (e.g. `vxlan4096`). It is created
-    /// in the node namespace under a temporary name so its UDP socket lives on the underlay,
-    /// then moved into `netns` and renamed.
+    /// by a request from the node namespace, so its UDP socket lives on the underlay, with the
+    /// device itself placed in `netns` by the same request.
     pub vxlan_ifname: String,
     pub vni: u32,
     /// Local VTEP address on the underlay (the daemon's advertise address), if any.

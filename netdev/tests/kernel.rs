@@ -766,6 +766,72 @@ async fn sandbox_on_node_bridge_has_default_route_and_is_recreated_on_change() {
 }
 
 #[tokio::test]
+async fn macvlan_legs_are_made_inside_the_sandbox_and_reach_each_other() {
+    if !root_or_skip("macvlan_legs_are_made_inside_the_sandbox_and_reach_each_other") {
+        return;
+    }
+    let mut world = World::new();
+    let node_path = world.node("mv");
+    // The parent: one end of a veth pair standing in for the node's NIC (no dummy driver here).
+    ns_run(
+        &node_path,
+        &[
+            "ip", "link", "add", "mvparent", "type", "veth", "peer", "name", "mvwire",
+        ],
+    );
+    ns_run(&node_path, &["ip", "link", "set", "mvparent", "up"]);
+    ns_run(&node_path, &["ip", "link", "set", "mvwire", "up"]);
+    let node = Netlink::open(&node_path)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let attach = Attachment::Macvlan {
+        parent: "mvparent".into(),
+    };
+    let a = task(
+        world.path("sb-mva"),
+        "",
+        attach.clone(),
+        "192.168.77.5/24",
+        None,
+    );
+    let b = task(world.path("sb-mvb"), "", attach, "192.168.77.6/24", None);
+    for t in [&a, &b] {
+        sandbox::ensure_sandbox(&node, t)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+    }
+    let leg = ns_run(&a.netns, &["ip", "-d", "addr", "show", "dev", "eth0"]);
+    assert!(leg.contains("macvlan mode bridge"), "{leg}");
+    assert!(leg.contains("02:42:c0:a8:4d:05"), "task MAC: {leg}");
+    assert!(leg.contains("inet 192.168.77.5/24"), "{leg}");
+    // Made in place: nothing of it, not even a temporary name, was left in the node namespace.
+    let node_links = ns_run(&node_path, &["ip", "-o", "link", "show", "type", "macvlan"]);
+    assert!(
+        node_links.trim().is_empty(),
+        "macvlan left in node ns: {node_links}"
+    );
+    // Two legs on one parent in bridge mode reach each other.
+    ns_run(&a.netns, &["ping", "-c1", "-W2", "192.168.77.6"]);
+
+    let index = ifindex(&a.netns, "eth0");
+    sandbox::ensure_sandbox(&node, &a)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        ifindex(&a.netns, "eth0"),
+        index,
+        "second ensure must be a no-op"
+    );
+
+    for t in [&a, &b] {
+        sandbox::remove_sandbox(&node, t)
+            .await
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert!(!t.netns.exists());
+    }
+}
+
+#[tokio::test]
 async fn isolated_ports_reach_the_bridge_but_not_each_other() {
     if !root_or_skip("isolated_ports_reach_the_bridge_but_not_each_other") {
         return;
