@@ -230,12 +230,6 @@ impl Netlink {
         r.map_err(|e| self.err(op, object, e))
     }
 
-    pub async fn rename_link(&self, index: u32, name: &str) -> Result<()> {
-        let msg = LinkUnspec::new_with_index(index).name(name).build();
-        self.change("renaming", format!("link #{index} to {name}"), msg)
-            .await
-    }
-
     pub async fn set_up(&self, link: &LinkSummary) -> Result<()> {
         let msg = LinkUnspec::new_with_index(link.index).up().build();
         self.change("setting up", format!("link {}", link.name), msg)
