@@ -140,8 +140,7 @@ impl Netlink {
 
     pub async fn add_bridge(&self, name: &str, mtu: u32) -> Result<()> {
         let msg = LinkBridge::new(name).mtu(mtu).build();
-        let r = self.handle.link().add(msg).execute().await;
-        r.map_err(|e| self.err("creating", format!("bridge {name}"), e))
+        self.add(format!("bridge {name}"), msg).await
     }
 
     /// A veth pair: `name` here, its peer `peer` made directly in the namespace `peer_netns`
@@ -167,9 +166,8 @@ impl Netlink {
             .mtu(mtu)
             .set_info_data(InfoData::Veth(InfoVeth::Peer(peer_msg)))
             .build();
-        let r = self.handle.link().add(msg).execute().await;
         let object = format!("veth {name} (peer {peer} in {})", peer_netns.display());
-        r.map_err(|e| self.err("creating", object, e))
+        self.add(object, msg).await
     }
 
     /// A macvlan device `name` in mode bridge on `parent` (a link here), made directly in the
@@ -189,13 +187,12 @@ impl Netlink {
             .address(mac.0.to_vec())
             .setns_by_fd(ns.as_raw_fd())
             .build();
-        let r = self.handle.link().add(msg).execute().await;
         let object = format!(
             "macvlan {name} (parent {}, in {})",
             parent.name,
             netns.display()
         );
-        r.map_err(|e| self.err("creating", object, e))
+        self.add(object, msg).await
     }
 
     /// A VXLAN device with static forwarding only (no learning), proxy ARP from the device's
@@ -220,8 +217,13 @@ impl Netlink {
         if let Some(local) = local {
             builder = builder.local(local);
         }
-        let r = self.handle.link().add(builder.build()).execute().await;
         let object = format!("vxlan {name} (vni {vni}, in {})", netns.display());
+        self.add(object, builder.build()).await
+    }
+
+    /// Creates the link `msg` describes; `object` names it in the error.
+    async fn add(&self, object: String, msg: LinkMessage) -> Result<()> {
+        let r = self.handle.link().add(msg).execute().await;
         r.map_err(|e| self.err("creating", object, e))
     }
 
